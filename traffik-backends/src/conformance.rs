@@ -1,0 +1,373 @@
+//! The conformance suite: what every [`Backend`] must do, generic over the
+//! backend, run against each one by [`conformance_tests!`](crate::conformance_tests).
+//!
+//! The oracle is the pure strategy functions in `traffik-core`: a backend must
+//! return exactly the decisions they return, for every strategy, cost and
+//! time, under any concurrency.
+//!
+//! Each case uses a fresh namespace, so cases can share one store.
+
+use std::num::NonZeroU64;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use traffik_core::{
+    AnyStrategy, Backend, Decision, FixedWindow, Gcra, LeakyBucket, Limit, ManualClock, Rate,
+    Reason, SlidingWindowCounter, SlidingWindowLog, Strategy, StrategyKind, Throttle, TokenBucket,
+};
+
+/// Where the manual clock of every case starts: a time well after the epoch,
+/// with a remainder so windows do not start on it.
+pub const START_MS: u64 = 1_700_000_000_123;
+
+/// Generates one `#[tokio::test]` per conformance case.
+///
+/// The argument is an expression that evaluates to a future of
+/// `(backend, guard)`: the guard (a running server, say) is kept alive until
+/// the case ends.
+///
+/// ```no_run
+/// use traffik_backends::memory::MemoryBackend;
+///
+/// traffik_backends::conformance_tests!(async { (MemoryBackend::new(), ()) });
+/// # fn main() {}
+/// ```
+#[macro_export]
+macro_rules! conformance_tests {
+    ($fixture:expr) => {
+        $crate::conformance_tests!(@cases $fixture;
+            decisions_match_the_pure_strategies,
+            cost_is_counted_and_bounded,
+            peek_does_not_consume,
+            reset_forgets_a_key,
+            state_expires_after_reset_after,
+            keys_are_isolated,
+            concurrent_hits_admit_exactly_the_limit,
+            a_limit_per_call_overrides_the_throttle_limit,
+        );
+    };
+    (@cases $fixture:expr; $($case:ident),* $(,)?) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn $case() {
+            let (backend, _guard) = $fixture.await;
+            $crate::conformance::$case(&backend).await;
+        }
+    )*};
+}
+
+/// A namespace no other case uses, in this process or another.
+fn fresh_namespace() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "conformance-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// The strategies every case runs: all six, and the buckets with a burst
+/// other than the count.
+fn strategies() -> Vec<AnyStrategy> {
+    let burst = NonZeroU64::new(7).unwrap_or(NonZeroU64::MIN);
+    let mut all: Vec<AnyStrategy> = StrategyKind::ALL
+        .into_iter()
+        .map(AnyStrategy::from)
+        .collect();
+    all.push(TokenBucket::with_burst(burst).into());
+    all.push(LeakyBucket::with_burst(burst).into());
+    all.push(Gcra::with_burst(burst).into());
+    all
+}
+
+fn rate(text: &str) -> Rate {
+    match text.parse() {
+        Ok(rate) => rate,
+        Err(error) => panic!("bad rate {text:?} in the conformance suite: {error}"),
+    }
+}
+
+fn throttle<B: Backend + Clone>(
+    backend: &B,
+    name: &str,
+    rate: Rate,
+    strategy: AnyStrategy,
+    clock: &ManualClock,
+) -> Throttle<B, ManualClock> {
+    Throttle::builder(name, rate)
+        .namespace(fresh_namespace())
+        .strategy(strategy)
+        .failure_policy(traffik_core::FailurePolicy::Error)
+        .clock(clock.clone())
+        .build(backend.clone())
+        .unwrap_or_else(|error| panic!("conformance throttle {name}: {error}"))
+}
+
+async fn hit<B: Backend, C: traffik_core::Clock>(
+    throttle: &Throttle<B, C>,
+    identity: &str,
+    cost: u64,
+) -> Decision {
+    match throttle.hit_n(identity, cost).await {
+        Ok(decision) => decision,
+        Err(error) => panic!("backend failed on {identity}: {error}"),
+    }
+}
+
+/// A small deterministic generator (xorshift), so failures reproduce.
+struct Sequence(u64);
+
+impl Sequence {
+    fn next(&mut self, below: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % below
+    }
+}
+
+/// The pure strategy, for the oracle.
+struct Oracle {
+    strategy: AnyStrategy,
+    rate: Rate,
+    fixed_window: <FixedWindow as Strategy>::State,
+    sliding_window_counter: <SlidingWindowCounter as Strategy>::State,
+    sliding_window_log: <SlidingWindowLog as Strategy>::State,
+    token_bucket: <TokenBucket as Strategy>::State,
+    leaky_bucket: <LeakyBucket as Strategy>::State,
+    gcra: <Gcra as Strategy>::State,
+}
+
+impl Oracle {
+    fn new(strategy: AnyStrategy, rate: Rate) -> Oracle {
+        Oracle {
+            strategy,
+            rate,
+            fixed_window: Default::default(),
+            sliding_window_counter: Default::default(),
+            sliding_window_log: Default::default(),
+            token_bucket: Default::default(),
+            leaky_bucket: Default::default(),
+            gcra: Default::default(),
+        }
+    }
+
+    fn hit(&mut self, now: u64, cost: u64) -> Decision {
+        let rate = &self.rate;
+        match &self.strategy {
+            AnyStrategy::FixedWindow(s) => s.hit(rate, &mut self.fixed_window, now, cost),
+            AnyStrategy::SlidingWindowCounter(s) => {
+                s.hit(rate, &mut self.sliding_window_counter, now, cost)
+            }
+            AnyStrategy::SlidingWindowLog(s) => {
+                s.hit(rate, &mut self.sliding_window_log, now, cost)
+            }
+            AnyStrategy::TokenBucket(s) => s.hit(rate, &mut self.token_bucket, now, cost),
+            AnyStrategy::LeakyBucket(s) => s.hit(rate, &mut self.leaky_bucket, now, cost),
+            AnyStrategy::Gcra(s) => s.hit(rate, &mut self.gcra, now, cost),
+            other => panic!("the conformance oracle does not know {other}"),
+        }
+    }
+}
+
+/// Random sequences of (advance, cost) give exactly the pure functions'
+/// decisions, for every strategy and several rates, including sub-second
+/// windows and rates whose interval is a fraction of a millisecond.
+pub async fn decisions_match_the_pure_strategies<B: Backend + Clone>(backend: &B) {
+    for text in ["5/s", "3/1s", "10/250ms", "7/2min", "1000/s"] {
+        let rate = rate(text);
+        for (index, strategy) in strategies().into_iter().enumerate() {
+            let clock = ManualClock::new(START_MS);
+            let throttle = throttle(backend, "parity", rate, strategy.clone(), &clock);
+            let mut oracle = Oracle::new(strategy.clone(), rate);
+            let mut sequence = Sequence(0x9e37_79b9_7f4a_7c15 ^ ((index as u64 + 1) * 7919));
+            let span = rate.period_ms() * 3 / 2 + 1;
+            for step in 0..200 {
+                let advance = match sequence.next(4) {
+                    0 | 1 => 0,
+                    2 => sequence.next(rate.period_ms() / 4 + 2),
+                    _ => sequence.next(span),
+                };
+                clock.advance(Duration::from_millis(advance));
+                let cost = match sequence.next(10) {
+                    0 => 0,
+                    1 => strategy.capacity(&rate) + 1,
+                    2 => 1 + sequence.next(strategy.capacity(&rate)),
+                    _ => 1,
+                };
+                let expected = oracle.hit(traffik_core::Clock::now_ms(&clock), cost);
+                let got = hit(&throttle, "client", cost).await;
+                assert_eq!(
+                    got, expected,
+                    "{strategy} at {text}, step {step}, cost {cost}"
+                );
+            }
+        }
+    }
+}
+
+/// Costs above one count as that many hits; a cost above the capacity is
+/// denied for good; a denied cost consumes nothing.
+pub async fn cost_is_counted_and_bounded<B: Backend + Clone>(backend: &B) {
+    for strategy in strategies() {
+        let rate = rate("5/s");
+        let clock = ManualClock::new(START_MS);
+        let throttle = throttle(backend, "cost", rate, strategy.clone(), &clock);
+        let capacity = strategy.capacity(&rate);
+        let first = hit(&throttle, "k", 3).await;
+        assert!(first.is_allowed(), "{strategy}");
+        assert_eq!(first.remaining(), capacity - 3, "{strategy}");
+        let too_big = hit(&throttle, "k", capacity + 1).await;
+        assert_eq!(too_big.reason(), Reason::CostExceedsCapacity, "{strategy}");
+        assert_eq!(too_big.retry_after(), Duration::MAX, "{strategy}");
+        let denied = hit(&throttle, "k", capacity - 2).await;
+        assert!(!denied.is_allowed(), "{strategy}");
+        assert_eq!(denied.reason(), Reason::OverLimit, "{strategy}");
+        assert!(denied.retry_after_ms() >= 1, "{strategy}");
+        let free = hit(&throttle, "k", 0).await;
+        assert!(free.is_allowed(), "{strategy}");
+        assert_eq!(
+            free.remaining(),
+            capacity - 3,
+            "{strategy}: a denied hit consumed quota"
+        );
+        let rest = hit(&throttle, "k", capacity - 3).await;
+        assert!(rest.is_allowed(), "{strategy}");
+        assert_eq!(rest.remaining(), 0, "{strategy}");
+    }
+}
+
+/// `peek` reports what a hit would get and changes nothing.
+pub async fn peek_does_not_consume<B: Backend + Clone>(backend: &B) {
+    for strategy in strategies() {
+        let rate = rate("4/min");
+        let clock = ManualClock::new(START_MS);
+        let throttle = throttle(backend, "peek", rate, strategy.clone(), &clock);
+        let capacity = strategy.capacity(&rate);
+        for _ in 0..10 {
+            let peeked = throttle.peek("k").await.unwrap_or_else(|e| panic!("{e}"));
+            assert!(peeked.is_allowed(), "{strategy}");
+            assert_eq!(peeked.remaining(), capacity - 1, "{strategy}");
+        }
+        for _ in 0..capacity {
+            assert!(hit(&throttle, "k", 1).await.is_allowed(), "{strategy}");
+        }
+        let peeked = throttle.peek("k").await.unwrap_or_else(|e| panic!("{e}"));
+        let denied = hit(&throttle, "k", 1).await;
+        assert!(!peeked.is_allowed(), "{strategy}");
+        assert_eq!(peeked, denied, "{strategy}: peek and hit disagree");
+    }
+}
+
+/// `reset` gives a key its full quota back.
+pub async fn reset_forgets_a_key<B: Backend + Clone>(backend: &B) {
+    for strategy in strategies() {
+        let rate = rate("2/h");
+        let clock = ManualClock::new(START_MS);
+        let throttle = throttle(backend, "reset", rate, strategy.clone(), &clock);
+        let capacity = strategy.capacity(&rate);
+        while hit(&throttle, "k", 1).await.is_allowed() {}
+        throttle.reset("k").await.unwrap_or_else(|e| panic!("{e}"));
+        let after = hit(&throttle, "k", 1).await;
+        assert!(after.is_allowed(), "{strategy}");
+        assert_eq!(after.remaining(), capacity - 1, "{strategy}");
+        // Resetting a key that was never hit is fine.
+        throttle
+            .reset("never-seen")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+/// Once `reset_after` has passed, the key has its full quota again, and not
+/// a millisecond before.
+pub async fn state_expires_after_reset_after<B: Backend + Clone>(backend: &B) {
+    for strategy in strategies() {
+        let rate = rate("3/2s");
+        let clock = ManualClock::new(START_MS);
+        let throttle = throttle(backend, "expiry", rate, strategy.clone(), &clock);
+        let capacity = strategy.capacity(&rate);
+        let mut last = hit(&throttle, "k", 1).await;
+        while last.is_allowed() {
+            last = hit(&throttle, "k", 1).await;
+        }
+        let reset = last.reset_after_ms();
+        assert!(reset > 0, "{strategy}");
+        clock.advance(Duration::from_millis(reset - 1));
+        let before = throttle.peek("k").await.unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            before.remaining() < capacity - 1,
+            "{strategy}: full before reset_after"
+        );
+        clock.advance(Duration::from_millis(1));
+        let after = hit(&throttle, "k", 1).await;
+        assert_eq!(
+            after.remaining(),
+            capacity - 1,
+            "{strategy}: not full at reset_after"
+        );
+    }
+}
+
+/// Identities and throttles share nothing.
+pub async fn keys_are_isolated<B: Backend + Clone>(backend: &B) {
+    for strategy in strategies() {
+        let rate = rate("1/min");
+        let clock = ManualClock::new(START_MS);
+        let first = throttle(backend, "first", rate, strategy.clone(), &clock);
+        let second = throttle(backend, "second", rate, strategy.clone(), &clock);
+        assert!(hit(&first, "alice", 1).await.is_allowed(), "{strategy}");
+        assert!(hit(&first, "bob", 1).await.is_allowed(), "{strategy}");
+        assert!(hit(&second, "alice", 1).await.is_allowed(), "{strategy}");
+        let capacity = strategy.capacity(&rate);
+        for _ in 1..capacity {
+            assert!(hit(&first, "alice", 1).await.is_allowed(), "{strategy}");
+        }
+        assert!(!hit(&first, "alice", 1).await.is_allowed(), "{strategy}");
+        assert!(hit(&first, "alice:2", 1).await.is_allowed(), "{strategy}");
+    }
+}
+
+/// 64 tasks hitting one key at once admit exactly the limit.
+pub async fn concurrent_hits_admit_exactly_the_limit<B: Backend + Clone>(backend: &B) {
+    for strategy in strategies() {
+        let rate = rate("50/h");
+        let clock = ManualClock::new(START_MS);
+        let throttle = throttle(backend, "concurrency", rate, strategy.clone(), &clock);
+        let tasks: Vec<_> = (0..64)
+            .map(|_| {
+                let throttle = throttle.clone();
+                tokio::spawn(async move {
+                    let mut admitted = 0u64;
+                    for _ in 0..3 {
+                        if hit(&throttle, "shared", 1).await.is_allowed() {
+                            admitted += 1;
+                        }
+                    }
+                    admitted
+                })
+            })
+            .collect();
+        let mut admitted = 0;
+        for task in tasks {
+            admitted += task.await.unwrap_or_else(|e| panic!("task failed: {e}"));
+        }
+        assert_eq!(admitted, strategy.capacity(&rate), "{strategy}");
+    }
+}
+
+/// `hit_with` applies the limit it is given (premium keys get more).
+pub async fn a_limit_per_call_overrides_the_throttle_limit<B: Backend + Clone>(backend: &B) {
+    let clock = ManualClock::new(START_MS);
+    let throttle = throttle(backend, "tiers", rate("2/min"), Gcra::new().into(), &clock);
+    let premium = Limit::new(rate("5/min"), Gcra::new()).unwrap_or_else(|e| panic!("{e}"));
+    let mut admitted = 0;
+    for _ in 0..10 {
+        let decision = throttle
+            .hit_with("vip", &premium, 1)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(decision.limit(), 5);
+        admitted += u64::from(decision.is_allowed());
+    }
+    assert_eq!(admitted, 5);
+}

@@ -1,0 +1,403 @@
+use std::fmt;
+use std::future::{Future, Ready, ready};
+use std::hash::BuildHasher;
+use std::sync::{Arc, OnceLock, Weak};
+use std::thread::{self, Thread};
+use std::time::Duration;
+
+use foldhash::fast::RandomState;
+use hashbrown::hash_table::Entry as TableEntry;
+use parking_lot::Mutex;
+use traffik_core::{
+    AnyStrategy, Backend, Clock, Decision, Error, ErrorKind, Key, Limit, SystemClock,
+};
+
+use super::shard::{Entry, Shard, Slot, expiry_s};
+
+/// A shard on its own cache lines, so two cores working on two shards do not
+/// slow each other down.
+#[repr(align(128))]
+struct Padded(Mutex<Shard>);
+
+struct Inner {
+    shards: Box<[Padded]>,
+    hasher: RandomState,
+    shard_mask: usize,
+    /// The most keys one shard holds (`usize::MAX`: no cap).
+    shard_cap: usize,
+    sweeper: OnceLock<Thread>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Wake the sweeper so it sees the backend is gone and exits.
+        if let Some(sweeper) = self.sweeper.get() {
+            sweeper.unpark();
+        }
+    }
+}
+
+/// The sharded in-memory backend; see [the module docs](super) for expiry,
+/// the key cap and memory use.
+///
+/// Cloning is cheap: clones share one store.
+///
+/// ```
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use traffik_backends::memory::MemoryBackend;
+/// use traffik_core::Throttle;
+///
+/// let backend = MemoryBackend::builder().max_keys(1_000_000).build();
+/// let api = Throttle::builder("api", "100/min".parse()?).build(backend)?;
+/// assert!(api.hit("client-1").await?.is_allowed());
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct MemoryBackend {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for MemoryBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryBackend")
+            .field("shards", &self.inner.shards.len())
+            .field("shard_cap", &self.inner.shard_cap)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for MemoryBackend {
+    fn default() -> MemoryBackend {
+        MemoryBackend::new()
+    }
+}
+
+impl MemoryBackend {
+    /// A backend with the default settings: see [`MemoryBackendBuilder`].
+    pub fn new() -> MemoryBackend {
+        MemoryBackend::builder().build()
+    }
+
+    /// Starts configuring a backend.
+    pub fn builder() -> MemoryBackendBuilder {
+        MemoryBackendBuilder {
+            shards: None,
+            max_keys: None,
+            sweep_interval: Some(Duration::from_secs(5)),
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// How many keys are stored, counting expired ones not yet swept.
+    pub fn len(&self) -> usize {
+        self.inner
+            .shards
+            .iter()
+            .map(|shard| shard.0.lock().len())
+            .sum()
+    }
+
+    /// Whether no key is stored.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// How many shards the keys are spread over.
+    pub fn shard_count(&self) -> usize {
+        self.inner.shards.len()
+    }
+
+    /// Drops every key that expired by `now_ms` and returns how many. The
+    /// backend sweeps by itself; this is for callers that want it now.
+    pub fn sweep(&self, now_ms: u64) -> usize {
+        self.inner
+            .shards
+            .iter()
+            .map(|shard| shard.0.lock().sweep(now_ms))
+            .sum()
+    }
+
+    #[inline]
+    fn locate(&self, key: &Key<'_>) -> (u64, &Mutex<Shard>) {
+        let hash = self
+            .inner
+            .hasher
+            .hash_one((key.scope().id(), key.identity()));
+        // The table uses the low and the top bits; the shard takes the middle.
+        let shard = (hash >> 32) as usize & self.inner.shard_mask;
+        (hash, &self.inner.shards[shard].0)
+    }
+
+    fn rehash<S>(&self) -> impl Fn(&Entry<S>) -> u64 + '_ {
+        |entry| {
+            self.inner
+                .hasher
+                .hash_one((entry.scope, entry.identity.as_str()))
+        }
+    }
+
+    fn apply<S: Slot>(
+        &self,
+        strategy: &S,
+        key: &Key<'_>,
+        limit: &Limit,
+        now: u64,
+        cost: u64,
+    ) -> Result<Decision, Error> {
+        let (hash, shard) = self.locate(key);
+        let scope = key.scope().id();
+        let identity = key.identity();
+        let rate = limit.rate();
+        let mut shard = shard.lock();
+        let shard_len = shard.len();
+        let table = S::table(&mut shard);
+        match table.find_entry(hash, |e| e.is(scope, identity)) {
+            Ok(mut occupied) => {
+                let entry = occupied.get_mut();
+                let decision = strategy.hit(rate, &mut entry.state, now, cost);
+                if decision.reset_after_ms() == 0 {
+                    occupied.remove();
+                } else {
+                    entry.expires_s = expiry_s(now, decision.reset_after_ms());
+                }
+                Ok(decision)
+            }
+            Err(_) => {
+                let mut state = S::State::default();
+                let decision = strategy.hit(rate, &mut state, now, cost);
+                if decision.reset_after_ms() == 0 {
+                    return Ok(decision);
+                }
+                if shard_len >= shard.next_sweep_len.min(self.inner.shard_cap) {
+                    let at_cap = shard_len >= self.inner.shard_cap;
+                    // At the cap, sweep at most once a second: a flood must not
+                    // turn every new key into a full scan.
+                    if !at_cap || shard.last_sweep_s < now / 1_000 {
+                        shard.sweep(now);
+                    }
+                    if shard.len() >= self.inner.shard_cap {
+                        return Err(Error::new(
+                            ErrorKind::Capacity,
+                            format!(
+                                "the in-memory backend holds its maximum of keys; {key} is new"
+                            ),
+                        ));
+                    }
+                }
+                let entry = Entry {
+                    identity: identity.into(),
+                    scope,
+                    expires_s: expiry_s(now, decision.reset_after_ms()),
+                    state,
+                };
+                S::table(&mut shard).insert_unique(hash, entry, self.rehash());
+                Ok(decision)
+            }
+        }
+    }
+
+    fn observe<S: Slot>(
+        &self,
+        strategy: &S,
+        key: &Key<'_>,
+        limit: &Limit,
+        now: u64,
+        cost: u64,
+    ) -> Decision {
+        let (hash, shard) = self.locate(key);
+        let (scope, identity) = (key.scope().id(), key.identity());
+        let mut shard = shard.lock();
+        match S::table(&mut shard).find(hash, |e| e.is(scope, identity)) {
+            Some(entry) => strategy.peek(limit.rate(), &entry.state, now, cost),
+            None => strategy.peek(limit.rate(), &S::State::default(), now, cost),
+        }
+    }
+
+    fn forget<S: Slot>(&self, _strategy: &S, key: &Key<'_>) {
+        let (hash, shard) = self.locate(key);
+        let (scope, identity) = (key.scope().id(), key.identity());
+        let mut shard = shard.lock();
+        if let TableEntry::Occupied(occupied) =
+            S::table(&mut shard).entry(hash, |e| e.is(scope, identity), self.rehash())
+        {
+            occupied.remove();
+        }
+    }
+}
+
+fn unsupported(strategy: &AnyStrategy) -> Error {
+    Error::new(
+        ErrorKind::Config,
+        format!("the in-memory backend does not know the strategy {strategy}"),
+    )
+}
+
+/// Dispatches on the strategy to the typed table for it.
+macro_rules! dispatch {
+    ($strategy:expr, |$s:ident| $body:expr, $otherwise:expr) => {
+        match $strategy {
+            AnyStrategy::FixedWindow($s) => $body,
+            AnyStrategy::SlidingWindowCounter($s) => $body,
+            AnyStrategy::SlidingWindowLog($s) => $body,
+            AnyStrategy::TokenBucket($s) => $body,
+            AnyStrategy::LeakyBucket($s) => $body,
+            AnyStrategy::Gcra($s) => $body,
+            other => $otherwise(other),
+        }
+    };
+}
+
+/// The futures are [`Ready`]: a decision never waits, and callers outside an
+/// async context can take it with [`Ready::into_inner`].
+#[allow(refining_impl_trait)]
+impl Backend for MemoryBackend {
+    #[inline]
+    fn hit(
+        &self,
+        key: Key<'_>,
+        limit: &Limit,
+        now_ms: u64,
+        cost: u64,
+    ) -> Ready<Result<Decision, Error>> {
+        ready(dispatch!(
+            limit.strategy(),
+            |s| self.apply(s, &key, limit, now_ms, cost),
+            |other| Err(unsupported(other))
+        ))
+    }
+
+    fn peek(
+        &self,
+        key: Key<'_>,
+        limit: &Limit,
+        now_ms: u64,
+        cost: u64,
+    ) -> Ready<Result<Decision, Error>> {
+        ready(dispatch!(
+            limit.strategy(),
+            |s| Ok(self.observe(s, &key, limit, now_ms, cost)),
+            |other| Err(unsupported(other))
+        ))
+    }
+
+    fn reset(&self, key: Key<'_>, limit: &Limit) -> impl Future<Output = Result<(), Error>> + Send {
+        ready(dispatch!(
+            limit.strategy(),
+            |s| {
+                self.forget(s, &key);
+                Ok(())
+            },
+            |other| Err(unsupported(other))
+        ))
+    }
+}
+
+/// Configures a [`MemoryBackend`].
+#[must_use]
+pub struct MemoryBackendBuilder {
+    shards: Option<usize>,
+    max_keys: Option<usize>,
+    sweep_interval: Option<Duration>,
+    clock: Arc<dyn Clock>,
+}
+
+impl fmt::Debug for MemoryBackendBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryBackendBuilder")
+            .field("shards", &self.shards)
+            .field("max_keys", &self.max_keys)
+            .field("sweep_interval", &self.sweep_interval)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MemoryBackendBuilder {
+    /// How many shards (rounded up to a power of two, at least 1). Default:
+    /// four per available core, at least 16.
+    pub fn shards(mut self, shards: usize) -> Self {
+        self.shards = Some(shards);
+        self
+    }
+
+    /// Caps the number of keys. The cap is applied per shard (`max_keys /
+    /// shards`, rounded up), so the backend holds at most `max_keys` rounded
+    /// up to a multiple of the shard count. At the cap a new key's hit fails
+    /// with [`ErrorKind::Capacity`]; see [the module docs](super). Default:
+    /// no cap (sweeping still bounds memory to about twice the live keys).
+    pub fn max_keys(mut self, max_keys: usize) -> Self {
+        self.max_keys = Some(max_keys);
+        self
+    }
+
+    /// How often the background thread sweeps expired keys (default: 5 s);
+    /// `None` for no thread (shards still sweep themselves as they grow).
+    pub fn sweep_interval(mut self, interval: Option<Duration>) -> Self {
+        self.sweep_interval = interval;
+        self
+    }
+
+    /// The clock the background sweeper reads (default: [`SystemClock`]).
+    /// Give it the same clock as the throttles using this backend.
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// The backend (and its sweeper thread, if any).
+    pub fn build(self) -> MemoryBackend {
+        let shards = self
+            .shards
+            .unwrap_or_else(|| {
+                let cores = thread::available_parallelism().map_or(4, usize::from);
+                (cores * 4).max(16)
+            })
+            .clamp(1, 1 << 16)
+            .next_power_of_two();
+        let shard_cap = self
+            .max_keys
+            .map_or(usize::MAX, |max| max.div_ceil(shards).max(1));
+        let make_shard = || Padded(Mutex::new(Shard::new()));
+        let clock = self.clock;
+        let interval = self.sweep_interval.filter(|i| !i.is_zero());
+        let inner = Arc::new(Inner {
+            shards: (0..shards).map(|_| make_shard()).collect(),
+            hasher: RandomState::default(),
+            shard_mask: shards - 1,
+            shard_cap,
+            sweeper: OnceLock::new(),
+        });
+        if let Some(sweeper) =
+            interval.and_then(|i| spawn_sweeper(Arc::downgrade(&inner), clock, i))
+        {
+            let _ = inner.sweeper.set(sweeper);
+        }
+        MemoryBackend { inner }
+    }
+}
+
+/// Starts the sweeper; it holds only a weak reference and exits once the
+/// backend is gone. Returns `None` if no thread could be started (the shards
+/// still sweep themselves).
+fn spawn_sweeper(
+    backend: Weak<Inner>,
+    clock: Arc<dyn Clock>,
+    interval: Duration,
+) -> Option<Thread> {
+    let handle = thread::Builder::new()
+        .name("traffik-memory-sweeper".into())
+        .spawn(move || {
+            loop {
+                thread::park_timeout(interval);
+                let Some(inner) = backend.upgrade() else {
+                    return;
+                };
+                let now = clock.now_ms();
+                for shard in inner.shards.iter() {
+                    shard.0.lock().sweep(now);
+                }
+            }
+        })
+        .ok()?;
+    Some(handle.thread().clone())
+}

@@ -1,0 +1,150 @@
+//! The in-memory backend: the conformance suite, expiry, the key cap and
+//! memory under a flood of identities.
+
+use std::time::Duration;
+
+use traffik_backends::memory::MemoryBackend;
+use traffik_core::{
+    Clock, ErrorKind, FailurePolicy, FixedWindow, Gcra, ManualClock, Reason, Throttle,
+};
+
+traffik_backends::conformance_tests!(async {
+    (
+        MemoryBackend::builder()
+            .shards(8)
+            .sweep_interval(None)
+            .build(),
+        (),
+    )
+});
+
+const START: u64 = 1_700_000_000_000;
+
+fn throttle(
+    backend: &MemoryBackend,
+    clock: &ManualClock,
+    rate: &str,
+) -> Throttle<MemoryBackend, ManualClock> {
+    Throttle::builder("flood", rate.parse().unwrap())
+        .strategy(FixedWindow)
+        .failure_policy(FailurePolicy::Error)
+        .clock(clock.clone())
+        .build(backend.clone())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_key_whose_quota_is_full_again_is_dropped() {
+    let backend = MemoryBackend::builder().sweep_interval(None).build();
+    let clock = ManualClock::new(START);
+    let throttle = throttle(&backend, &clock, "10/s");
+    throttle.hit("a").await.unwrap();
+    assert_eq!(backend.len(), 1);
+    // A peek of an unknown key stores nothing, nor does a zero-cost hit.
+    throttle.peek("b").await.unwrap();
+    throttle.hit_n("c", 0).await.unwrap();
+    assert_eq!(backend.len(), 1);
+    clock.advance(Duration::from_secs(2));
+    assert_eq!(backend.sweep(clock.now_ms()), 1);
+    assert!(backend.is_empty());
+}
+
+#[tokio::test]
+async fn memory_stays_bounded_under_a_flood_of_unique_keys() {
+    let backend = MemoryBackend::builder()
+        .shards(16)
+        .sweep_interval(None)
+        .build();
+    let clock = ManualClock::new(START);
+    // Each key's state lives 100 ms; a new identity arrives every millisecond.
+    let throttle = throttle(&backend, &clock, "1/100ms");
+    let mut peak = 0;
+    for i in 0..300_000u32 {
+        assert!(throttle.hit(&format!("ip-{i}")).await.unwrap().is_allowed());
+        clock.advance(Duration::from_millis(1));
+        if i % 1_000 == 0 {
+            peak = peak.max(backend.len());
+        }
+    }
+    // Expiry has one-second granularity, so about 1,000–2,000 keys are
+    // live; self-sweeping keeps the store within a small multiple of that.
+    assert!(peak < 6_000, "{peak} keys held after a flood of 300,000");
+    assert!(backend.len() < 6_000);
+}
+
+#[tokio::test]
+async fn the_background_sweeper_empties_an_idle_backend() {
+    let clock = ManualClock::new(START);
+    let backend = MemoryBackend::builder()
+        .sweep_interval(Some(Duration::from_millis(5)))
+        .clock(clock.clone())
+        .build();
+    let throttle = throttle(&backend, &clock, "5/s");
+    for i in 0..100 {
+        throttle.hit(&i.to_string()).await.unwrap();
+    }
+    assert_eq!(backend.len(), 100);
+    clock.advance(Duration::from_secs(5));
+    // Real time: the sweeper thread runs every 5 ms; give it up to 2 s.
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while !backend.is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(backend.is_empty(), "{} keys left", backend.len());
+}
+
+#[tokio::test]
+async fn at_the_cap_new_keys_fail_and_known_keys_keep_working() {
+    let backend = MemoryBackend::builder()
+        .shards(1)
+        .max_keys(100)
+        .sweep_interval(None)
+        .build();
+    let clock = ManualClock::new(START);
+    let throttle = throttle(&backend, &clock, "3/min");
+    for i in 0..100 {
+        throttle.hit(&format!("k{i}")).await.unwrap();
+    }
+    let error = throttle.hit("newcomer").await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Capacity);
+    assert!(
+        error.to_string().contains("traffik:flood:newcomer"),
+        "{error}"
+    );
+    assert!(throttle.hit("k7").await.unwrap().is_allowed());
+    assert_eq!(backend.len(), 100);
+    // Once the window is over, the old keys expire and newcomers fit again.
+    clock.advance(Duration::from_secs(61));
+    assert!(throttle.hit("newcomer").await.unwrap().is_allowed());
+    assert_eq!(backend.len(), 1);
+}
+
+#[tokio::test]
+async fn the_failure_policy_turns_the_cap_into_a_decision() {
+    let backend = MemoryBackend::builder()
+        .shards(1)
+        .max_keys(1)
+        .sweep_interval(None)
+        .build();
+    let clock = ManualClock::new(START);
+    let build = |policy| {
+        Throttle::builder("policy", "3/min".parse().unwrap())
+            .strategy(Gcra::new())
+            .failure_policy(policy)
+            .failure_retry_after(Duration::from_secs(7))
+            .clock(clock.clone())
+            .build(backend.clone())
+            .unwrap()
+    };
+    let allow = build(FailurePolicy::Allow);
+    assert!(allow.hit("first").await.unwrap().is_allowed());
+    let open = allow.hit("second").await.unwrap();
+    assert!(open.is_allowed());
+    assert_eq!(open.reason(), Reason::BackendFailure);
+    assert_eq!(allow.failures(), 1);
+    let closed = build(FailurePolicy::Deny).hit("third").await.unwrap();
+    assert!(!closed.is_allowed());
+    assert_eq!(closed.retry_after(), Duration::from_secs(7));
+    let error = build(FailurePolicy::Error).hit("fourth").await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Capacity);
+}

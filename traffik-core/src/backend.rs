@@ -1,0 +1,91 @@
+//! The [`Backend`] trait: where the state of every key lives and how one
+//! decision is made atomic.
+//!
+//! | backend | atomic by | round trips per decision |
+//! |---|---|---|
+//! | in-memory | the shard's lock around the pure strategy | 0 |
+//! | Redis | one Lua script per strategy (EVALSHA) | 1 |
+//! | Memcached | arithmetic with TTL for counters; gets + cas for state | 1 or 2 |
+
+mod key;
+
+pub use key::{Key, Scope};
+
+use std::future::Future;
+use std::sync::Arc;
+
+use crate::{Decision, Error, Limit};
+
+/// A store of per-key strategy state that applies one hit atomically.
+///
+/// Implementations must make [`hit`](Backend::hit) atomic per key (no lost
+/// update under any concurrency), give every stored key a time to live (the
+/// decision's [`reset_after`](Decision::reset_after) is the natural one), and
+/// bound every call by a timeout, returning [`Error`] rather than hanging.
+///
+/// `now_ms` is the caller's clock. A backend may use its own time source
+/// instead (Redis uses the server's clock by default so that hosts with
+/// skewed clocks share one correct limit); it says so in its docs.
+///
+/// The futures are `Send` and generic (no boxing); in-memory backends return
+/// ready futures.
+pub trait Backend: Send + Sync + 'static {
+    /// Applies a hit of `cost` to `key` under `limit`, atomically.
+    ///
+    /// # Errors
+    ///
+    /// When the store fails, times out or is full. A denial is not an error.
+    fn hit(
+        &self,
+        key: Key<'_>,
+        limit: &Limit,
+        now_ms: u64,
+        cost: u64,
+    ) -> impl Future<Output = Result<Decision, Error>> + Send;
+
+    /// The decision a hit of `cost` would get, without counting it.
+    ///
+    /// # Errors
+    ///
+    /// As for [`hit`](Backend::hit).
+    fn peek(
+        &self,
+        key: Key<'_>,
+        limit: &Limit,
+        now_ms: u64,
+        cost: u64,
+    ) -> impl Future<Output = Result<Decision, Error>> + Send;
+
+    /// Forgets `key`: its next hit starts from a full quota.
+    ///
+    /// # Errors
+    ///
+    /// When the store fails or times out.
+    fn reset(&self, key: Key<'_>, limit: &Limit) -> impl Future<Output = Result<(), Error>> + Send;
+}
+
+impl<B: Backend + ?Sized> Backend for Arc<B> {
+    fn hit(
+        &self,
+        key: Key<'_>,
+        limit: &Limit,
+        now_ms: u64,
+        cost: u64,
+    ) -> impl Future<Output = Result<Decision, Error>> + Send {
+        (**self).hit(key, limit, now_ms, cost)
+    }
+
+    fn peek(
+        &self,
+        key: Key<'_>,
+        limit: &Limit,
+        now_ms: u64,
+        cost: u64,
+    ) -> impl Future<Output = Result<Decision, Error>> + Send {
+        (**self).peek(key, limit, now_ms, cost)
+    }
+
+    fn reset(&self, key: Key<'_>, limit: &Limit) -> impl Future<Output = Result<(), Error>> + Send {
+        (**self).reset(key, limit)
+    }
+}

@@ -1,0 +1,73 @@
+use super::{Strategy, StrategyKind};
+use crate::{Decision, Rate};
+
+/// Counts hits in windows of one period, aligned to multiples of the period
+/// since the UNIX epoch, so every node agrees where a window starts and ends.
+///
+/// - Admits at most `count` per aligned window; an arbitrary interval of one
+///   period that straddles an edge can see up to `2 × count`.
+/// - Any window size works, sub-second included; no lock beyond the key's.
+/// - State: the window's end and its count, 16 bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FixedWindow;
+
+/// [`FixedWindow`] state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FixedWindowState {
+    /// The end of the window `count` belongs to (exclusive), in ms.
+    pub window_end_ms: u64,
+    /// The cost admitted in that window.
+    pub count: u64,
+}
+
+impl Strategy for FixedWindow {
+    type State = FixedWindowState;
+    const KIND: StrategyKind = StrategyKind::FixedWindow;
+
+    fn capacity(&self, rate: &Rate) -> u64 {
+        rate.count()
+    }
+
+    fn hit(&self, rate: &Rate, state: &mut FixedWindowState, now_ms: u64, cost: u64) -> Decision {
+        let limit = rate.count();
+        if state.window_end_ms <= now_ms {
+            let period = rate.period_ms();
+            state.window_end_ms = (now_ms - now_ms % period).saturating_add(period);
+            state.count = 0;
+        }
+        let until_end = state.window_end_ms - now_ms;
+        let reset = |count: u64| if count == 0 { 0 } else { until_end };
+        let remaining = limit.saturating_sub(state.count);
+        if cost > limit {
+            Decision::cost_exceeds_capacity(limit, remaining, reset(state.count))
+        } else if cost <= remaining {
+            state.count += cost;
+            Decision::allowed(limit, remaining - cost, reset(state.count))
+        } else {
+            Decision::denied(limit, remaining, until_end, until_end)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_are_aligned_to_the_epoch() {
+        let rate: Rate = "2/500ms".parse().unwrap();
+        let mut state = FixedWindowState::default();
+        assert!(FixedWindow.hit(&rate, &mut state, 1_250, 1).is_allowed());
+        assert!(FixedWindow.hit(&rate, &mut state, 1_499, 1).is_allowed());
+        let denied = FixedWindow.hit(&rate, &mut state, 1_499, 1);
+        assert_eq!(denied.retry_after_ms(), 1);
+        assert!(FixedWindow.hit(&rate, &mut state, 1_500, 2).is_allowed());
+        assert_eq!(
+            state,
+            FixedWindowState {
+                window_end_ms: 2_000,
+                count: 2
+            }
+        );
+    }
+}

@@ -1,0 +1,296 @@
+//! [`Throttle`]: hit a key, get a [`Decision`].
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::backend::{Backend, Key, Scope};
+use crate::{AnyStrategy, Clock, ConfigError, Decision, Error, Limit, Rate, SystemClock};
+
+/// What a [`Throttle`] does when its backend fails (times out, is down, is
+/// full).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum FailurePolicy {
+    /// Admit the hit (fail open) and count the failure
+    /// ([`Throttle::failures`]). The default: a broken limiter should not take
+    /// the service down with it.
+    #[default]
+    Allow,
+    /// Deny the hit (fail closed) with the throttle's failure retry time.
+    Deny,
+    /// Return the [`Error`] to the caller.
+    Error,
+}
+
+/// The namespace throttles use unless told otherwise.
+pub const DEFAULT_NAMESPACE: &str = "traffik";
+
+/// A named limit on a backend: `hit(key)` gives a [`Decision`].
+///
+/// ```
+/// use traffik_core::{Backend, FailurePolicy, Gcra, Throttle};
+///
+/// async fn login(backend: impl Backend) -> Result<(), Box<dyn std::error::Error>> {
+/// let login = Throttle::builder("login", "5/min".parse()?)
+///     .strategy(Gcra::new())
+///     .failure_policy(FailurePolicy::Deny)
+///     .build(backend)?;
+///
+/// let decision = login.hit("alice@example.com").await?;
+/// if decision.is_allowed() {
+///     // go on
+/// } else {
+///     println!("try again in {:?}", decision.retry_after());
+/// }
+/// # Ok(())
+/// }
+/// ```
+///
+/// The key stored in the backend is `namespace:name:identity`. A throttle is
+/// cheap to clone when its backend and clock are (clones share the failure
+/// count).
+#[derive(Debug)]
+pub struct Throttle<B, C = SystemClock> {
+    scope: Arc<Scope>,
+    limit: Limit,
+    backend: B,
+    clock: C,
+    policy: FailurePolicy,
+    failure_retry_after_ms: u64,
+    failures: Arc<AtomicU64>,
+}
+
+impl<B: Clone, C: Clone> Clone for Throttle<B, C> {
+    fn clone(&self) -> Self {
+        Throttle {
+            scope: Arc::clone(&self.scope),
+            limit: self.limit.clone(),
+            backend: self.backend.clone(),
+            clock: self.clock.clone(),
+            policy: self.policy,
+            failure_retry_after_ms: self.failure_retry_after_ms,
+            failures: Arc::clone(&self.failures),
+        }
+    }
+}
+
+impl Throttle<()> {
+    /// Starts a throttle called `name` that allows `rate`.
+    pub fn builder(name: impl Into<String>, rate: Rate) -> ThrottleBuilder<SystemClock> {
+        ThrottleBuilder {
+            name: name.into(),
+            namespace: DEFAULT_NAMESPACE.to_owned(),
+            rate,
+            strategy: AnyStrategy::default(),
+            clock: SystemClock,
+            policy: FailurePolicy::default(),
+            failure_retry_after: Duration::from_secs(1),
+        }
+    }
+}
+
+impl<B: Backend, C: Clock> Throttle<B, C> {
+    /// Hits `identity` once.
+    ///
+    /// # Errors
+    ///
+    /// Only with [`FailurePolicy::Error`], when the backend fails.
+    #[inline]
+    pub async fn hit(&self, identity: &str) -> Result<Decision, Error> {
+        self.hit_n(identity, 1).await
+    }
+
+    /// Hits `identity` with a cost (a request that counts as several).
+    ///
+    /// # Errors
+    ///
+    /// Only with [`FailurePolicy::Error`], when the backend fails.
+    #[inline]
+    pub async fn hit_n(&self, identity: &str, cost: u64) -> Result<Decision, Error> {
+        let key = Key::new(&self.scope, identity);
+        let now = self.clock.now_ms();
+        let outcome = self.backend.hit(key, &self.limit, now, cost).await;
+        self.settle(outcome, self.limit.capacity())
+    }
+
+    /// Hits `identity` under another limit than the throttle's own, for
+    /// limits that depend on who is asking (premium keys get more).
+    ///
+    /// # Errors
+    ///
+    /// Only with [`FailurePolicy::Error`], when the backend fails.
+    pub async fn hit_with(
+        &self,
+        identity: &str,
+        limit: &Limit,
+        cost: u64,
+    ) -> Result<Decision, Error> {
+        let key = Key::new(&self.scope, identity);
+        let now = self.clock.now_ms();
+        let outcome = self.backend.hit(key, limit, now, cost).await;
+        self.settle(outcome, limit.capacity())
+    }
+
+    /// The decision a hit of cost 1 would get now, without counting it.
+    ///
+    /// # Errors
+    ///
+    /// Only with [`FailurePolicy::Error`], when the backend fails.
+    pub async fn peek(&self, identity: &str) -> Result<Decision, Error> {
+        let key = Key::new(&self.scope, identity);
+        let now = self.clock.now_ms();
+        let outcome = self.backend.peek(key, &self.limit, now, 1).await;
+        self.settle(outcome, self.limit.capacity())
+    }
+
+    /// Forgets `identity`: its next hit starts from a full quota.
+    ///
+    /// # Errors
+    ///
+    /// When the backend fails, whatever the failure policy.
+    pub async fn reset(&self, identity: &str) -> Result<(), Error> {
+        self.backend
+            .reset(Key::new(&self.scope, identity), &self.limit)
+            .await
+    }
+
+    #[inline]
+    fn settle(&self, outcome: Result<Decision, Error>, capacity: u64) -> Result<Decision, Error> {
+        match outcome {
+            Ok(decision) => Ok(decision),
+            Err(error) => {
+                self.failures.fetch_add(1, Ordering::Relaxed);
+                match self.policy {
+                    FailurePolicy::Allow => Ok(Decision::backend_failure(true, capacity, 0)),
+                    FailurePolicy::Deny => Ok(Decision::backend_failure(
+                        false,
+                        capacity,
+                        self.failure_retry_after_ms,
+                    )),
+                    FailurePolicy::Error => Err(error),
+                }
+            }
+        }
+    }
+}
+
+impl<B, C> Throttle<B, C> {
+    /// The throttle's name.
+    pub fn name(&self) -> &str {
+        self.scope.name()
+    }
+
+    /// The namespace its keys live in.
+    pub fn namespace(&self) -> &str {
+        self.scope.namespace()
+    }
+
+    /// `namespace:name`, shared by all its keys.
+    pub fn scope(&self) -> &Scope {
+        &self.scope
+    }
+
+    /// The limit it enforces.
+    pub fn limit(&self) -> &Limit {
+        &self.limit
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &C {
+        &self.clock
+    }
+
+    /// The failure policy.
+    pub fn failure_policy(&self) -> FailurePolicy {
+        self.policy
+    }
+
+    /// How many backend failures the failure policy has handled (all clones
+    /// count together).
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
+    }
+}
+
+/// Builds a [`Throttle`]; start with [`Throttle::builder`].
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct ThrottleBuilder<C> {
+    name: String,
+    namespace: String,
+    rate: Rate,
+    strategy: AnyStrategy,
+    clock: C,
+    policy: FailurePolicy,
+    failure_retry_after: Duration,
+}
+
+impl<C: Clock> ThrottleBuilder<C> {
+    /// The strategy (default: [`Gcra`](crate::Gcra) with a burst of the
+    /// rate's count).
+    pub fn strategy(mut self, strategy: impl Into<AnyStrategy>) -> Self {
+        self.strategy = strategy.into();
+        self
+    }
+
+    /// The namespace (default: `traffik`), to keep several applications
+    /// apart on one shared store.
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = namespace.into();
+        self
+    }
+
+    /// What to do when the backend fails (default: [`FailurePolicy::Allow`]).
+    pub fn failure_policy(mut self, policy: FailurePolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// The retry time a [`FailurePolicy::Deny`] denial reports (default: 1 s;
+    /// rounded down to whole milliseconds, at least 1).
+    pub fn failure_retry_after(mut self, retry_after: Duration) -> Self {
+        self.failure_retry_after = retry_after;
+        self
+    }
+
+    /// The clock (default: [`SystemClock`]); tests use a
+    /// [`ManualClock`](crate::ManualClock).
+    pub fn clock<C2: Clock>(self, clock: C2) -> ThrottleBuilder<C2> {
+        ThrottleBuilder {
+            name: self.name,
+            namespace: self.namespace,
+            rate: self.rate,
+            strategy: self.strategy,
+            clock,
+            policy: self.policy,
+            failure_retry_after: self.failure_retry_after,
+        }
+    }
+
+    /// The throttle, on `backend`.
+    ///
+    /// # Errors
+    ///
+    /// When the name or namespace is empty or holds `:`, `{`, `}` or white
+    /// space, or the strategy cannot compute exactly with the rate.
+    pub fn build<B: Backend>(self, backend: B) -> Result<Throttle<B, C>, ConfigError> {
+        let scope = Scope::new(&self.namespace, &self.name)?;
+        let limit = Limit::new(self.rate, self.strategy)?;
+        let retry_ms = u64::try_from(self.failure_retry_after.as_millis()).unwrap_or(u64::MAX);
+        Ok(Throttle {
+            scope: Arc::new(scope),
+            limit,
+            backend,
+            clock: self.clock,
+            policy: self.policy,
+            failure_retry_after_ms: retry_ms.max(1),
+            failures: Arc::new(AtomicU64::new(0)),
+        })
+    }
+}
