@@ -3,7 +3,7 @@
 //! | feature | default | backend |
 //! |---|---|---|
 //! | `memory` | yes | [`memory::MemoryBackend`]: sharded, in-process, zero I/O |
-//! | `conformance` | no | [`conformance_tests!`]: the suite every backend must pass |
+//! | `conformance` | no | `conformance_tests!`: the suite every backend must pass |
 //!
 //! ```
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {

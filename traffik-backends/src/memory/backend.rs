@@ -1,18 +1,16 @@
 use std::fmt;
 use std::future::{Future, Ready, ready};
-use std::hash::BuildHasher;
 use std::sync::{Arc, OnceLock, Weak};
 use std::thread::{self, Thread};
 use std::time::Duration;
 
 use foldhash::fast::RandomState;
-use hashbrown::hash_table::Entry as TableEntry;
 use parking_lot::Mutex;
 use traffik_core::{
     AnyStrategy, Backend, Clock, Decision, Error, ErrorKind, Key, Limit, SystemClock,
 };
 
-use super::shard::{Entry, Shard, Slot, expiry_s};
+use super::shard::{Entry, Shard, Slot, expiry_s, hash_key};
 
 /// A shard on its own cache lines, so two cores working on two shards do not
 /// slow each other down.
@@ -114,27 +112,16 @@ impl MemoryBackend {
         self.inner
             .shards
             .iter()
-            .map(|shard| shard.0.lock().sweep(now_ms))
+            .map(|shard| shard.0.lock().sweep(now_ms, &self.inner.hasher))
             .sum()
     }
 
     #[inline]
     fn locate(&self, key: &Key<'_>) -> (u64, &Mutex<Shard>) {
-        let hash = self
-            .inner
-            .hasher
-            .hash_one((key.scope().id(), key.identity()));
-        // The table uses the low and the top bits; the shard takes the middle.
+        let hash = hash_key(&self.inner.hasher, key.scope().id(), key.identity());
+        // The index uses the low and the top bits; the shard takes the middle.
         let shard = (hash >> 32) as usize & self.inner.shard_mask;
         (hash, &self.inner.shards[shard].0)
-    }
-
-    fn rehash<S>(&self) -> impl Fn(&Entry<S>) -> u64 + '_ {
-        |entry| {
-            self.inner
-                .hasher
-                .hash_one((entry.scope, entry.identity.as_str()))
-        }
     }
 
     fn apply<S: Slot>(
@@ -146,55 +133,49 @@ impl MemoryBackend {
         cost: u64,
     ) -> Result<Decision, Error> {
         let (hash, shard) = self.locate(key);
-        let scope = key.scope().id();
-        let identity = key.identity();
+        let (scope, identity) = (key.scope().id(), key.identity());
+        let hasher = &self.inner.hasher;
         let rate = limit.rate();
         let mut shard = shard.lock();
-        let shard_len = shard.len();
         let table = S::table(&mut shard);
-        match table.find_entry(hash, |e| e.is(scope, identity)) {
-            Ok(mut occupied) => {
-                let entry = occupied.get_mut();
-                let decision = strategy.hit(rate, &mut entry.state, now, cost);
-                if decision.reset_after_ms() == 0 {
-                    occupied.remove();
-                } else {
-                    entry.expires_s = expiry_s(now, decision.reset_after_ms());
-                }
-                Ok(decision)
+        if let Some(at) = table.find(hash, scope, identity) {
+            let entry = table.entry_mut(at);
+            let decision = strategy.hit(rate, &mut entry.state, now, cost);
+            if decision.reset_after_ms() == 0 {
+                table.remove(at, hash, hasher);
+            } else {
+                entry.expires_s = expiry_s(now, decision.reset_after_ms());
             }
-            Err(_) => {
-                let mut state = S::State::default();
-                let decision = strategy.hit(rate, &mut state, now, cost);
-                if decision.reset_after_ms() == 0 {
-                    return Ok(decision);
-                }
-                if shard_len >= shard.next_sweep_len.min(self.inner.shard_cap) {
-                    let at_cap = shard_len >= self.inner.shard_cap;
-                    // At the cap, sweep at most once a second: a flood must not
-                    // turn every new key into a full scan.
-                    if !at_cap || shard.last_sweep_s < now / 1_000 {
-                        shard.sweep(now);
-                    }
-                    if shard.len() >= self.inner.shard_cap {
-                        return Err(Error::new(
-                            ErrorKind::Capacity,
-                            format!(
-                                "the in-memory backend holds its maximum of keys; {key} is new"
-                            ),
-                        ));
-                    }
-                }
-                let entry = Entry {
-                    identity: identity.into(),
-                    scope,
-                    expires_s: expiry_s(now, decision.reset_after_ms()),
-                    state,
-                };
-                S::table(&mut shard).insert_unique(hash, entry, self.rehash());
-                Ok(decision)
+            return Ok(decision);
+        }
+        let mut state = S::State::default();
+        let decision = strategy.hit(rate, &mut state, now, cost);
+        if decision.reset_after_ms() == 0 {
+            return Ok(decision);
+        }
+        let len = shard.len();
+        if len >= shard.next_sweep_len.min(self.inner.shard_cap) {
+            let at_cap = len >= self.inner.shard_cap;
+            // At the cap, sweep at most once a second: a flood must not turn
+            // every new key into a full scan.
+            if !at_cap || shard.last_sweep_s < now / 1_000 {
+                shard.sweep(now, hasher);
+            }
+            if shard.len() >= self.inner.shard_cap {
+                return Err(Error::new(
+                    ErrorKind::Capacity,
+                    format!("the in-memory backend holds its maximum of keys; {key} is new"),
+                ));
             }
         }
+        let entry = Entry::new(
+            scope,
+            identity,
+            expiry_s(now, decision.reset_after_ms()),
+            state,
+        );
+        S::table(&mut shard).insert(hash, entry, hasher);
+        Ok(decision)
     }
 
     fn observe<S: Slot>(
@@ -206,22 +187,20 @@ impl MemoryBackend {
         cost: u64,
     ) -> Decision {
         let (hash, shard) = self.locate(key);
-        let (scope, identity) = (key.scope().id(), key.identity());
         let mut shard = shard.lock();
-        match S::table(&mut shard).find(hash, |e| e.is(scope, identity)) {
-            Some(entry) => strategy.peek(limit.rate(), &entry.state, now, cost),
+        let table = S::table(&mut shard);
+        match table.find(hash, key.scope().id(), key.identity()) {
+            Some(at) => strategy.peek(limit.rate(), &table.entry(at).state, now, cost),
             None => strategy.peek(limit.rate(), &S::State::default(), now, cost),
         }
     }
 
     fn forget<S: Slot>(&self, _strategy: &S, key: &Key<'_>) {
         let (hash, shard) = self.locate(key);
-        let (scope, identity) = (key.scope().id(), key.identity());
         let mut shard = shard.lock();
-        if let TableEntry::Occupied(occupied) =
-            S::table(&mut shard).entry(hash, |e| e.is(scope, identity), self.rehash())
-        {
-            occupied.remove();
+        let table = S::table(&mut shard);
+        if let Some(at) = table.find(hash, key.scope().id(), key.identity()) {
+            table.remove(at, hash, &self.inner.hasher);
         }
     }
 }
@@ -394,7 +373,7 @@ fn spawn_sweeper(
                 };
                 let now = clock.now_ms();
                 for shard in inner.shards.iter() {
-                    shard.0.lock().sweep(now);
+                    shard.0.lock().sweep(now, &inner.hasher);
                 }
             }
         })
