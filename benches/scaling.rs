@@ -3,7 +3,8 @@
 //! Aggregate throughput on disjoint keys from one thread and from two, for
 //! traffik's in-memory backend (GCRA and FixedWindow) and governor's keyed
 //! limiter. Each thread walks its own 1,000 keys. The two-thread figure over
-//! the one-thread figure is the scaling ratio (2.0 is perfect).
+//! the one-thread figure is the scaling ratio (2.0 is perfect). A calibration
+//! row that shares nothing shows what this machine's two cores can give.
 
 use std::hint::black_box;
 use std::num::NonZeroU32;
@@ -74,6 +75,17 @@ fn scaling(c: &mut Criterion) {
     .collect();
     for threads in [1u64, 2] {
         group.throughput(Throughput::Elements(threads));
+        // Calibration: work that shares nothing (hashing the key), so its
+        // two-thread ratio is this machine's own ceiling.
+        group.bench_function(BenchmarkId::new("baseline_unshared", threads), |b| {
+            b.iter_custom(|iters| {
+                run_threads(threads, iters, &|k| {
+                    k.bytes()
+                        .fold(0u64, |h, b| h.wrapping_mul(31) ^ u64::from(b))
+                        > 1
+                })
+            })
+        });
         group.bench_function(BenchmarkId::new("governor", threads), |b| {
             b.iter_custom(|iters| run_threads(threads, iters, &|k| governor.check_key(k).is_ok()))
         });

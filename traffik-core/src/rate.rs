@@ -58,6 +58,17 @@ const MS_PER_DAY: u64 = 24 * MS_PER_HOUR;
 pub struct Rate {
     count: NonZeroU64,
     period_ms: NonZeroU64,
+    /// `count / gcd(count, period_ms)`, computed once.
+    reduced_count: NonZeroU64,
+    /// `period_ms / gcd(count, period_ms)`, computed once.
+    reduced_period_ms: NonZeroU64,
+}
+
+const fn gcd(mut a: u64, mut b: u64) -> u64 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
 }
 
 impl Rate {
@@ -116,9 +127,24 @@ impl Rate {
         let Some(period_ms) = NonZeroU64::new(period_ms) else {
             return Err(RateErrorKind::ZeroPeriod);
         };
-        match count.get().checked_mul(period_ms.get()) {
-            Some(product) if product <= MAX_RATE_PRODUCT => Ok(Rate { count, period_ms }),
-            _ => Err(RateErrorKind::TooLarge),
+        let Some(product) = count.get().checked_mul(period_ms.get()) else {
+            return Err(RateErrorKind::TooLarge);
+        };
+        if product > MAX_RATE_PRODUCT {
+            return Err(RateErrorKind::TooLarge);
+        }
+        let divisor = gcd(count.get(), period_ms.get());
+        match (
+            NonZeroU64::new(count.get() / divisor),
+            NonZeroU64::new(period_ms.get() / divisor),
+        ) {
+            (Some(reduced_count), Some(reduced_period_ms)) => Ok(Rate {
+                count,
+                period_ms,
+                reduced_count,
+                reduced_period_ms,
+            }),
+            _ => Err(RateErrorKind::ZeroCount),
         }
     }
 
@@ -130,6 +156,13 @@ impl Rate {
     /// The period in milliseconds.
     pub const fn period_ms(&self) -> u64 {
         self.period_ms.get()
+    }
+
+    /// The count and the period in ms, both divided by their greatest
+    /// common divisor: `100/min` is 5 hits per 3,000 ms. The bucket
+    /// strategies count in these units, which keeps them exact and small.
+    pub const fn reduced(&self) -> (u64, u64) {
+        (self.reduced_count.get(), self.reduced_period_ms.get())
     }
 
     /// The period.
@@ -350,6 +383,13 @@ mod tests {
         assert_eq!(rate(90, 90_000).to_string(), "90/90s");
         assert_eq!(rate(7, 3_600_000).to_string(), "7/h");
         assert_eq!(rate(2, 86_400_000).to_string(), "2/d");
+    }
+
+    #[test]
+    fn reduced_divides_by_the_gcd() {
+        assert_eq!(rate(100, 60_000).reduced(), (1, 600));
+        assert_eq!(rate(3, 1_000).reduced(), (3, 1_000));
+        assert_eq!(rate(1_000, 500).reduced(), (2, 1));
     }
 
     #[test]

@@ -23,21 +23,14 @@ pub(crate) struct Meter {
     pub(crate) capacity: u64,
 }
 
-const fn gcd(mut a: u64, mut b: u64) -> u64 {
-    while b != 0 {
-        (a, b) = (b, a % b);
-    }
-    a
-}
-
 impl Meter {
+    #[inline]
     pub(crate) fn new(rate: &Rate, burst: Option<NonZeroU64>) -> Meter {
-        let g = gcd(rate.count(), rate.period_ms());
-        let unit = rate.period_ms() / g;
+        let (drain, unit) = rate.reduced();
         let burst = burst.map_or(rate.count(), NonZeroU64::get);
         Meter {
             unit,
-            drain: rate.count() / g,
+            drain,
             burst,
             capacity: burst.saturating_mul(unit),
         }
@@ -71,8 +64,17 @@ impl Meter {
 
     /// Decides a hit of `cost` against the current `level`; returns the
     /// decision and the level after it.
+    #[inline]
     pub(crate) fn decide(&self, level: u64, cost: u64) -> (Decision, u64) {
         let level = level.min(self.capacity);
+        // Saturating: a burst that skipped `check` must not overflow.
+        let need = cost.saturating_mul(self.unit);
+        if cost <= self.burst && level.saturating_add(need) <= self.capacity {
+            let level = level + need;
+            let remaining = (self.capacity - level) / self.unit;
+            let decision = Decision::allowed(self.burst, remaining, div_ceil(level, self.drain));
+            return (decision, level);
+        }
         let remaining = (self.capacity - level) / self.unit;
         let reset = div_ceil(level, self.drain);
         if cost > self.burst {
@@ -81,18 +83,7 @@ impl Meter {
                 level,
             );
         }
-        let need = cost * self.unit;
-        if level + need <= self.capacity {
-            let level = level + need;
-            let decision = Decision::allowed(
-                self.burst,
-                (self.capacity - level) / self.unit,
-                div_ceil(level, self.drain),
-            );
-            (decision, level)
-        } else {
-            let retry = div_ceil(level + need - self.capacity, self.drain);
-            (Decision::denied(self.burst, remaining, retry, reset), level)
-        }
+        let retry = div_ceil(level.saturating_add(need) - self.capacity, self.drain);
+        (Decision::denied(self.burst, remaining, retry, reset), level)
     }
 }
