@@ -1,11 +1,11 @@
 //! [`AnyBackend`]: the backend a deployment picks, from a URL.
 
-use std::future::Future;
-
 use traffik_core::{Backend, Decision, Error, ErrorKind, Key, Limit};
 
 #[cfg(feature = "memory")]
 use crate::memory::MemoryBackend;
+#[cfg(feature = "redis")]
+use crate::redis::RedisBackend;
 
 /// One of the compiled-in backends, chosen at run time, typically from a URL
 /// in the deployment's configuration, so handler code never changes.
@@ -13,12 +13,20 @@ use crate::memory::MemoryBackend;
 /// | URL | backend | feature |
 /// |---|---|---|
 /// | `memory://` (options: `?shards=N&max_keys=N&sweep_interval_ms=N`) | in-memory | `memory` |
+/// | `redis://[user:pass@]host:port/db`, `rediss://…`, `redis+unix:///path` | Redis | `redis` |
+/// | `redis+cluster://host:port,host:port` | Redis Cluster (seed nodes) | `redis` |
+///
+/// Remote backends connect lazily: a store that is down at start makes
+/// decisions fail (and the failure policy apply), not `from_url`.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub enum AnyBackend {
     /// The in-memory backend.
     #[cfg(feature = "memory")]
     Memory(MemoryBackend),
+    /// The Redis backend, standalone or cluster.
+    #[cfg(feature = "redis")]
+    Redis(RedisBackend),
 }
 
 fn config(message: String) -> Error {
@@ -42,15 +50,31 @@ impl AnyBackend {
         match scheme {
             #[cfg(feature = "memory")]
             "memory" => memory_from_url(rest).map(AnyBackend::Memory),
-            "redis" | "rediss" | "redis+unix" | "unix" => Err(config(format!(
+            #[cfg(feature = "redis")]
+            "redis" | "rediss" | "redis+unix" | "unix" => {
+                RedisBackend::builder(url).build().map(AnyBackend::Redis)
+            }
+            #[cfg(feature = "redis")]
+            "redis+cluster" => {
+                let nodes = rest.split(',').map(|node| format!("redis://{node}"));
+                RedisBackend::cluster_builder(nodes)
+                    .build()
+                    .map(AnyBackend::Redis)
+            }
+            #[cfg(not(feature = "redis"))]
+            "redis" | "rediss" | "redis+unix" | "unix" | "redis+cluster" => Err(config(format!(
                 "backend url {url:?} needs the `redis` feature of traffik-backends"
+            ))),
+            #[cfg(not(feature = "memory"))]
+            "memory" => Err(config(format!(
+                "backend url {url:?} needs the `memory` feature of traffik-backends"
             ))),
             "memcached" | "memcache" => Err(config(format!(
                 "backend url {url:?} needs the `memcached` feature of traffik-backends"
             ))),
             _ => Err(config(format!(
                 "unknown backend url scheme {scheme:?} in {url:?}, expected memory://, redis://, \
-                 rediss://, redis+unix://, memcached://"
+                 rediss://, redis+unix://, redis+cluster://, memcached://"
             ))),
         }
     }
@@ -93,36 +117,42 @@ fn memory_from_url(rest: &str) -> Result<MemoryBackend, Error> {
 }
 
 impl Backend for AnyBackend {
-    fn hit(
+    async fn hit(
         &self,
         key: Key<'_>,
         limit: &Limit,
         now_ms: u64,
         cost: u64,
-    ) -> impl Future<Output = Result<Decision, Error>> + Send {
+    ) -> Result<Decision, Error> {
         match self {
             #[cfg(feature = "memory")]
-            AnyBackend::Memory(backend) => backend.hit(key, limit, now_ms, cost),
+            AnyBackend::Memory(backend) => backend.hit(key, limit, now_ms, cost).await,
+            #[cfg(feature = "redis")]
+            AnyBackend::Redis(backend) => backend.hit(key, limit, now_ms, cost).await,
         }
     }
 
-    fn peek(
+    async fn peek(
         &self,
         key: Key<'_>,
         limit: &Limit,
         now_ms: u64,
         cost: u64,
-    ) -> impl Future<Output = Result<Decision, Error>> + Send {
+    ) -> Result<Decision, Error> {
         match self {
             #[cfg(feature = "memory")]
-            AnyBackend::Memory(backend) => backend.peek(key, limit, now_ms, cost),
+            AnyBackend::Memory(backend) => backend.peek(key, limit, now_ms, cost).await,
+            #[cfg(feature = "redis")]
+            AnyBackend::Redis(backend) => backend.peek(key, limit, now_ms, cost).await,
         }
     }
 
-    fn reset(&self, key: Key<'_>, limit: &Limit) -> impl Future<Output = Result<(), Error>> + Send {
+    async fn reset(&self, key: Key<'_>, limit: &Limit) -> Result<(), Error> {
         match self {
             #[cfg(feature = "memory")]
-            AnyBackend::Memory(backend) => backend.reset(key, limit),
+            AnyBackend::Memory(backend) => backend.reset(key, limit).await,
+            #[cfg(feature = "redis")]
+            AnyBackend::Redis(backend) => backend.reset(key, limit).await,
         }
     }
 }
@@ -131,18 +161,39 @@ impl Backend for AnyBackend {
 mod tests {
     use super::*;
 
+    #[cfg(feature = "redis")]
+    #[tokio::test]
+    async fn redis_urls_build_without_connecting() {
+        // Nothing listens on these: building must still work (connections are lazy).
+        for url in [
+            "redis://127.0.0.1:1/0",
+            "rediss://user:secret@127.0.0.1:1",
+            "redis+unix:///tmp/no-such.sock",
+            "redis+cluster://127.0.0.1:1,127.0.0.1:2",
+        ] {
+            let backend = AnyBackend::from_url(url).await;
+            assert!(
+                matches!(backend, Ok(AnyBackend::Redis(_))),
+                "{url}: {backend:?}"
+            );
+        }
+        let err = AnyBackend::from_url("redis://[::1").await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+    }
+
     #[tokio::test]
     async fn memory_urls_and_their_errors() {
-        let AnyBackend::Memory(backend) = AnyBackend::from_url("memory://?shards=3&max_keys=10")
-            .await
-            .unwrap();
+        let Ok(AnyBackend::Memory(backend)) =
+            AnyBackend::from_url("memory://?shards=3&max_keys=10").await
+        else {
+            panic!("memory:// did not give a memory backend");
+        };
         assert_eq!(backend.shard_count(), 4);
         for (url, needle) in [
             ("memory", "has no scheme"),
             ("memory://host", "takes no host"),
             ("memory://?shards=x", "needs a whole number"),
             ("memory://?colour=1", "unknown memory:// option"),
-            ("redis://127.0.0.1:6379", "needs the `redis` feature"),
             (
                 "memcached://127.0.0.1:11211",
                 "needs the `memcached` feature",

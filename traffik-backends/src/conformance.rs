@@ -173,15 +173,32 @@ impl Oracle {
 /// decisions, for every strategy and several rates, including sub-second
 /// windows and rates whose interval is a fraction of a millisecond.
 pub async fn decisions_match_the_pure_strategies<B: Backend + Clone>(backend: &B) {
-    for text in ["5/s", "3/1s", "10/250ms", "7/2min", "1000/s"] {
+    parity(
+        backend,
+        &["5/s", "3/1s", "10/250ms", "7/2min", "1000/s"],
+        200,
+    )
+    .await;
+}
+
+/// Drives `steps` random hits per strategy and rate through `backend` and
+/// through the pure strategy functions, and demands identical decisions.
+///
+/// # Panics
+///
+/// On the first decision that differs, naming the strategy, rate and step.
+pub async fn parity<B: Backend + Clone>(backend: &B, rates: &[&str], steps: usize) {
+    for text in rates {
         let rate = rate(text);
         for (index, strategy) in strategies().into_iter().enumerate() {
             let clock = ManualClock::new(START_MS);
             let throttle = throttle(backend, "parity", rate, strategy.clone(), &clock);
             let mut oracle = Oracle::new(strategy.clone(), rate);
-            let mut sequence = Sequence(0x9e37_79b9_7f4a_7c15 ^ ((index as u64 + 1) * 7919));
+            let mut sequence =
+                Sequence(0x9e37_79b9_7f4a_7c15 ^ ((index as u64 + 1) * 7919) ^ rate.count());
             let span = rate.period_ms() * 3 / 2 + 1;
-            for step in 0..200 {
+            let capacity = strategy.capacity(&rate);
+            for step in 0..steps {
                 let advance = match sequence.next(4) {
                     0 | 1 => 0,
                     2 => sequence.next(rate.period_ms() / 4 + 2),
@@ -190,8 +207,9 @@ pub async fn decisions_match_the_pure_strategies<B: Backend + Clone>(backend: &B
                 clock.advance(Duration::from_millis(advance));
                 let cost = match sequence.next(10) {
                     0 => 0,
-                    1 => strategy.capacity(&rate) + 1,
-                    2 => 1 + sequence.next(strategy.capacity(&rate)),
+                    1 => capacity + 1,
+                    2 => 1 + sequence.next(capacity),
+                    3 => 1 + sequence.next(capacity.min(3)),
                     _ => 1,
                 };
                 let expected = oracle.hit(traffik_core::Clock::now_ms(&clock), cost);

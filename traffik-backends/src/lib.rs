@@ -3,6 +3,7 @@
 //! | feature | default | backend |
 //! |---|---|---|
 //! | `memory` | yes | [`memory::MemoryBackend`]: sharded, in-process, zero I/O |
+//! | `redis` | no | `redis::RedisBackend`: one Lua script per decision, Redis Cluster ready |
 //! | `conformance` | no | `conformance_tests!`: the suite every backend must pass |
 //!
 //! ```
@@ -22,13 +23,15 @@
 //! # }
 //! ```
 
-#[cfg(feature = "memory")]
+#[cfg(any(feature = "memory", feature = "redis"))]
 mod any;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 #[cfg(feature = "memory")]
 pub mod memory;
+#[cfg(feature = "redis")]
+pub mod redis;
 
-#[cfg(feature = "memory")]
+#[cfg(any(feature = "memory", feature = "redis"))]
 pub use any::AnyBackend;
 pub use traffik_core;

@@ -1,0 +1,442 @@
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::{Client, Cmd, Script};
+use tokio::sync::OnceCell;
+use traffik_core::{Backend, Decision, Error, ErrorKind, Key, Limit, StrategyKind};
+
+use super::error::{from_redis, timeout};
+use super::scripts::{Scripts, decision};
+
+/// Where the scripts take the current time from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TimeSource {
+    /// The Redis server's clock (`TIME` inside the script): every
+    /// application host shares one clock, however skewed their own are.
+    #[default]
+    Server,
+    /// The throttle's clock, passed with each call (tests, simulations, or a
+    /// Redis that must not be asked the time).
+    Client,
+}
+
+enum Connection {
+    Standalone {
+        client: Client,
+        config: ConnectionManagerConfig,
+        pool: Box<[OnceCell<ConnectionManager>]>,
+        next: AtomicUsize,
+    },
+    Cluster {
+        client: ClusterClient,
+        connection: OnceCell<ClusterConnection>,
+    },
+}
+
+struct Inner {
+    connection: Connection,
+    scripts: Scripts,
+    time: TimeSource,
+    /// Added to every key's TTL.
+    ttl_margin_ms: u64,
+    /// The most one call may take: connecting plus answering.
+    deadline: Duration,
+    target: String,
+}
+
+/// The Redis backend; see [the module docs](super).
+///
+/// Cloning is cheap: clones share the connections.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::time::Duration;
+/// use traffik_backends::redis::RedisBackend;
+/// use traffik_core::{FailurePolicy, Throttle};
+///
+/// let redis = RedisBackend::builder("redis://127.0.0.1:6379/0")
+///     .response_timeout(Duration::from_millis(200))
+///     .build()?;
+/// let api = Throttle::builder("api", "100/min".parse()?)
+///     .failure_policy(FailurePolicy::Allow)
+///     .build(redis)?;
+/// let decision = api.hit("client-1").await?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct RedisBackend {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for RedisBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisBackend")
+            .field("target", &self.inner.target)
+            .field("time", &self.inner.time)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Configures a [`RedisBackend`].
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct RedisBackendBuilder {
+    nodes: Vec<String>,
+    cluster: bool,
+    pool_size: usize,
+    connect_timeout: Duration,
+    response_timeout: Duration,
+    time: TimeSource,
+    ttl_margin: Option<Duration>,
+}
+
+fn config_error(message: String) -> Error {
+    Error::new(ErrorKind::Config, message)
+}
+
+impl RedisBackend {
+    /// Starts configuring a backend for one Redis server.
+    ///
+    /// `url`: `redis://[user:password@]host[:port][/db]`, `rediss://…` for
+    /// TLS, or `redis+unix:///path/to/socket[?db=N]` (also `unix://`).
+    pub fn builder(url: impl Into<String>) -> RedisBackendBuilder {
+        RedisBackendBuilder {
+            nodes: vec![url.into()],
+            cluster: false,
+            pool_size: 2,
+            connect_timeout: Duration::from_secs(1),
+            response_timeout: Duration::from_millis(500),
+            time: TimeSource::Server,
+            ttl_margin: None,
+        }
+    }
+
+    /// Starts configuring a backend for a Redis Cluster, from one or more of
+    /// its nodes (`redis://host:port` each); the others are discovered.
+    pub fn cluster_builder<I, S>(nodes: I) -> RedisBackendBuilder
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        RedisBackendBuilder {
+            nodes: nodes.into_iter().map(Into::into).collect(),
+            cluster: true,
+            ..RedisBackend::builder("")
+        }
+    }
+
+    /// Connects now and loads the six scripts, rather than on first use.
+    ///
+    /// # Errors
+    ///
+    /// When Redis cannot be reached or refuses the scripts. The backend stays
+    /// usable: it connects again on the next call.
+    pub async fn warm_up(&self) -> Result<(), Error> {
+        let scripts = &self.inner.scripts;
+        self.bounded("loading the scripts", async {
+            for script in scripts.all() {
+                match &self.inner.connection {
+                    Connection::Standalone { .. } => {
+                        let mut connection = self.standalone().await?;
+                        script
+                            .load_async(&mut connection)
+                            .await
+                            .map_err(from_redis)?;
+                    }
+                    Connection::Cluster { .. } => {
+                        let mut connection = self.cluster().await?;
+                        script
+                            .load_async(&mut connection)
+                            .await
+                            .map_err(from_redis)?;
+                    }
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Where time comes from.
+    pub fn time_source(&self) -> TimeSource {
+        self.inner.time
+    }
+
+    async fn standalone(&self) -> Result<ConnectionManager, Error> {
+        let Connection::Standalone {
+            client,
+            config,
+            pool,
+            next,
+        } = &self.inner.connection
+        else {
+            return Err(Error::new(ErrorKind::Other, "not a standalone connection"));
+        };
+        let slot = &pool[next.fetch_add(1, Ordering::Relaxed) % pool.len()];
+        let manager = slot
+            .get_or_try_init(|| client.get_connection_manager_with_config(config.clone()))
+            .await
+            .map_err(from_redis)?;
+        Ok(manager.clone())
+    }
+
+    async fn cluster(&self) -> Result<ClusterConnection, Error> {
+        let Connection::Cluster { client, connection } = &self.inner.connection else {
+            return Err(Error::new(ErrorKind::Other, "not a cluster connection"));
+        };
+        let connection = connection
+            .get_or_try_init(|| client.get_async_connection())
+            .await
+            .map_err(from_redis)?;
+        Ok(connection.clone())
+    }
+
+    /// Runs `work` within the backend's deadline.
+    async fn bounded<T>(
+        &self,
+        what: &str,
+        work: impl Future<Output = Result<T, Error>>,
+    ) -> Result<T, Error> {
+        match tokio::time::timeout(self.inner.deadline, work).await {
+            Ok(result) => result,
+            Err(_) => Err(timeout(what)),
+        }
+    }
+
+    fn script(&self, limit: &Limit) -> Result<(&Script, StrategyKind), Error> {
+        let kind = limit.strategy().kind();
+        let script = self.inner.scripts.get(kind).ok_or_else(|| {
+            Error::new(
+                ErrorKind::Config,
+                format!("the redis backend has no script for {kind}"),
+            )
+        })?;
+        Ok((script, kind))
+    }
+
+    async fn run(
+        &self,
+        key: Key<'_>,
+        limit: &Limit,
+        now_ms: u64,
+        cost: u64,
+        peek: bool,
+    ) -> Result<Decision, Error> {
+        let (script, kind) = self.script(limit)?;
+        let mut invocation = script.prepare_invoke();
+        for key in keys(&key, kind) {
+            invocation.key(key);
+        }
+        let (reduced_count, reduced_period) = limit.rate().reduced();
+        match self.inner.time {
+            TimeSource::Server => invocation.arg(""),
+            TimeSource::Client => invocation.arg(now_ms),
+        };
+        invocation
+            .arg(limit.rate().count())
+            .arg(limit.rate().period_ms())
+            .arg(reduced_count)
+            .arg(reduced_period)
+            .arg(limit.capacity())
+            .arg(cost)
+            .arg(if peek { "1" } else { "0" })
+            .arg(self.inner.ttl_margin_ms);
+        let reply: Vec<i64> = self
+            .bounded("a decision", async {
+                match &self.inner.connection {
+                    Connection::Standalone { .. } => {
+                        let mut connection = self.standalone().await?;
+                        invocation
+                            .invoke_async(&mut connection)
+                            .await
+                            .map_err(from_redis)
+                    }
+                    Connection::Cluster { .. } => {
+                        let mut connection = self.cluster().await?;
+                        invocation
+                            .invoke_async(&mut connection)
+                            .await
+                            .map_err(from_redis)
+                    }
+                }
+            })
+            .await?;
+        decision(&reply)
+    }
+
+    async fn delete(&self, key: Key<'_>, limit: &Limit) -> Result<(), Error> {
+        let kind = limit.strategy().kind();
+        let mut command = Cmd::new();
+        command.arg("DEL");
+        for key in keys(&key, kind) {
+            command.arg(key);
+        }
+        self.bounded("a reset", async {
+            match &self.inner.connection {
+                Connection::Standalone { .. } => {
+                    let mut connection = self.standalone().await?;
+                    command
+                        .query_async::<()>(&mut connection)
+                        .await
+                        .map_err(from_redis)
+                }
+                Connection::Cluster { .. } => {
+                    let mut connection = self.cluster().await?;
+                    command
+                        .query_async::<()>(&mut connection)
+                        .await
+                        .map_err(from_redis)
+                }
+            }
+        })
+        .await
+    }
+}
+
+/// The Redis keys of one decision: `{namespace:name:identity}:strategy`, and
+/// the log's running total for the sliding window log. The hash tag keeps
+/// both in one cluster slot.
+fn keys(key: &Key<'_>, kind: StrategyKind) -> Vec<String> {
+    let base = format!("{{{key}}}:{kind}");
+    if kind == StrategyKind::SlidingWindowLog {
+        let total = format!("{base}:total");
+        vec![base, total]
+    } else {
+        vec![base]
+    }
+}
+
+impl Backend for RedisBackend {
+    fn hit(
+        &self,
+        key: Key<'_>,
+        limit: &Limit,
+        now_ms: u64,
+        cost: u64,
+    ) -> impl Future<Output = Result<Decision, Error>> + Send {
+        self.run(key, limit, now_ms, cost, false)
+    }
+
+    fn peek(
+        &self,
+        key: Key<'_>,
+        limit: &Limit,
+        now_ms: u64,
+        cost: u64,
+    ) -> impl Future<Output = Result<Decision, Error>> + Send {
+        self.run(key, limit, now_ms, cost, true)
+    }
+
+    fn reset(&self, key: Key<'_>, limit: &Limit) -> impl Future<Output = Result<(), Error>> + Send {
+        self.delete(key, limit)
+    }
+}
+
+impl RedisBackendBuilder {
+    /// How many multiplexed connections to spread calls over (default 2,
+    /// at least 1). Each carries many concurrent calls at once.
+    pub fn pool_size(mut self, size: usize) -> Self {
+        self.pool_size = size.max(1);
+        self
+    }
+
+    /// How long connecting may take (default 1 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// How long Redis may take to answer a call (default 500 ms).
+    pub fn response_timeout(mut self, timeout: Duration) -> Self {
+        self.response_timeout = timeout;
+        self
+    }
+
+    /// Where the scripts read the time (default: [`TimeSource::Server`]).
+    pub fn time_source(mut self, time: TimeSource) -> Self {
+        self.time = time;
+        self
+    }
+
+    /// Extra time added to every key's TTL. Default: none on
+    /// [`TimeSource::Server`] (the TTL and the scripts read one clock), one
+    /// second on [`TimeSource::Client`], where Redis expires keys on its own
+    /// clock while decisions follow the caller's: the margin covers the skew
+    /// between them. A caller whose clock can stand still for longer (a
+    /// simulation with a manual clock) needs a larger one. A key kept longer
+    /// than its TTL is harmless: its state is as good as new by then.
+    pub fn ttl_margin(mut self, margin: Duration) -> Self {
+        self.ttl_margin = Some(margin);
+        self
+    }
+
+    /// The backend. Nothing is connected yet: the first call connects (or
+    /// call [`RedisBackend::warm_up`]), so a Redis that is down at start
+    /// makes decisions fail, not the service.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Config`] when a URL is malformed.
+    pub fn build(self) -> Result<RedisBackend, Error> {
+        // rediss:// needs a TLS crypto provider; install ring's unless the
+        // application installed one already.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let target = self.nodes.join(",");
+        let margin = self.ttl_margin.unwrap_or(match self.time {
+            TimeSource::Server => Duration::ZERO,
+            TimeSource::Client => Duration::from_secs(1),
+        });
+        let invalid = |error: redis::RedisError| {
+            config_error(format!("invalid redis url {target:?}: {error}"))
+        };
+        let connection = if self.cluster {
+            if self.nodes.is_empty() {
+                return Err(config_error(
+                    "a redis cluster needs at least one node".into(),
+                ));
+            }
+            let client = ClusterClient::builder(self.nodes.clone())
+                .connection_timeout(self.connect_timeout)
+                .response_timeout(self.response_timeout)
+                .retries(2)
+                .build()
+                .map_err(invalid)?;
+            Connection::Cluster {
+                client,
+                connection: OnceCell::new(),
+            }
+        } else {
+            let url = self.nodes.first().cloned().unwrap_or_default();
+            let client = Client::open(url.as_str()).map_err(invalid)?;
+            let config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(self.connect_timeout))
+                .set_response_timeout(Some(self.response_timeout))
+                .set_number_of_retries(1)
+                .set_max_delay(Duration::from_millis(100));
+            Connection::Standalone {
+                client,
+                config,
+                pool: (0..self.pool_size).map(|_| OnceCell::new()).collect(),
+                next: AtomicUsize::new(0),
+            }
+        };
+        Ok(RedisBackend {
+            inner: Arc::new(Inner {
+                connection,
+                scripts: Scripts::new(),
+                time: self.time,
+                ttl_margin_ms: u64::try_from(margin.as_millis()).unwrap_or(u64::MAX),
+                deadline: self.connect_timeout + self.response_timeout,
+                target,
+            }),
+        })
+    }
+}

@@ -1,0 +1,358 @@
+//! The Redis backend against real redis-server processes: the conformance
+//! suite on a standalone server and on a three-master cluster, parity of the
+//! Lua scripts with the Rust strategies, one round trip per decision, the
+//! server's clock, exactness across OS processes, and faults.
+
+mod support;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use support::{RedisCluster, RedisServer};
+use traffik_backends::conformance;
+use traffik_backends::redis::{RedisBackend, TimeSource};
+use traffik_core::{
+    AnyStrategy, Clock, FailurePolicy, Gcra, ManualClock, Reason, StrategyKind, Throttle,
+};
+
+/// A backend on the caller's (manual) clock. Redis still expires keys on
+/// its own clock, so the TTL margin covers the real time a test takes.
+fn client_time(url: &str) -> RedisBackend {
+    RedisBackend::builder(url)
+        .time_source(TimeSource::Client)
+        .ttl_margin(Duration::from_secs(3_600))
+        .build()
+        .unwrap()
+}
+
+mod standalone {
+    use super::*;
+    traffik_backends::conformance_tests!(async {
+        let server = RedisServer::start();
+        (client_time(&server.url()), server)
+    });
+}
+
+mod cluster {
+    use super::*;
+    traffik_backends::conformance_tests!(async {
+        let cluster = tokio::task::spawn_blocking(RedisCluster::start)
+            .await
+            .unwrap();
+        let backend = RedisBackend::cluster_builder(cluster.urls())
+            .time_source(TimeSource::Client)
+            .ttl_margin(Duration::from_secs(3_600))
+            .build()
+            .unwrap();
+        (backend, cluster)
+    });
+}
+
+/// The scripts agree with the Rust functions on large numbers too: long
+/// periods, big counts, fractions of a millisecond.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripts_match_the_rust_strategies_on_large_rates() {
+    let server = RedisServer::start();
+    let backend = client_time(&server.url());
+    conformance::parity(
+        &backend,
+        &["1000000/day", "7919/h", "999983/97s", "3/7ms", "26000000/d"],
+        150,
+    )
+    .await;
+}
+
+fn throttle(
+    backend: &RedisBackend,
+    kind: StrategyKind,
+    rate: &str,
+    clock: &ManualClock,
+) -> Throttle<RedisBackend, ManualClock> {
+    Throttle::builder(format!("t-{kind}"), rate.parse().unwrap())
+        .strategy(AnyStrategy::from(kind))
+        .failure_policy(FailurePolicy::Error)
+        .clock(clock.clone())
+        .build(backend.clone())
+        .unwrap()
+}
+
+fn command_calls(server: &RedisServer) -> Vec<(String, u64)> {
+    server
+        .cli(&["info", "commandstats"])
+        .lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix("cmdstat_")?;
+            let (name, stats) = rest.split_once(':')?;
+            let calls = stats
+                .split(',')
+                .find_map(|s| s.strip_prefix("calls="))?
+                .parse()
+                .ok()?;
+            Some((name.to_owned(), calls))
+        })
+        .collect()
+}
+
+/// In steady state a decision is exactly one EVALSHA: no EVAL, no SCRIPT
+/// LOAD, no PING, nothing else from the client. (The commands a script runs
+/// inside Redis are counted by Redis too; they are not round trips.)
+#[tokio::test]
+async fn one_round_trip_per_decision() {
+    let server = RedisServer::start();
+    let backend = client_time(&server.url());
+    backend.warm_up().await.unwrap();
+    let clock = ManualClock::new(conformance::START_MS);
+    let throttles: Vec<_> = StrategyKind::ALL
+        .iter()
+        .map(|&k| throttle(&backend, k, "10/s", &clock))
+        .collect();
+    server.cli(&["config", "resetstat"]);
+    let per_strategy = 25;
+    for throttle in &throttles {
+        for i in 0..per_strategy {
+            throttle.hit(&format!("user-{}", i % 3)).await.unwrap();
+            clock.advance(Duration::from_millis(7));
+        }
+    }
+    let decisions = per_strategy * throttles.len() as u64;
+    let calls = command_calls(&server);
+    let inside_scripts = [
+        "hmget", "hset", "pexpire", "get", "set", "lindex", "llen", "ltrim", "lrange", "rpush",
+        "lset", "del", "time",
+    ];
+    let ours = ["info", "config|resetstat"];
+    for (name, count) in &calls {
+        if name == "evalsha" {
+            assert_eq!(*count, decisions, "evalsha calls");
+        } else {
+            assert!(
+                inside_scripts.contains(&name.as_str()) || ours.contains(&name.as_str()),
+                "a decision sent `{name}` ({count} times)"
+            );
+        }
+    }
+    assert!(calls.iter().any(|(name, _)| name == "evalsha"), "{calls:?}");
+}
+
+/// After SCRIPT FLUSH (or a restart), the next decision reloads its script.
+#[tokio::test]
+async fn noscript_reloads_transparently() {
+    let server = RedisServer::start();
+    let backend = client_time(&server.url());
+    let clock = ManualClock::new(conformance::START_MS);
+    let throttle = throttle(&backend, StrategyKind::Gcra, "3/min", &clock);
+    assert_eq!(throttle.hit("k").await.unwrap().remaining(), 2);
+    server.cli(&["script", "flush"]);
+    assert_eq!(throttle.hit("k").await.unwrap().remaining(), 1);
+}
+
+/// Every key carries the namespace, a hash tag, and a TTL: at most two
+/// periods (the sliding window counter keeps the previous window).
+#[tokio::test]
+async fn every_key_has_a_ttl() {
+    let server = RedisServer::start();
+    let backend = RedisBackend::builder(server.url()).build().unwrap();
+    let clock = ManualClock::new(conformance::START_MS);
+    for kind in StrategyKind::ALL {
+        let throttle = throttle(&backend, kind, "4/h", &clock);
+        for i in 0..6 {
+            throttle.hit(&format!("id-{i}")).await.unwrap();
+            throttle.hit("id-0").await.unwrap();
+        }
+    }
+    let keys = server.cli(&["--scan"]);
+    let keys: Vec<&str> = keys.lines().collect();
+    assert!(keys.len() >= 36, "{keys:?}");
+    for key in keys {
+        assert!(key.starts_with("{traffik:t-"), "{key}");
+        let ttl: i64 = server.cli(&["pttl", key]).trim().parse().unwrap();
+        assert!(ttl > 0 && ttl <= 2 * 3_600_000, "{key} has pttl {ttl}");
+    }
+}
+
+/// Two application hosts whose clocks differ by two seconds share one limit
+/// when the scripts read the server's clock.
+#[tokio::test]
+async fn skewed_hosts_share_one_limit_on_server_time() {
+    let server = RedisServer::start();
+    let backend = RedisBackend::builder(server.url()).build().unwrap();
+    assert_eq!(backend.time_source(), TimeSource::Server);
+    for kind in StrategyKind::ALL {
+        let system = traffik_core::SystemClock.now_ms();
+        let ahead = ManualClock::new(system + 2_000);
+        let behind = ManualClock::new(system - 2_000);
+        let a = throttle(&backend, kind, "5/min", &ahead);
+        let b = throttle(&backend, kind, "5/min", &behind);
+        let mut admitted = 0;
+        for _ in 0..10 {
+            admitted += u64::from(a.hit("shared").await.unwrap().is_allowed());
+            admitted += u64::from(b.hit("shared").await.unwrap().is_allowed());
+        }
+        assert_eq!(admitted, 5, "{kind}");
+    }
+}
+
+/// Four OS processes with 32 concurrent tasks each hit one key: the total
+/// admitted is exactly the limit, for every strategy.
+#[test]
+fn exact_across_processes() {
+    let server = RedisServer::start();
+    let exe = std::env::current_exe().unwrap();
+    for kind in StrategyKind::ALL {
+        let workers: Vec<_> = (0..4)
+            .map(|_| {
+                Command::new(&exe)
+                    .args([
+                        "--exact",
+                        "redis_worker",
+                        "--ignored",
+                        "--nocapture",
+                        "--test-threads=1",
+                    ])
+                    .env("TRAFFIK_WORKER_URL", server.url())
+                    .env("TRAFFIK_WORKER_STRATEGY", kind.as_str())
+                    .stdout(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let mut admitted = 0;
+        for worker in workers {
+            let output = worker.wait_with_output().unwrap();
+            assert!(output.status.success(), "worker failed");
+            let text = String::from_utf8_lossy(&output.stdout);
+            let line = text
+                .lines()
+                .find_map(|l| l.split("admitted=").nth(1))
+                .expect("worker printed no count");
+            admitted += line.trim().parse::<u64>().unwrap();
+        }
+        assert_eq!(admitted, 100, "{kind}");
+    }
+}
+
+/// The worker process of `exact_across_processes` (not a test of its own).
+#[test]
+#[ignore = "run by exact_across_processes in child processes"]
+fn redis_worker() {
+    let url = std::env::var("TRAFFIK_WORKER_URL")
+        .expect("TRAFFIK_WORKER_URL: run by exact_across_processes");
+    let kind: AnyStrategy = std::env::var("TRAFFIK_WORKER_STRATEGY")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .unwrap();
+    let admitted = runtime.block_on(async {
+        let backend = client_time(&url);
+        // One fixed time in every process: no refill, no window edge.
+        let clock = ManualClock::new(conformance::START_MS);
+        let throttle = throttle(&backend, kind.kind(), "100/h", &clock);
+        let tasks: Vec<_> = (0..32)
+            .map(|_| {
+                let throttle = throttle.clone();
+                tokio::spawn(async move {
+                    let mut admitted = 0u64;
+                    for _ in 0..4 {
+                        admitted += u64::from(throttle.hit("one-key").await.unwrap().is_allowed());
+                    }
+                    admitted
+                })
+            })
+            .collect();
+        let mut total = 0;
+        for task in tasks {
+            total += task.await.unwrap();
+        }
+        total
+    });
+    println!("\nadmitted={admitted}");
+}
+
+/// Redis stops mid-run and comes back: meanwhile every decision fails fast
+/// and the failure policy decides; afterwards decisions resume, with no
+/// restart of the backend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn survives_redis_going_down_and_coming_back() {
+    let mut server = RedisServer::start();
+    let backend = RedisBackend::builder(server.url())
+        .connect_timeout(Duration::from_millis(200))
+        .response_timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let throttle = Throttle::builder("faults", "1000/min".parse().unwrap())
+        .strategy(Gcra::new())
+        .failure_policy(FailurePolicy::Deny)
+        .build(backend)
+        .unwrap();
+    assert_eq!(
+        throttle.hit("k").await.unwrap().reason(),
+        Reason::WithinLimit
+    );
+
+    server.kill();
+    for _ in 0..5 {
+        let started = Instant::now();
+        let decision = throttle.hit("k").await.unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "took {:?}",
+            started.elapsed()
+        );
+        assert_eq!(decision.reason(), Reason::BackendFailure);
+        assert!(!decision.is_allowed());
+    }
+    assert!(throttle.failures() >= 5);
+
+    server.restart();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let decision = throttle.hit("k").await.unwrap();
+        if decision.reason() == Reason::WithinLimit {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "decisions did not resume after redis came back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A Redis that is down when the service starts: building the backend
+/// works, decisions fail (policy applies), and they start working when Redis
+/// appears.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_at_start() {
+    let port = support::free_port(false);
+    let backend = RedisBackend::builder(format!("redis://127.0.0.1:{port}"))
+        .connect_timeout(Duration::from_millis(200))
+        .response_timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let throttle = Throttle::builder("late", "10/s".parse().unwrap())
+        .failure_policy(FailurePolicy::Error)
+        .build(backend)
+        .unwrap();
+    let error = throttle.hit("k").await.unwrap_err();
+    assert!(
+        matches!(
+            error.kind(),
+            traffik_core::ErrorKind::Unavailable | traffik_core::ErrorKind::Timeout
+        ),
+        "{error}"
+    );
+    let _server = support_start_on(port);
+    assert!(throttle.hit("k").await.unwrap().is_allowed());
+}
+
+fn support_start_on(port: u16) -> RedisServer {
+    let mut server = RedisServer::start();
+    server.kill();
+    server.port = port;
+    server.restart();
+    server
+}

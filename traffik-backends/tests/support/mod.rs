@@ -1,0 +1,200 @@
+//! Real servers for the tests: each started on free loopback ports in its
+//! own temporary directory, and stopped (killed) when dropped.
+//!
+//! A missing server binary fails the test with the command that installs it.
+
+#![allow(dead_code)]
+
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How to get the binaries this module starts.
+const INSTALL: &str = "run scripts/setup.sh, or: apt-get install -y redis-server memcached";
+
+fn require(binary: &str) -> PathBuf {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(binary))
+            .find(|path| path.is_file())
+    });
+    found.unwrap_or_else(|| {
+        panic!("`{binary}` is not installed, and this test needs a real one: {INSTALL}")
+    })
+}
+
+/// A port nothing listens on now (and, for cluster nodes, whose bus port
+/// `port + 10000` is free too).
+pub(crate) fn free_port(with_bus: bool) -> u16 {
+    for _ in 0..200 {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+        let port = listener.local_addr().expect("local address").port();
+        if !with_bus {
+            return port;
+        }
+        if port < 55_000 && TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port pair found");
+}
+
+fn wait_for_port(port: u16, child: &mut Child, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} on port {port} exited at start: {status}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("{what} did not listen on port {port} within 10 s");
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("traffik-{name}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create a temporary directory");
+    dir
+}
+
+/// One `redis-server` process.
+pub(crate) struct RedisServer {
+    pub(crate) port: u16,
+    child: Option<Child>,
+    dir: PathBuf,
+    extra: Vec<String>,
+}
+
+impl RedisServer {
+    pub(crate) fn start() -> RedisServer {
+        RedisServer::start_with(free_port(false), Vec::new())
+    }
+
+    fn start_with(port: u16, extra: Vec<String>) -> RedisServer {
+        let mut server = RedisServer {
+            port,
+            child: None,
+            dir: temp_dir(&format!("redis-{port}")),
+            extra,
+        };
+        server.restart();
+        server
+    }
+
+    pub(crate) fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the process (like a crash: no shutdown, no save).
+    pub(crate) fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the process again on the same port.
+    pub(crate) fn restart(&mut self) {
+        self.kill();
+        let mut child = Command::new(require("redis-server"))
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .arg("--dir")
+            .arg(&self.dir)
+            .args(&self.extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting redis-server: {e}; {INSTALL}"));
+        wait_for_port(self.port, &mut child, "redis-server");
+        self.child = Some(child);
+    }
+
+    /// Runs `redis-cli` against this server and returns what it printed.
+    pub(crate) fn cli(&self, args: &[&str]) -> String {
+        redis_cli(self.port, args)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub(crate) fn redis_cli(port: u16, args: &[&str]) -> String {
+    let output = Command::new(require("redis-cli"))
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running redis-cli: {e}; {INSTALL}"));
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// A Redis Cluster of three masters, joined with `redis-cli --cluster create`.
+pub(crate) struct RedisCluster {
+    pub(crate) nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    pub(crate) fn start() -> RedisCluster {
+        let nodes: Vec<RedisServer> = (0..3)
+            .map(|_| {
+                let port = free_port(true);
+                let extra = vec![
+                    "--cluster-enabled".into(),
+                    "yes".into(),
+                    "--cluster-config-file".into(),
+                    format!("nodes-{port}.conf"),
+                    "--cluster-node-timeout".into(),
+                    "2000".into(),
+                ];
+                RedisServer::start_with(port, extra)
+            })
+            .collect();
+        let addresses: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let mut args = vec!["--cluster", "create"];
+        args.extend(addresses.iter().map(String::as_str));
+        args.extend(["--cluster-replicas", "0", "--cluster-yes"]);
+        let output = Command::new(require("redis-cli"))
+            .args(&args)
+            .output()
+            .unwrap_or_else(|e| panic!("running redis-cli --cluster create: {e}; {INSTALL}"));
+        assert!(
+            output.status.success(),
+            "cluster create failed: {}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+        // Wait until every node sees the whole cluster.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for node in &nodes {
+            while !node.cli(&["cluster", "info"]).contains("cluster_state:ok") {
+                assert!(Instant::now() < deadline, "cluster did not become ok");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        RedisCluster { nodes }
+    }
+
+    pub(crate) fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(RedisServer::url).collect()
+    }
+}
