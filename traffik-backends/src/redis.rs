@@ -27,3 +27,4 @@ mod scripts;
 
 pub use backend::{RedisBackend, RedisBackendBuilder, TimeSource};
 pub use redis;
+pub use scripts::source as script_source;

@@ -18,6 +18,21 @@ macro_rules! script {
     };
 }
 
+/// The Lua source of a strategy's script, exactly as sent to Redis (its
+/// arguments and reply are described at the top of the source), for audits
+/// and for benchmarks that run the same script.
+pub fn source(kind: StrategyKind) -> Option<&'static str> {
+    Some(match kind {
+        StrategyKind::FixedWindow => script!("scripts/fixed_window.lua"),
+        StrategyKind::SlidingWindowCounter => script!("scripts/sliding_window_counter.lua"),
+        StrategyKind::SlidingWindowLog => script!("scripts/sliding_window_log.lua"),
+        StrategyKind::TokenBucket => script!("scripts/token_bucket.lua", meter),
+        StrategyKind::LeakyBucket => script!("scripts/leaky_bucket.lua", meter),
+        StrategyKind::Gcra => script!("scripts/gcra.lua", meter),
+        _ => return None,
+    })
+}
+
 /// One [`Script`] per strategy (each knows its SHA1 for `EVALSHA`).
 pub(super) struct Scripts {
     fixed_window: Script,
@@ -30,13 +45,14 @@ pub(super) struct Scripts {
 
 impl Scripts {
     pub(super) fn new() -> Scripts {
+        let script = |kind| Script::new(source(kind).unwrap_or_default());
         Scripts {
-            fixed_window: Script::new(script!("scripts/fixed_window.lua")),
-            sliding_window_counter: Script::new(script!("scripts/sliding_window_counter.lua")),
-            sliding_window_log: Script::new(script!("scripts/sliding_window_log.lua")),
-            token_bucket: Script::new(script!("scripts/token_bucket.lua", meter)),
-            leaky_bucket: Script::new(script!("scripts/leaky_bucket.lua", meter)),
-            gcra: Script::new(script!("scripts/gcra.lua", meter)),
+            fixed_window: script(StrategyKind::FixedWindow),
+            sliding_window_counter: script(StrategyKind::SlidingWindowCounter),
+            sliding_window_log: script(StrategyKind::SlidingWindowLog),
+            token_bucket: script(StrategyKind::TokenBucket),
+            leaky_bucket: script(StrategyKind::LeakyBucket),
+            gcra: script(StrategyKind::Gcra),
         }
     }
 
