@@ -356,3 +356,32 @@ fn support_start_on(port: u16) -> RedisServer {
     server.restart();
     server
 }
+
+/// `redis+unix://` URLs reach a server over its unix socket, and a password
+/// in the URL authenticates.
+#[tokio::test]
+async fn unix_sockets_and_passwords() {
+    let socket = std::env::temp_dir().join(format!("traffik-redis-{}.sock", std::process::id()));
+    let socket_arg = socket.to_string_lossy().into_owned();
+    let server =
+        RedisServer::start_with_args(&["--unixsocket", &socket_arg, "--requirepass", "s3cret"]);
+    assert!(server.dir().exists());
+    let clock = ManualClock::new(conformance::START_MS);
+    for url in [
+        format!("redis+unix://{socket_arg}?pass=s3cret"),
+        format!("redis://:s3cret@127.0.0.1:{}", server.port),
+    ] {
+        let backend = RedisBackend::builder(url.as_str()).build().unwrap();
+        let throttle = throttle(&backend, StrategyKind::FixedWindow, "2/min", &clock);
+        assert!(throttle.hit("k").await.unwrap().is_allowed(), "{url}");
+    }
+    let wrong = RedisBackend::builder(format!("redis://:wrong@127.0.0.1:{}", server.port))
+        .build()
+        .unwrap();
+    let throttle = throttle(&wrong, StrategyKind::FixedWindow, "2/min", &clock);
+    assert!(
+        throttle.hit("k").await.is_err(),
+        "a wrong password must not decide"
+    );
+    let _ = std::fs::remove_file(socket);
+}

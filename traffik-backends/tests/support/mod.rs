@@ -76,6 +76,19 @@ impl RedisServer {
         RedisServer::start_with(free_port(false), Vec::new())
     }
 
+    /// A server with extra `redis-server` arguments.
+    pub(crate) fn start_with_args(extra: &[&str]) -> RedisServer {
+        RedisServer::start_with(
+            free_port(false),
+            extra.iter().map(|s| (*s).to_owned()).collect(),
+        )
+    }
+
+    /// The server's temporary directory (for a unix socket, say).
+    pub(crate) fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
     fn start_with(port: u16, extra: Vec<String>) -> RedisServer {
         let mut server = RedisServer {
             port,
