@@ -147,6 +147,30 @@ impl Backend for AnyBackend {
         }
     }
 
+    fn is_local(&self) -> bool {
+        match self {
+            #[cfg(feature = "memory")]
+            AnyBackend::Memory(backend) => backend.is_local(),
+            #[cfg(feature = "redis")]
+            AnyBackend::Redis(backend) => backend.is_local(),
+        }
+    }
+
+    fn hit_now(
+        &self,
+        key: Key<'_>,
+        limit: &Limit,
+        now_ms: u64,
+        cost: u64,
+    ) -> Option<Result<Decision, Error>> {
+        match self {
+            #[cfg(feature = "memory")]
+            AnyBackend::Memory(backend) => backend.hit_now(key, limit, now_ms, cost),
+            #[cfg(feature = "redis")]
+            AnyBackend::Redis(backend) => backend.hit_now(key, limit, now_ms, cost),
+        }
+    }
+
     async fn reset(&self, key: Key<'_>, limit: &Limit) -> Result<(), Error> {
         match self {
             #[cfg(feature = "memory")]

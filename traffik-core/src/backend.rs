@@ -62,6 +62,26 @@ pub trait Backend: Send + Sync + 'static {
     ///
     /// When the store fails or times out.
     fn reset(&self, key: Key<'_>, limit: &Limit) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// Whether the store lives in this process (no I/O per decision).
+    /// Middleware runs local throttles before remote ones. Default: `false`.
+    fn is_local(&self) -> bool {
+        false
+    }
+
+    /// Decides without waiting, when the backend can (an in-memory store
+    /// always can): the same as [`hit`](Backend::hit), minus the future.
+    /// `None` means "use `hit`". Default: `None`.
+    fn hit_now(
+        &self,
+        key: Key<'_>,
+        limit: &Limit,
+        now_ms: u64,
+        cost: u64,
+    ) -> Option<Result<Decision, Error>> {
+        let _ = (key, limit, now_ms, cost);
+        None
+    }
 }
 
 impl<B: Backend + ?Sized> Backend for Arc<B> {
@@ -87,5 +107,19 @@ impl<B: Backend + ?Sized> Backend for Arc<B> {
 
     fn reset(&self, key: Key<'_>, limit: &Limit) -> impl Future<Output = Result<(), Error>> + Send {
         (**self).reset(key, limit)
+    }
+
+    fn is_local(&self) -> bool {
+        (**self).is_local()
+    }
+
+    fn hit_now(
+        &self,
+        key: Key<'_>,
+        limit: &Limit,
+        now_ms: u64,
+        cost: u64,
+    ) -> Option<Result<Decision, Error>> {
+        (**self).hit_now(key, limit, now_ms, cost)
     }
 }

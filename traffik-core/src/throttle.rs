@@ -114,6 +114,28 @@ impl<B: Backend, C: Clock> Throttle<B, C> {
         self.settle(outcome, self.limit.capacity())
     }
 
+    /// Hits `identity` without waiting, if the backend can decide at once
+    /// ([`Backend::hit_now`]); `None` means "use [`hit_n`](Throttle::hit_n)".
+    /// `limit` defaults to the throttle's own.
+    ///
+    /// # Errors
+    ///
+    /// Only with [`FailurePolicy::Error`], when the backend fails.
+    #[inline]
+    pub fn try_hit_now(
+        &self,
+        identity: &str,
+        limit: Option<&Limit>,
+        cost: u64,
+    ) -> Option<Result<Decision, Error>> {
+        let limit = limit.unwrap_or(&self.limit);
+        let key = Key::new(&self.scope, identity);
+        let outcome = self
+            .backend
+            .hit_now(key, limit, self.clock.now_ms(), cost)?;
+        Some(self.settle(outcome, limit.capacity()))
+    }
+
     /// Hits `identity` under another limit than the throttle's own, for
     /// limits that depend on who is asking (premium keys get more).
     ///
