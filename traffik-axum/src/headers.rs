@@ -1,0 +1,160 @@
+//! The quota headers: IETF `RateLimit-Policy` and `RateLimit`
+//! (draft-ietf-httpapi-ratelimit-headers, structured fields), the legacy
+//! `X-RateLimit-*` trio, and `Retry-After`.
+
+use std::fmt::Write as _;
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+use traffik_core::{Decision, Limit};
+
+/// Which quota headers responses carry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum QuotaHeaders {
+    /// `RateLimit-Policy` and `RateLimit` on every response (the default).
+    Ietf,
+    /// The IETF fields and the legacy `X-RateLimit-Limit`, `-Remaining`,
+    /// `-Reset` (seconds), from the most constrained throttle.
+    IetfAndLegacy,
+    /// Quota headers on denials only (`Retry-After` and the IETF fields).
+    DenialsOnly,
+}
+
+/// One throttle's outcome, as the headers show it.
+#[derive(Clone, Debug)]
+pub(crate) struct Quota {
+    pub(crate) policy: String,
+    pub(crate) limit: Limit,
+    pub(crate) decision: Decision,
+}
+
+/// Whole seconds, rounded up.
+pub(crate) fn seconds_up(ms: u64) -> u64 {
+    ms.div_ceil(1_000)
+}
+
+/// A structured-field string: quotes and backslashes escaped, anything that
+/// is not printable ASCII replaced.
+fn sf_string(out: &mut String, text: &str) {
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            ' '..='~' => out.push(c),
+            _ => out.push('?'),
+        }
+    }
+    out.push('"');
+}
+
+fn insert(headers: &mut HeaderMap, name: HeaderName, value: &str) {
+    if let Ok(value) = HeaderValue::from_str(value) {
+        headers.insert(name, value);
+    }
+}
+
+/// The seconds `t` reports: until a hit of the same cost passes when denied
+/// (until the quota is full when it never will), until the quota is full
+/// when allowed.
+pub(crate) fn t_seconds(decision: &Decision) -> u64 {
+    let ms = if decision.is_allowed() || decision.retry_after_ms() == u64::MAX {
+        decision.reset_after_ms()
+    } else {
+        decision.retry_after_ms()
+    };
+    seconds_up(ms)
+}
+
+pub(crate) fn write(headers: &mut HeaderMap, quotas: &[Quota], mode: QuotaHeaders) {
+    if quotas.is_empty() {
+        return;
+    }
+    let mut policy = String::with_capacity(32 * quotas.len());
+    let mut state = String::with_capacity(32 * quotas.len());
+    for quota in quotas {
+        if !policy.is_empty() {
+            policy.push_str(", ");
+            state.push_str(", ");
+        }
+        sf_string(&mut policy, &quota.policy);
+        let window = seconds_up(quota.limit.rate().period_ms()).max(1);
+        let _ = write!(policy, ";q={};w={window}", quota.limit.capacity());
+        sf_string(&mut state, &quota.policy);
+        let _ = write!(
+            state,
+            ";r={};t={}",
+            quota.decision.remaining(),
+            t_seconds(&quota.decision)
+        );
+    }
+    insert(
+        headers,
+        HeaderName::from_static("ratelimit-policy"),
+        &policy,
+    );
+    insert(headers, HeaderName::from_static("ratelimit"), &state);
+    if mode == QuotaHeaders::IetfAndLegacy {
+        // The most constrained: a denial, else the fewest remaining.
+        let worst = quotas
+            .iter()
+            .min_by_key(|q| (q.decision.is_allowed(), q.decision.remaining()))
+            .unwrap_or(&quotas[0]);
+        insert(
+            headers,
+            HeaderName::from_static("x-ratelimit-limit"),
+            &worst.limit.capacity().to_string(),
+        );
+        insert(
+            headers,
+            HeaderName::from_static("x-ratelimit-remaining"),
+            &worst.decision.remaining().to_string(),
+        );
+        insert(
+            headers,
+            HeaderName::from_static("x-ratelimit-reset"),
+            &t_seconds(&worst.decision).to_string(),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use traffik_core::{Gcra, Limit};
+
+    fn quota(name: &str, rate: &str, decision: Decision) -> Quota {
+        Quota {
+            policy: name.into(),
+            limit: Limit::new(rate.parse().unwrap(), Gcra::new()).unwrap(),
+            decision,
+        }
+    }
+
+    #[test]
+    fn several_throttles_give_several_members() {
+        let mut headers = HeaderMap::new();
+        let quotas = [
+            quota("burst", "10/s", Decision::allowed(10, 9, 100)),
+            quota("api", "100/min", Decision::denied(100, 0, 4_001, 60_000)),
+        ];
+        write(&mut headers, &quotas, QuotaHeaders::IetfAndLegacy);
+        assert_eq!(
+            headers["ratelimit-policy"],
+            r#""burst";q=10;w=1, "api";q=100;w=60"#
+        );
+        assert_eq!(headers["ratelimit"], r#""burst";r=9;t=1, "api";r=0;t=5"#);
+        assert_eq!(headers["x-ratelimit-limit"], "100");
+        assert_eq!(headers["x-ratelimit-remaining"], "0");
+        assert_eq!(headers["x-ratelimit-reset"], "5");
+    }
+
+    #[test]
+    fn policy_names_are_escaped() {
+        let mut out = String::new();
+        sf_string(&mut out, "a\"b\\c\u{e9}");
+        assert_eq!(out, r#""a\"b\\c?""#);
+    }
+}

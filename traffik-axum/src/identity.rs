@@ -1,0 +1,266 @@
+//! Who is asking: [`Identity`] and the [`IdentityExtractor`]s that find it.
+//!
+//! | extractor | identity |
+//! |---|---|
+//! | [`PeerIp`] | the TCP peer's address, from axum's `ConnectInfo` |
+//! | [`ClientIp`] | the client behind trusted proxies (`Forwarded`, `X-Forwarded-For`, `X-Real-IP`, walked from the right) |
+//! | [`HeaderKey`] | a header such as an API key, with a fallback |
+//! | [`FnIdentity`] | any closure |
+//!
+//! IPv6 addresses are grouped by prefix (default /64, one customer's
+//! network), so a client cannot rotate through its subnet for fresh budgets.
+//! Any extractor may return [`Identity::Exempt`] to bypass throttling with
+//! zero backend calls.
+
+mod client_ip;
+mod func;
+mod header;
+mod peer_ip;
+
+pub use client_ip::ClientIp;
+pub use func::FnIdentity;
+pub use header::{HeaderKey, NoFallback};
+pub use peer_ip::PeerIp;
+
+use std::fmt::{self, Write as _};
+use std::future::Future;
+use std::net::{IpAddr, Ipv6Addr};
+use std::sync::Arc;
+
+use http::request::Parts;
+
+use crate::error::IdentityError;
+
+/// Who a request is from, as far as throttling is concerned.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Identity {
+    /// An IP address (IPv6 already grouped by prefix when configured).
+    Ip(IpAddr),
+    /// An IPv6 network: the address masked to `prefix` bits.
+    Ipv6Prefix(Ipv6Addr, u8),
+    /// Any other key: an API key, a user id, …
+    Key(Arc<str>),
+    /// Not throttled at all: no backend is asked.
+    Exempt,
+}
+
+impl Identity {
+    /// An identity from any string.
+    pub fn key(key: impl Into<Arc<str>>) -> Identity {
+        Identity::Key(key.into())
+    }
+
+    /// An IP address, with IPv6 grouped to `ipv6_prefix` bits (128: no grouping).
+    pub fn ip(ip: IpAddr, ipv6_prefix: u8) -> Identity {
+        let IpAddr::V6(v6) = ip else {
+            return Identity::Ip(ip);
+        };
+        if let Some(v4) = v6.to_ipv4_mapped() {
+            return Identity::Ip(IpAddr::V4(v4));
+        }
+        if ipv6_prefix >= 128 {
+            return Identity::Ip(ip);
+        }
+        let mask = u128::MAX
+            .checked_shl(128 - u32::from(ipv6_prefix))
+            .unwrap_or(0);
+        Identity::Ipv6Prefix(Ipv6Addr::from(u128::from(v6) & mask), ipv6_prefix)
+    }
+
+    /// Whether throttling is bypassed.
+    pub fn is_exempt(&self) -> bool {
+        matches!(self, Identity::Exempt)
+    }
+
+    /// Writes the identity as it appears in backend keys.
+    pub fn write_key(&self, out: &mut impl fmt::Write) -> fmt::Result {
+        match self {
+            Identity::Ip(ip) => write!(out, "{ip}"),
+            Identity::Ipv6Prefix(network, prefix) => write!(out, "{network}/{prefix}"),
+            Identity::Key(key) => out.write_str(key),
+            Identity::Exempt => out.write_str("exempt"),
+        }
+    }
+}
+
+impl fmt::Display for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut key = String::new();
+        self.write_key(&mut key)?;
+        f.write_str(&key)
+    }
+}
+
+/// Finds the [`Identity`] of a request. Implement it for your own (it may be
+/// async: look an API key up in a database, say).
+pub trait IdentityExtractor: Send + Sync + 'static {
+    /// The identity of the request whose head is `parts`.
+    ///
+    /// # Errors
+    ///
+    /// When the request carries no usable identity and there is no fallback;
+    /// the middleware answers 500 with the error's message (a configuration
+    /// mistake, not the client's).
+    fn identify(
+        &self,
+        parts: &Parts,
+    ) -> impl Future<Output = Result<Identity, IdentityError>> + Send;
+
+    /// Which cache entry of a request this extractor's identity goes in:
+    /// its address. An `Arc` of an extractor answers with the shared
+    /// allocation, so layers built with clones of one `Arc` identify a
+    /// request once.
+    #[doc(hidden)]
+    fn cache_id(&self) -> usize {
+        (self as *const Self).cast::<()>() as usize
+    }
+}
+
+impl<I: IdentityExtractor> IdentityExtractor for Arc<I> {
+    fn identify(
+        &self,
+        parts: &Parts,
+    ) -> impl Future<Output = Result<Identity, IdentityError>> + Send {
+        (**self).identify(parts)
+    }
+
+    fn cache_id(&self) -> usize {
+        Arc::as_ptr(self).cast::<()>() as usize
+    }
+}
+
+/// The identities found for a request, by extractor (the address of its
+/// `Arc`), kept in the request's extensions.
+#[derive(Clone, Debug)]
+pub(crate) struct IdentityCache {
+    entries: Vec<(usize, Identity)>,
+}
+
+impl IdentityCache {
+    pub(crate) fn new(extractor: usize, identity: Identity) -> IdentityCache {
+        IdentityCache {
+            entries: vec![(extractor, identity)],
+        }
+    }
+
+    pub(crate) fn get(&self, extractor: usize) -> Option<&Identity> {
+        self.entries
+            .iter()
+            .find(|(id, _)| *id == extractor)
+            .map(|(_, identity)| identity)
+    }
+
+    pub(crate) fn insert(&mut self, extractor: usize, identity: Identity) {
+        self.entries.push((extractor, identity));
+    }
+
+    fn latest(&self) -> Option<&Identity> {
+        self.entries.last().map(|(_, identity)| identity)
+    }
+}
+
+/// The identity a [`ThrottleLayer`](crate::ThrottleLayer) found for this
+/// request, as an axum extractor: a WebSocket handler throttles the
+/// connection's messages with it, without identifying the client again.
+///
+/// Rejects with 500 when no throttle layer ran before the handler.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestIdentity(pub Identity);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for RequestIdentity {
+    type Rejection = (http::StatusCode, &'static str);
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _state: &S,
+    ) -> Result<RequestIdentity, Self::Rejection> {
+        parts
+            .extensions
+            .get::<IdentityCache>()
+            .and_then(IdentityCache::latest)
+            .map(|identity| RequestIdentity(identity.clone()))
+            .ok_or((
+                http::StatusCode::INTERNAL_SERVER_ERROR,
+                "no identity: put a ThrottleLayer on this route before the handler\n",
+            ))
+    }
+}
+
+/// Keys are short: most fit on the stack. Longer ones spill to a `String`.
+pub(crate) struct KeyBuf {
+    bytes: [u8; 64],
+    len: usize,
+    spill: Option<String>,
+}
+
+impl KeyBuf {
+    pub(crate) fn new() -> KeyBuf {
+        KeyBuf {
+            bytes: [0; 64],
+            len: 0,
+            spill: None,
+        }
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        match &self.spill {
+            Some(text) => text,
+            None => std::str::from_utf8(&self.bytes[..self.len]).unwrap_or_default(),
+        }
+    }
+}
+
+impl fmt::Write for KeyBuf {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        if let Some(spill) = &mut self.spill {
+            spill.push_str(text);
+        } else if self.len + text.len() <= self.bytes.len() {
+            self.bytes[self.len..self.len + text.len()].copy_from_slice(text.as_bytes());
+            self.len += text.len();
+        } else {
+            let mut spill = String::with_capacity(self.len + text.len() + 16);
+            spill.push_str(std::str::from_utf8(&self.bytes[..self.len]).unwrap_or_default());
+            spill.push_str(text);
+            self.spill = Some(spill);
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn key_of(identity: &Identity) -> KeyBuf {
+    let mut key = KeyBuf::new();
+    let _ = identity.write_key(&mut key);
+    key
+}
+
+/// Appends `:suffix` to a key.
+pub(crate) fn push_suffix(key: &mut KeyBuf, suffix: &str) {
+    let _ = key.write_char(':');
+    let _ = key.write_str(suffix);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_is_grouped_by_prefix_and_mapped_v4_is_v4() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().unwrap();
+        assert_eq!(Identity::ip(a, 64), Identity::ip(b, 64));
+        assert_eq!(Identity::ip(a, 64).to_string(), "2001:db8:1:2::/64");
+        assert_ne!(Identity::ip(a, 128), Identity::ip(b, 128));
+        let mapped: IpAddr = "::ffff:10.1.2.3".parse().unwrap();
+        assert_eq!(Identity::ip(mapped, 64).to_string(), "10.1.2.3");
+    }
+
+    #[test]
+    fn key_buffers_spill_past_64_bytes() {
+        let mut key = KeyBuf::new();
+        let _ = key.write_str("a".repeat(60).as_str());
+        push_suffix(&mut key, "route/with/a/long/path");
+        assert_eq!(key.as_str().len(), 60 + 1 + 22);
+        assert!(key.as_str().ends_with(":route/with/a/long/path"));
+    }
+}

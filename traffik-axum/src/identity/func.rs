@@ -1,0 +1,44 @@
+use http::request::Parts;
+
+use super::{Identity, IdentityExtractor};
+use crate::error::IdentityError;
+
+/// Any closure of the request head as the identity.
+///
+/// ```
+/// use traffik_axum::{FnIdentity, Identity};
+///
+/// // Health checks are never throttled; everyone else by their tenant header.
+/// let identity = FnIdentity::new(|parts| {
+///     if parts.uri.path() == "/health" {
+///         return Identity::Exempt;
+///     }
+///     let tenant = parts.headers.get("x-tenant").and_then(|v| v.to_str().ok());
+///     Identity::key(tenant.unwrap_or("anonymous"))
+/// });
+/// ```
+///
+/// For an async lookup, implement [`IdentityExtractor`] for a type of your own.
+#[derive(Clone, Copy, Debug)]
+pub struct FnIdentity<F> {
+    function: F,
+}
+
+impl<F> FnIdentity<F>
+where
+    F: Fn(&Parts) -> Identity + Send + Sync + 'static,
+{
+    /// The identity is `function(parts)`.
+    pub fn new(function: F) -> FnIdentity<F> {
+        FnIdentity { function }
+    }
+}
+
+impl<F> IdentityExtractor for FnIdentity<F>
+where
+    F: Fn(&Parts) -> Identity + Send + Sync + 'static,
+{
+    async fn identify(&self, parts: &Parts) -> Result<Identity, IdentityError> {
+        Ok((self.function)(parts))
+    }
+}

@@ -1,0 +1,72 @@
+use http::HeaderName;
+use http::request::Parts;
+
+use super::{Identity, IdentityExtractor};
+use crate::error::IdentityError;
+
+/// A request header (an API key, a tenant id) as the identity, and another
+/// extractor when it is missing or empty.
+///
+/// ```
+/// use traffik_axum::{HeaderKey, PeerIp};
+///
+/// let by_api_key = HeaderKey::new("x-api-key").or(PeerIp::new());
+/// ```
+///
+/// The value is used as it is: if clients choose it freely, pair it with a
+/// limit per IP too, or validate it (an async [`IdentityExtractor`] of your
+/// own can look it up).
+#[derive(Clone, Debug)]
+pub struct HeaderKey<F = NoFallback> {
+    name: HeaderName,
+    fallback: F,
+}
+
+/// No fallback: a request without the header fails with an error.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoFallback;
+
+impl IdentityExtractor for NoFallback {
+    async fn identify(&self, _parts: &Parts) -> Result<Identity, IdentityError> {
+        Err(IdentityError::new(
+            "the identity header is missing and there is no fallback",
+        ))
+    }
+}
+
+impl HeaderKey {
+    /// The header `name`.
+    ///
+    /// # Panics
+    ///
+    /// If `name` is not a valid header name (a programming error).
+    pub fn new(name: &'static str) -> HeaderKey {
+        HeaderKey {
+            name: HeaderName::from_static(name),
+            fallback: NoFallback,
+        }
+    }
+
+    /// Uses `fallback` when the header is missing or empty.
+    pub fn or<F: IdentityExtractor>(self, fallback: F) -> HeaderKey<F> {
+        HeaderKey {
+            name: self.name,
+            fallback,
+        }
+    }
+}
+
+impl<F: IdentityExtractor> IdentityExtractor for HeaderKey<F> {
+    async fn identify(&self, parts: &Parts) -> Result<Identity, IdentityError> {
+        let value = parts
+            .headers
+            .get(&self.name)
+            .and_then(|value| value.to_str().ok())
+            .map(str::trim)
+            .filter(|value| !value.is_empty());
+        match value {
+            Some(value) => Ok(Identity::key(value)),
+            None => self.fallback.identify(parts).await,
+        }
+    }
+}

@@ -1,0 +1,55 @@
+use std::net::SocketAddr;
+
+use axum::extract::ConnectInfo;
+use http::request::Parts;
+
+use super::{Identity, IdentityExtractor};
+use crate::error::IdentityError;
+
+/// The TCP peer's IP address, from axum's `ConnectInfo<SocketAddr>`.
+///
+/// Serve the router with
+/// `into_make_service_with_connect_info::<SocketAddr>()`; without it every
+/// request fails with a 500 that says so. Behind a proxy every client has
+/// the proxy's address: use [`ClientIp`](super::ClientIp) there.
+#[derive(Clone, Copy, Debug)]
+pub struct PeerIp {
+    ipv6_prefix: u8,
+}
+
+impl Default for PeerIp {
+    fn default() -> PeerIp {
+        PeerIp::new()
+    }
+}
+
+impl PeerIp {
+    /// The peer's address, IPv6 grouped by /64.
+    pub const fn new() -> PeerIp {
+        PeerIp { ipv6_prefix: 64 }
+    }
+
+    /// Groups IPv6 addresses by `prefix` bits instead (128: no grouping).
+    pub const fn ipv6_prefix(mut self, prefix: u8) -> PeerIp {
+        self.ipv6_prefix = if prefix > 128 { 128 } else { prefix };
+        self
+    }
+
+    pub(crate) fn peer(parts: &Parts) -> Option<SocketAddr> {
+        parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|info| info.0)
+    }
+
+    pub(crate) fn resolve(&self, parts: &Parts) -> Result<Identity, IdentityError> {
+        let peer = PeerIp::peer(parts).ok_or_else(IdentityError::missing_connect_info)?;
+        Ok(Identity::ip(peer.ip(), self.ipv6_prefix))
+    }
+}
+
+impl IdentityExtractor for PeerIp {
+    async fn identify(&self, parts: &Parts) -> Result<Identity, IdentityError> {
+        self.resolve(parts)
+    }
+}

@@ -1,0 +1,54 @@
+//! axum middleware for [traffik](traffik_core): per-route throttles, global
+//! throttle middleware, client identity behind proxies, the IETF `RateLimit`
+//! headers, and WebSocket message throttling.
+//!
+//! ```no_run
+//! use std::net::SocketAddr;
+//!
+//! use axum::{Router, routing::get};
+//! use traffik_axum::{PeerIp, ThrottleLayer};
+//! use traffik_backends::memory::MemoryBackend;
+//! use traffik_core::Throttle;
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let api = Throttle::builder("api", "100/min".parse()?).build(MemoryBackend::new())?;
+//!     let app = Router::new()
+//!         .route("/items/{id}", get(|| async { "item" }))
+//!         .route_layer(ThrottleLayer::builder(PeerIp::new()).rule(api).build());
+//!     let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//!     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await?;
+//!     Ok(())
+//! }
+//! ```
+//!
+//! A denied request gets `429 Too Many Requests`, `Retry-After`, the
+//! `RateLimit-Policy` and `RateLimit` fields and a problem+json body;
+//! allowed ones carry the quota fields too. See `docs/axum.md`.
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `ws` | yes | [`ThrottledSocket`]: throttle the messages of a WebSocket |
+
+mod error;
+mod headers;
+mod identity;
+mod layer;
+mod rejection;
+mod rule;
+mod service;
+#[cfg(feature = "ws")]
+mod websocket;
+
+pub use error::IdentityError;
+pub use headers::QuotaHeaders;
+pub use identity::{
+    ClientIp, FnIdentity, HeaderKey, Identity, IdentityExtractor, NoFallback, PeerIp,
+    RequestIdentity,
+};
+pub use layer::{Rejection, ThrottleLayer, ThrottleLayerBuilder};
+pub use rejection::{QUOTA_EXCEEDED, Rejected};
+pub use rule::{KeyScope, Rule};
+pub use service::ThrottleService;
+#[cfg(feature = "ws")]
+pub use websocket::{OverLimit, ThrottledSocket};

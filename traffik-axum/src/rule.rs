@@ -1,0 +1,231 @@
+//! [`Rule`]: one throttle on a layer, with how it keys, its limit and its cost.
+
+use std::fmt::{self, Write as _};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use axum::extract::MatchedPath;
+use http::request::Parts;
+use traffik_core::{Backend, Clock, Decision, Error, Limit, Throttle};
+
+use crate::identity::{Identity, KeyBuf, push_suffix};
+
+pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A throttle with its backend and clock types erased, so one layer can hold
+/// throttles on different backends.
+pub(crate) trait ErasedThrottle: Send + Sync + 'static {
+    fn name(&self) -> &str;
+    fn limit(&self) -> &Limit;
+    fn is_local(&self) -> bool;
+    fn hit_now(
+        &self,
+        id: &str,
+        limit: Option<&Limit>,
+        cost: u64,
+    ) -> Option<Result<Decision, Error>>;
+    fn hit<'a>(
+        &'a self,
+        id: &'a str,
+        limit: Option<&'a Limit>,
+        cost: u64,
+    ) -> BoxFuture<'a, Result<Decision, Error>>;
+}
+
+impl<B: Backend, C: Clock> ErasedThrottle for Throttle<B, C> {
+    fn name(&self) -> &str {
+        Throttle::name(self)
+    }
+
+    fn limit(&self) -> &Limit {
+        Throttle::limit(self)
+    }
+
+    fn is_local(&self) -> bool {
+        self.backend().is_local()
+    }
+
+    #[inline]
+    fn hit_now(
+        &self,
+        id: &str,
+        limit: Option<&Limit>,
+        cost: u64,
+    ) -> Option<Result<Decision, Error>> {
+        self.try_hit_now(id, limit, cost)
+    }
+
+    fn hit<'a>(
+        &'a self,
+        id: &'a str,
+        limit: Option<&'a Limit>,
+        cost: u64,
+    ) -> BoxFuture<'a, Result<Decision, Error>> {
+        Box::pin(async move {
+            match limit {
+                Some(limit) => self.hit_with(id, limit, cost).await,
+                None => self.hit_n(id, cost).await,
+            }
+        })
+    }
+}
+
+/// What a throttle's keys are made of, besides the identity.
+#[derive(Clone, Default)]
+#[non_exhaustive]
+pub enum KeyScope {
+    /// The identity alone: one budget per client across every route the
+    /// layer covers.
+    Global,
+    /// The identity and the route template (axum's `MatchedPath`, such as
+    /// `/items/{id}`): `/items/1` and `/items/2` share one budget, other
+    /// routes have their own. The default. Requests that matched no route
+    /// share the template `*`, so random paths cannot create keys.
+    #[default]
+    Route,
+    /// The identity, the method and the route template.
+    MethodRoute,
+    /// The identity and whatever the function returns.
+    Custom(Arc<dyn Fn(&Parts) -> String + Send + Sync>),
+}
+
+impl fmt::Debug for KeyScope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            KeyScope::Global => "Global",
+            KeyScope::Route => "Route",
+            KeyScope::MethodRoute => "MethodRoute",
+            KeyScope::Custom(_) => "Custom",
+        })
+    }
+}
+
+type LimitFn = Arc<dyn Fn(&Identity) -> BoxFuture<'static, Option<Limit>> + Send + Sync>;
+type CostFn = Arc<dyn Fn(&Parts) -> BoxFuture<'static, u64> + Send + Sync>;
+
+/// One throttle on a [`ThrottleLayer`](crate::ThrottleLayer): the throttle,
+/// how it keys requests, and optionally a limit per identity and a cost per
+/// request.
+///
+/// ```
+/// # fn demo(backend: traffik_backends::memory::MemoryBackend) -> Result<(), Box<dyn std::error::Error>> {
+/// use traffik_axum::{Identity, KeyScope, Rule};
+/// use traffik_core::{Gcra, Limit, Throttle};
+///
+/// let premium = Limit::new("1000/min".parse()?, Gcra::new())?;
+/// let api = Throttle::builder("api", "100/min".parse()?).build(backend)?;
+/// let rule = Rule::new(api)
+///     .scope(KeyScope::Global)
+///     // Premium keys get more; everyone else the throttle's own limit.
+///     .limit_by(move |identity| {
+///         let premium = premium.clone();
+///         let vip = matches!(identity, Identity::Key(key) if key.starts_with("vip-"));
+///         async move { vip.then_some(premium) }
+///     })
+///     // Uploads cost one per started megabyte.
+///     .cost_by(|parts| {
+///         let bytes = parts.headers.get("content-length")
+///             .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+///             .unwrap_or(0);
+///         async move { 1 + bytes / 1_000_000 }
+///     });
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Rule {
+    pub(crate) throttle: Arc<dyn ErasedThrottle>,
+    pub(crate) scope: KeyScope,
+    pub(crate) limit_by: Option<LimitFn>,
+    pub(crate) cost_by: Option<CostFn>,
+}
+
+impl fmt::Debug for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Rule")
+            .field("throttle", &self.throttle.name())
+            .field("limit", self.throttle.limit())
+            .field("scope", &self.scope)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B: Backend, C: Clock> From<Throttle<B, C>> for Rule {
+    fn from(throttle: Throttle<B, C>) -> Rule {
+        Rule::new(throttle)
+    }
+}
+
+impl Rule {
+    /// A rule for `throttle`, keyed by identity and route.
+    pub fn new<B: Backend, C: Clock>(throttle: Throttle<B, C>) -> Rule {
+        Rule {
+            throttle: Arc::new(throttle),
+            scope: KeyScope::default(),
+            limit_by: None,
+            cost_by: None,
+        }
+    }
+
+    /// What the keys are made of (default: [`KeyScope::Route`]).
+    pub fn scope(mut self, scope: KeyScope) -> Rule {
+        self.scope = scope;
+        self
+    }
+
+    /// The limit for an identity; `None` keeps the throttle's own. The
+    /// function may be async.
+    pub fn limit_by<F, Fut>(mut self, function: F) -> Rule
+    where
+        F: Fn(&Identity) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Option<Limit>> + Send + 'static,
+    {
+        self.limit_by = Some(Arc::new(move |identity| Box::pin(function(identity))));
+        self
+    }
+
+    /// The cost of a request (default 1). The function may be async.
+    pub fn cost_by<F, Fut>(mut self, function: F) -> Rule
+    where
+        F: Fn(&Parts) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = u64> + Send + 'static,
+    {
+        self.cost_by = Some(Arc::new(move |parts| Box::pin(function(parts))));
+        self
+    }
+
+    /// The throttle's name (the policy name in the headers).
+    pub fn name(&self) -> &str {
+        self.throttle.name()
+    }
+
+    /// The key of a request: the identity, then what the scope adds.
+    pub(crate) fn key(&self, identity: &KeyBuf, parts: &Parts) -> KeyBuf {
+        let mut key = KeyBuf::new();
+        let _ = key.write_str(identity.as_str());
+        let route = || {
+            parts
+                .extensions
+                .get::<MatchedPath>()
+                .map_or("*", MatchedPath::as_str)
+        };
+        match &self.scope {
+            KeyScope::Global => {}
+            KeyScope::Route => push_suffix(&mut key, route()),
+            KeyScope::MethodRoute => {
+                push_suffix(&mut key, parts.method.as_str());
+                push_suffix(&mut key, route());
+            }
+            KeyScope::Custom(function) => push_suffix(&mut key, &function(parts)),
+        }
+        key
+    }
+
+    /// How much looser this rule is than `other`: rates compared as hits
+    /// per millisecond.
+    pub(crate) fn tighter_than(&self, other: &Rule) -> std::cmp::Ordering {
+        let (a, b) = (self.throttle.limit().rate(), other.throttle.limit().rate());
+        (u128::from(a.count()) * u128::from(b.period_ms()))
+            .cmp(&(u128::from(b.count()) * u128::from(a.period_ms())))
+    }
+}

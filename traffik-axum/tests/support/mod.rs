@@ -1,0 +1,108 @@
+//! Backends for fault injection and call counting, wrapped around the real
+//! in-memory backend.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use http::Request;
+use traffik_backends::memory::MemoryBackend;
+use traffik_core::{Backend, Decision, Error, ErrorKind, Key, Limit};
+
+/// The in-memory backend, counting the hits it is asked for, and claiming
+/// to be remote when told to (to test cheap-first ordering).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Counting {
+    inner: MemoryBackend,
+    hits: Arc<AtomicU64>,
+    remote: bool,
+}
+
+impl Counting {
+    pub(crate) fn local() -> Counting {
+        Counting::default()
+    }
+
+    pub(crate) fn remote() -> Counting {
+        Counting {
+            remote: true,
+            ..Counting::default()
+        }
+    }
+
+    pub(crate) fn hits(&self) -> u64 {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+impl Backend for Counting {
+    async fn hit(
+        &self,
+        key: Key<'_>,
+        limit: &Limit,
+        now_ms: u64,
+        cost: u64,
+    ) -> Result<Decision, Error> {
+        self.hits.fetch_add(1, Ordering::SeqCst);
+        self.inner.hit(key, limit, now_ms, cost).await
+    }
+
+    async fn peek(
+        &self,
+        key: Key<'_>,
+        limit: &Limit,
+        now_ms: u64,
+        cost: u64,
+    ) -> Result<Decision, Error> {
+        self.inner.peek(key, limit, now_ms, cost).await
+    }
+
+    async fn reset(&self, key: Key<'_>, limit: &Limit) -> Result<(), Error> {
+        self.inner.reset(key, limit).await
+    }
+
+    fn is_local(&self) -> bool {
+        !self.remote
+    }
+}
+
+/// A backend that always fails, as a store that is down would.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Down;
+
+impl Backend for Down {
+    async fn hit(&self, _: Key<'_>, _: &Limit, _: u64, _: u64) -> Result<Decision, Error> {
+        Err(Error::new(
+            ErrorKind::Unavailable,
+            "injected: the store is down",
+        ))
+    }
+
+    async fn peek(&self, _: Key<'_>, _: &Limit, _: u64, _: u64) -> Result<Decision, Error> {
+        Err(Error::new(
+            ErrorKind::Unavailable,
+            "injected: the store is down",
+        ))
+    }
+
+    async fn reset(&self, _: Key<'_>, _: &Limit) -> Result<(), Error> {
+        Err(Error::new(
+            ErrorKind::Unavailable,
+            "injected: the store is down",
+        ))
+    }
+}
+
+/// A GET request from `peer`.
+pub(crate) fn get(uri: &str, peer: &str) -> Request<Body> {
+    let peer: SocketAddr = peer.parse().unwrap();
+    Request::builder()
+        .uri(uri)
+        .extension(ConnectInfo(peer))
+        .body(Body::empty())
+        .unwrap()
+}
