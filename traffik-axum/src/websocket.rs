@@ -9,6 +9,15 @@ use traffik_core::{Backend, Clock, Decision, Throttle};
 use crate::identity::{Identity, key_of};
 use crate::rule::ErasedThrottle;
 
+/// One hit; borrows only what is `Sync`, so `recv`'s future stays `Send`.
+async fn hit(throttle: &dyn ErasedThrottle, key: &str) -> Result<Decision, axum::Error> {
+    let outcome = match throttle.hit_now(key, None, 1) {
+        Some(outcome) => outcome,
+        None => throttle.hit(key, None, 1).await,
+    };
+    outcome.map_err(axum::Error::new)
+}
+
 /// What happens to a message over the limit.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -90,14 +99,6 @@ impl ThrottledSocket {
         }
     }
 
-    async fn hit(&self) -> Result<Decision, axum::Error> {
-        let outcome = match self.throttle.hit_now(&self.key, None, 1) {
-            Some(outcome) => outcome,
-            None => self.throttle.hit(&self.key, None, 1).await,
-        };
-        outcome.map_err(axum::Error::new)
-    }
-
     async fn close(&mut self, reason: &str) {
         let frame = CloseFrame {
             code: close_code::POLICY,
@@ -123,7 +124,7 @@ impl ThrottledSocket {
                 return Some(Ok(message));
             }
             loop {
-                let decision = match self.hit().await {
+                let decision = match hit(&*self.throttle, &self.key).await {
                     Ok(decision) => decision,
                     Err(error) => return Some(Err(error)),
                 };
