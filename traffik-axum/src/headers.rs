@@ -56,6 +56,16 @@ fn insert(headers: &mut HeaderMap, name: HeaderName, value: &str) {
     }
 }
 
+/// Adds list members to a structured-field list, after those a layer
+/// nearer the handler already wrote.
+fn append(headers: &mut HeaderMap, name: HeaderName, members: &str) {
+    let combined = match headers.get(&name).and_then(|v| v.to_str().ok()) {
+        Some(existing) if !existing.is_empty() => format!("{existing}, {members}"),
+        _ => members.to_owned(),
+    };
+    insert(headers, name, &combined);
+}
+
 /// The seconds `t` reports: until a hit of the same cost passes when denied
 /// (until the quota is full when it never will), until the quota is full
 /// when allowed.
@@ -90,13 +100,14 @@ pub(crate) fn write(headers: &mut HeaderMap, quotas: &[Quota], mode: QuotaHeader
             t_seconds(&quota.decision)
         );
     }
-    insert(
+    append(
         headers,
         HeaderName::from_static("ratelimit-policy"),
         &policy,
     );
-    insert(headers, HeaderName::from_static("ratelimit"), &state);
-    if mode == QuotaHeaders::IetfAndLegacy {
+    append(headers, HeaderName::from_static("ratelimit"), &state);
+    // The legacy fields hold one quota: the layer nearest the handler wins.
+    if mode == QuotaHeaders::IetfAndLegacy && !headers.contains_key("x-ratelimit-limit") {
         // The most constrained: a denial, else the fewest remaining.
         let worst = quotas
             .iter()

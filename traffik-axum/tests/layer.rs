@@ -544,3 +544,27 @@ async fn works_on_one_method_router_and_on_the_whole_router() {
         StatusCode::TOO_MANY_REQUESTS
     );
 }
+
+#[tokio::test]
+async fn nested_layers_add_their_quota_members() {
+    let route = ThrottleLayer::builder(PeerIp::new())
+        .rule(throttle("route", "1/min", MemoryBackend::new()))
+        .build();
+    let global = ThrottleLayer::builder(PeerIp::new())
+        .rule(Rule::new(throttle("global", "10/min", MemoryBackend::new())).scope(KeyScope::Global))
+        .build();
+    let app = Router::new()
+        .route("/", get(|| async { "ok" }).layer(route))
+        .layer(global);
+    let ok = send(&app, support::get("/", PEER)).await;
+    assert_eq!(
+        header(&ok, "ratelimit-policy"),
+        r#""route";q=1;w=60, "global";q=10;w=60"#
+    );
+    let denied = send(&app, support::get("/", PEER)).await;
+    assert_eq!(denied.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        header(&denied, "ratelimit"),
+        r#""route";r=0;t=60, "global";r=8;t=60"#
+    );
+}

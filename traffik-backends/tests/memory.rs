@@ -148,3 +148,25 @@ async fn the_failure_policy_turns_the_cap_into_a_decision() {
     let error = build(FailurePolicy::Error).hit("fourth").await.unwrap_err();
     assert_eq!(error.kind(), ErrorKind::Capacity);
 }
+
+#[tokio::test]
+async fn decides_synchronously_and_says_it_is_local() {
+    let backend = MemoryBackend::builder().sweep_interval(None).build();
+    assert!(traffik_core::Backend::is_local(&backend));
+    let clock = ManualClock::new(START);
+    let throttle = throttle(&backend, &clock, "2/s");
+    let first = throttle
+        .try_hit_now("k", None, 1)
+        .expect("the in-memory backend decides at once")
+        .unwrap();
+    assert_eq!(first.remaining(), 1);
+    // The synchronous and the async path share one state.
+    assert_eq!(throttle.hit("k").await.unwrap().remaining(), 0);
+    assert!(
+        !throttle
+            .try_hit_now("k", None, 1)
+            .unwrap()
+            .unwrap()
+            .is_allowed()
+    );
+}

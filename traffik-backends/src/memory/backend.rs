@@ -227,6 +227,24 @@ macro_rules! dispatch {
     };
 }
 
+impl MemoryBackend {
+    /// One decision, for `hit` and `hit_now` alike.
+    #[inline]
+    fn decide(
+        &self,
+        key: &Key<'_>,
+        limit: &Limit,
+        now_ms: u64,
+        cost: u64,
+    ) -> Result<Decision, Error> {
+        dispatch!(
+            limit.strategy(),
+            |s| self.apply(s, key, limit, now_ms, cost),
+            |other| Err(unsupported(other))
+        )
+    }
+}
+
 /// The futures are [`Ready`]: a decision never waits, and callers outside an
 /// async context can take it with [`Ready::into_inner`].
 #[allow(refining_impl_trait)]
@@ -239,11 +257,22 @@ impl Backend for MemoryBackend {
         now_ms: u64,
         cost: u64,
     ) -> Ready<Result<Decision, Error>> {
-        ready(dispatch!(
-            limit.strategy(),
-            |s| self.apply(s, &key, limit, now_ms, cost),
-            |other| Err(unsupported(other))
-        ))
+        ready(self.decide(&key, limit, now_ms, cost))
+    }
+
+    fn is_local(&self) -> bool {
+        true
+    }
+
+    #[inline]
+    fn hit_now(
+        &self,
+        key: Key<'_>,
+        limit: &Limit,
+        now_ms: u64,
+        cost: u64,
+    ) -> Option<Result<Decision, Error>> {
+        Some(self.decide(&key, limit, now_ms, cost))
     }
 
     fn peek(
