@@ -4,6 +4,8 @@
 
 use std::fmt::Write as _;
 
+use std::sync::Arc;
+
 use http::{HeaderMap, HeaderName, HeaderValue};
 use traffik_core::{Decision, Limit};
 
@@ -23,9 +25,21 @@ pub enum QuotaHeaders {
 /// One throttle's outcome, as the headers show it.
 #[derive(Clone, Debug)]
 pub(crate) struct Quota {
-    pub(crate) policy: String,
-    pub(crate) limit: Limit,
+    /// The throttle's name.
+    pub(crate) policy: Arc<str>,
+    /// Its `RateLimit-Policy` member, `"name";q=…;w=…`, made once per limit.
+    pub(crate) member: HeaderValue,
+    pub(crate) capacity: u64,
     pub(crate) decision: Decision,
+}
+
+/// The `RateLimit-Policy` member of a throttle under `limit`.
+pub(crate) fn policy_member(policy: &str, limit: &Limit) -> HeaderValue {
+    let mut member = String::with_capacity(policy.len() + 24);
+    sf_string(&mut member, policy);
+    let window = seconds_up(limit.rate().period_ms()).max(1);
+    let _ = write!(member, ";q={};w={window}", limit.capacity());
+    HeaderValue::try_from(member).unwrap_or_else(|_| HeaderValue::from_static("\"invalid\""))
 }
 
 /// Whole seconds, rounded up.
@@ -79,19 +93,16 @@ pub(crate) fn t_seconds(decision: &Decision) -> u64 {
 }
 
 pub(crate) fn write(headers: &mut HeaderMap, quotas: &[Quota], mode: QuotaHeaders) {
-    if quotas.is_empty() {
+    let Some(first) = quotas.first() else {
         return;
-    }
-    let mut policy = String::with_capacity(32 * quotas.len());
+    };
+    let policy_name = HeaderName::from_static("ratelimit-policy");
+    let state_name = HeaderName::from_static("ratelimit");
     let mut state = String::with_capacity(32 * quotas.len());
     for quota in quotas {
-        if !policy.is_empty() {
-            policy.push_str(", ");
+        if !state.is_empty() {
             state.push_str(", ");
         }
-        sf_string(&mut policy, &quota.policy);
-        let window = seconds_up(quota.limit.rate().period_ms()).max(1);
-        let _ = write!(policy, ";q={};w={window}", quota.limit.capacity());
         sf_string(&mut state, &quota.policy);
         let _ = write!(
             state,
@@ -100,23 +111,32 @@ pub(crate) fn write(headers: &mut HeaderMap, quotas: &[Quota], mode: QuotaHeader
             t_seconds(&quota.decision)
         );
     }
-    append(
-        headers,
-        HeaderName::from_static("ratelimit-policy"),
-        &policy,
-    );
-    append(headers, HeaderName::from_static("ratelimit"), &state);
+    if quotas.len() == 1 && !headers.contains_key(&policy_name) {
+        // The common case: the member made once, shared, no copy.
+        headers.insert(policy_name, first.member.clone());
+    } else {
+        let members: Vec<&str> = quotas
+            .iter()
+            .filter_map(|q| q.member.to_str().ok())
+            .collect();
+        append(headers, policy_name, &members.join(", "));
+    }
+    if headers.contains_key(&state_name) {
+        append(headers, state_name, &state);
+    } else if let Ok(value) = HeaderValue::try_from(state) {
+        headers.insert(state_name, value);
+    }
     // The legacy fields hold one quota: the layer nearest the handler wins.
     if mode == QuotaHeaders::IetfAndLegacy && !headers.contains_key("x-ratelimit-limit") {
         // The most constrained: a denial, else the fewest remaining.
         let worst = quotas
             .iter()
             .min_by_key(|q| (q.decision.is_allowed(), q.decision.remaining()))
-            .unwrap_or(&quotas[0]);
+            .unwrap_or(first);
         insert(
             headers,
             HeaderName::from_static("x-ratelimit-limit"),
-            &worst.limit.capacity().to_string(),
+            &worst.capacity.to_string(),
         );
         insert(
             headers,
@@ -137,9 +157,11 @@ mod tests {
     use traffik_core::{Gcra, Limit};
 
     fn quota(name: &str, rate: &str, decision: Decision) -> Quota {
+        let limit = Limit::new(rate.parse().unwrap(), Gcra::new()).unwrap();
         Quota {
             policy: name.into(),
-            limit: Limit::new(rate.parse().unwrap(), Gcra::new()).unwrap(),
+            member: policy_member(name, &limit),
+            capacity: limit.capacity(),
             decision,
         }
     }

@@ -76,12 +76,36 @@ impl Identity {
     /// Writes the identity as it appears in backend keys.
     pub fn write_key(&self, out: &mut impl fmt::Write) -> fmt::Result {
         match self {
+            Identity::Ip(IpAddr::V4(v4)) => write_ipv4(out, *v4),
             Identity::Ip(ip) => write!(out, "{ip}"),
             Identity::Ipv6Prefix(network, prefix) => write!(out, "{network}/{prefix}"),
             Identity::Key(key) => out.write_str(key),
             Identity::Exempt => out.write_str("exempt"),
         }
     }
+}
+
+/// Dotted decimal without the formatting machinery: the common key.
+fn write_ipv4(out: &mut impl fmt::Write, ip: std::net::Ipv4Addr) -> fmt::Result {
+    let mut text = [0u8; 15];
+    let mut len = 0;
+    for (i, octet) in ip.octets().into_iter().enumerate() {
+        if i > 0 {
+            text[len] = b'.';
+            len += 1;
+        }
+        if octet >= 100 {
+            text[len] = b'0' + octet / 100;
+            len += 1;
+        }
+        if octet >= 10 {
+            text[len] = b'0' + octet / 10 % 10;
+            len += 1;
+        }
+        text[len] = b'0' + octet % 10;
+        len += 1;
+    }
+    out.write_str(std::str::from_utf8(&text[..len]).map_err(|_| fmt::Error)?)
 }
 
 impl fmt::Display for Identity {
@@ -107,6 +131,20 @@ pub trait IdentityExtractor: Send + Sync + 'static {
         parts: &Parts,
     ) -> impl Future<Output = Result<Identity, IdentityError>> + Send;
 
+    /// The identity, if it can be found without waiting (the built-in
+    /// extractors can); `None` means "use [`identify`](Self::identify)".
+    /// The middleware then decides without boxing a future. Default: `None`.
+    fn identify_now(&self, parts: &Parts) -> Option<Result<Identity, IdentityError>> {
+        let _ = parts;
+        None
+    }
+
+    /// Whether the identity is worth keeping in the request's extensions
+    /// for the next layer and the handler ([`RequestIdentity`]). `false` for
+    /// extractors that cost less to run again than to store (the peer IP is
+    /// one lookup). Default: `true`.
+    const CACHE: bool = true;
+
     /// Which cache entry of a request this extractor's identity goes in:
     /// its address. An `Arc` of an extractor answers with the shared
     /// allocation, so layers built with clones of one `Arc` identify a
@@ -123,6 +161,12 @@ impl<I: IdentityExtractor> IdentityExtractor for Arc<I> {
         parts: &Parts,
     ) -> impl Future<Output = Result<Identity, IdentityError>> + Send {
         (**self).identify(parts)
+    }
+
+    const CACHE: bool = I::CACHE;
+
+    fn identify_now(&self, parts: &Parts) -> Option<Result<Identity, IdentityError>> {
+        (**self).identify_now(parts)
     }
 
     fn cache_id(&self) -> usize {
@@ -164,7 +208,9 @@ impl IdentityCache {
 /// request, as an axum extractor: a WebSocket handler throttles the
 /// connection's messages with it, without identifying the client again.
 ///
-/// Rejects with 500 when no throttle layer ran before the handler.
+/// When no layer kept an identity (none ran, or its extractor is
+/// [`PeerIp`], which is not worth keeping), it is the peer IP as [`PeerIp`]
+/// gives it; without `ConnectInfo` either, the extractor rejects with 500.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RequestIdentity(pub Identity);
 
@@ -175,15 +221,19 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for RequestIdentity {
         parts: &mut Parts,
         _state: &S,
     ) -> Result<RequestIdentity, Self::Rejection> {
-        parts
-            .extensions
-            .get::<IdentityCache>()
-            .and_then(IdentityCache::latest)
-            .map(|identity| RequestIdentity(identity.clone()))
-            .ok_or((
-                http::StatusCode::INTERNAL_SERVER_ERROR,
-                "no identity: put a ThrottleLayer on this route before the handler\n",
-            ))
+        let cached = parts.extensions.get::<IdentityCache>();
+        if let Some(identity) = cached.and_then(IdentityCache::latest) {
+            return Ok(RequestIdentity(identity.clone()));
+        }
+        PeerIp::new()
+            .resolve(parts)
+            .map(RequestIdentity)
+            .map_err(|_| {
+                (
+                    http::StatusCode::INTERNAL_SERVER_ERROR,
+                    "no identity: put a ThrottleLayer on this route, or serve with ConnectInfo\n",
+                )
+            })
     }
 }
 
@@ -192,6 +242,12 @@ pub(crate) struct KeyBuf {
     bytes: [u8; 64],
     len: usize,
     spill: Option<String>,
+}
+
+impl Default for KeyBuf {
+    fn default() -> KeyBuf {
+        KeyBuf::new()
+    }
 }
 
 impl KeyBuf {
@@ -253,6 +309,9 @@ mod tests {
         assert_ne!(Identity::ip(a, 128), Identity::ip(b, 128));
         let mapped: IpAddr = "::ffff:10.1.2.3".parse().unwrap();
         assert_eq!(Identity::ip(mapped, 64).to_string(), "10.1.2.3");
+        for text in ["0.0.0.0", "255.255.255.255", "10.0.100.9", "1.20.199.255"] {
+            assert_eq!(Identity::ip(text.parse().unwrap(), 64).to_string(), text);
+        }
     }
 
     #[test]

@@ -39,6 +39,9 @@ impl fmt::Debug for Rejection {
 pub(crate) struct Shared<I> {
     pub(crate) identity: Arc<I>,
     pub(crate) rules: Vec<Rule>,
+    /// Every rule may decide without waiting (in-memory throttles, no
+    /// dynamic limit or cost): try the path that boxes nothing first.
+    pub(crate) decides_at_once: bool,
     pub(crate) headers: QuotaHeaders,
     pub(crate) headers_on_success: bool,
     pub(crate) rejection: Rejection,
@@ -189,8 +192,12 @@ impl<I: IdentityExtractor> ThrottleLayerBuilder<I> {
                     .then_with(|| a.tighter_than(b))
             });
         }
+        let decides_at_once = self.rules.iter().all(|rule| {
+            rule.throttle.is_local() && rule.limit_by.is_none() && rule.cost_by.is_none()
+        });
         ThrottleLayer {
             shared: Arc::new(Shared {
+                decides_at_once,
                 identity: self.identity,
                 rules: self.rules,
                 headers: self.headers,

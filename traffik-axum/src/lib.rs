@@ -31,6 +31,7 @@
 //! | `ws` | yes | [`ThrottledSocket`]: throttle the messages of a WebSocket |
 
 mod error;
+mod future;
 mod headers;
 mod identity;
 mod layer;
@@ -41,6 +42,7 @@ mod service;
 mod websocket;
 
 pub use error::IdentityError;
+pub use future::ResponseFuture;
 pub use headers::QuotaHeaders;
 pub use identity::{
     ClientIp, FnIdentity, HeaderKey, Identity, IdentityExtractor, NoFallback, PeerIp,

@@ -1,14 +1,16 @@
 //! [`Rule`]: one throttle on a layer, with how it keys, its limit and its cost.
 
-use std::fmt::{self, Write as _};
+use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
 use axum::extract::MatchedPath;
+use http::HeaderValue;
 use http::request::Parts;
 use traffik_core::{Backend, Clock, Decision, Error, Limit, Throttle};
 
+use crate::headers::{Quota, policy_member};
 use crate::identity::{Identity, KeyBuf, push_suffix};
 
 pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -135,6 +137,10 @@ type CostFn = Arc<dyn Fn(&Parts) -> BoxFuture<'static, u64> + Send + Sync>;
 #[derive(Clone)]
 pub struct Rule {
     pub(crate) throttle: Arc<dyn ErasedThrottle>,
+    /// The throttle's name, shared by every quota header that names it.
+    pub(crate) policy: Arc<str>,
+    /// Its `RateLimit-Policy` member under its own limit.
+    pub(crate) member: HeaderValue,
     pub(crate) scope: KeyScope,
     pub(crate) limit_by: Option<LimitFn>,
     pub(crate) cost_by: Option<CostFn>,
@@ -160,6 +166,8 @@ impl Rule {
     /// A rule for `throttle`, keyed by identity and route.
     pub fn new<B: Backend, C: Clock>(throttle: Throttle<B, C>) -> Rule {
         Rule {
+            policy: Arc::from(throttle.name()),
+            member: policy_member(throttle.name(), throttle.limit()),
             throttle: Arc::new(throttle),
             scope: KeyScope::default(),
             limit_by: None,
@@ -199,10 +207,25 @@ impl Rule {
         self.throttle.name()
     }
 
+    /// How a decision of this rule shows in the quota headers (`limit`: the
+    /// limit applied, when it is not the throttle's own).
+    pub(crate) fn quota(&self, limit: Option<&Limit>, decision: Decision) -> Quota {
+        let (member, capacity) = match limit {
+            Some(limit) => (policy_member(&self.policy, limit), limit.capacity()),
+            None => (self.member.clone(), self.throttle.limit().capacity()),
+        };
+        Quota {
+            policy: Arc::clone(&self.policy),
+            member,
+            capacity,
+            decision,
+        }
+    }
+
     /// The key of a request: the identity, then what the scope adds.
-    pub(crate) fn key(&self, identity: &KeyBuf, parts: &Parts) -> KeyBuf {
+    pub(crate) fn key(&self, identity: &Identity, parts: &Parts) -> KeyBuf {
         let mut key = KeyBuf::new();
-        let _ = key.write_str(identity.as_str());
+        let _ = identity.write_key(&mut key);
         let route = || {
             parts
                 .extensions

@@ -10,13 +10,14 @@ use axum::response::{IntoResponse, Response};
 use http::request::Parts;
 use http::{HeaderValue, Request, StatusCode, header};
 use tower::Service;
-use traffik_core::{Error, Reason};
+use traffik_core::{Decision, Error, Limit, Reason};
 
-use crate::headers::{Quota, write};
-use crate::identity::{Identity, IdentityCache, IdentityExtractor, key_of};
+use crate::future::ResponseFuture;
+use crate::headers::Quota;
+use crate::identity::{Identity, IdentityCache, IdentityExtractor};
 use crate::layer::{Rejection, Shared};
 use crate::rejection::Rejected;
-use crate::rule::BoxFuture;
+use crate::rule::Rule;
 
 /// The service a [`ThrottleLayer`](crate::ThrottleLayer) wraps around yours.
 pub struct ThrottleService<S, I> {
@@ -53,7 +54,7 @@ where
 {
     type Response = Response;
     type Error = Infallible;
-    type Future = BoxFuture<'static, Result<Response, Infallible>>;
+    type Future = ResponseFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)
@@ -62,99 +63,166 @@ where
     fn call(&mut self, request: Request<Body>) -> Self::Future {
         // Take the service that was driven to readiness; leave a clone.
         let clone = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, clone);
-        let shared = Arc::clone(&self.shared);
-        Box::pin(decide(shared, inner, request))
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let shared = &self.shared;
+        let (mut parts, body) = request.into_parts();
+        let mut run = Run::default();
+        if shared.decides_at_once {
+            match identify_now(shared, &mut parts) {
+                Some(Ok(identity)) => {
+                    run.identity = Some(identity);
+                    match run.rules_now(shared, &parts) {
+                        Step::Pass => {
+                            let future = inner.call(Request::from_parts(parts, body));
+                            return ResponseFuture::inner(future, run.quotas, shared.headers);
+                        }
+                        Step::Respond(response) => return ResponseFuture::ready(response),
+                        Step::Pending => {}
+                    }
+                }
+                Some(Err(error)) => return ResponseFuture::ready(identity_error(&error)),
+                None => {}
+            }
+        }
+        let shared = Arc::clone(shared);
+        ResponseFuture::waiting(Box::pin(async move {
+            if run.identity.is_none() {
+                match identify(&shared, &mut parts).await {
+                    Ok(identity) => {
+                        run.identity = Some(identity);
+                    }
+                    Err(error) => return Ok(identity_error(&error)),
+                }
+            }
+            if let Some(response) = run.rules(&shared, &parts).await {
+                return Ok(response);
+            }
+            let mut response = inner.call(Request::from_parts(parts, body)).await?;
+            crate::headers::write(response.headers_mut(), &run.quotas, shared.headers);
+            Ok(response)
+        }))
     }
 }
 
-async fn decide<S, I>(
-    shared: Arc<Shared<I>>,
-    mut inner: S,
-    request: Request<Body>,
-) -> Result<Response, Infallible>
-where
-    S: Service<Request<Body>, Response = Response, Error = Infallible>,
-    I: IdentityExtractor,
-{
-    let (mut parts, body) = request.into_parts();
-    let identity = match identify(&shared, &mut parts).await {
-        Ok(identity) => identity,
-        Err(error) => {
-            return Ok((StatusCode::INTERNAL_SERVER_ERROR, format!("{error}\n")).into_response());
+/// One request's way through the rules.
+#[derive(Default)]
+struct Run {
+    identity: Option<Identity>,
+    /// The rule to run next.
+    next: usize,
+    /// What the quota headers will show.
+    quotas: Vec<Quota>,
+}
+
+enum Step {
+    /// Every rule admitted the request.
+    Pass,
+    /// The request is answered here (denied, exempt handled elsewhere, or
+    /// failed).
+    Respond(Response),
+    /// A rule cannot decide without waiting: finish in the async path.
+    Pending,
+}
+
+impl Run {
+    /// Runs the rules that can decide at once, stopping at the first that
+    /// cannot (it has not been charged).
+    fn rules_now<I>(&mut self, shared: &Shared<I>, parts: &Parts) -> Step {
+        let Some(identity) = &self.identity else {
+            return Step::Pending;
+        };
+        if identity.is_exempt() {
+            return Step::Pass;
         }
-    };
-    if identity.is_exempt() {
-        return inner.call(Request::from_parts(parts, body)).await;
-    }
-    let identity_key = key_of(&identity);
-    let mut quotas = Vec::with_capacity(shared.rules.len());
-    for rule in &shared.rules {
-        let key = rule.key(&identity_key, &parts);
-        let limit = match &rule.limit_by {
-            Some(limit_by) => limit_by(&identity).await,
-            None => None,
-        };
-        let cost = match &rule.cost_by {
-            Some(cost_by) => cost_by(&parts).await,
-            None => 1,
-        };
-        let outcome = match rule.throttle.hit_now(key.as_str(), limit.as_ref(), cost) {
-            Some(outcome) => outcome,
-            None => rule.throttle.hit(key.as_str(), limit.as_ref(), cost).await,
-        };
-        let decision = match outcome {
-            Ok(decision) => decision,
-            Err(error) => return Ok(unavailable(&error)),
-        };
-        let quota = || Quota {
-            policy: rule.name().to_owned(),
-            limit: limit
-                .clone()
-                .unwrap_or_else(|| rule.throttle.limit().clone()),
-            decision,
-        };
-        if !decision.is_allowed() {
-            quotas.push(quota());
-            let status = if decision.reason() == Reason::BackendFailure {
-                shared.failure_status
-            } else {
-                StatusCode::TOO_MANY_REQUESTS
+        while let Some(rule) = shared.rules.get(self.next) {
+            let key = rule.key(identity, parts);
+            let Some(outcome) = rule.throttle.hit_now(key.as_str(), None, 1) else {
+                return Step::Pending;
             };
-            let rejected = Rejected { status, quotas };
-            return Ok(match &shared.rejection {
-                Rejection::PlainText => rejected.plain_text(),
-                Rejection::Custom(respond) => respond(rejected),
-                _ => rejected.problem_json(),
-            });
+            self.next += 1;
+            if let Some(response) = settle(&mut self.quotas, shared, rule, None, outcome) {
+                return Step::Respond(response);
+            }
         }
-        // A decision the failure policy made knows nothing of the quota.
-        if shared.headers_on_success && decision.reason() != Reason::BackendFailure {
-            quotas.push(quota());
+        Step::Pass
+    }
+
+    /// Runs the remaining rules; `Some` when the request is answered here.
+    async fn rules<I>(&mut self, shared: &Shared<I>, parts: &Parts) -> Option<Response> {
+        let identity = self.identity.clone()?;
+        let identity = &identity;
+        if identity.is_exempt() {
+            return None;
         }
+        while let Some(rule) = shared.rules.get(self.next) {
+            self.next += 1;
+            let key = rule.key(identity, parts);
+            let limit = match &rule.limit_by {
+                Some(limit_by) => limit_by(identity).await,
+                None => None,
+            };
+            let cost = match &rule.cost_by {
+                Some(cost_by) => cost_by(parts).await,
+                None => 1,
+            };
+            let outcome = match rule.throttle.hit_now(key.as_str(), limit.as_ref(), cost) {
+                Some(outcome) => outcome,
+                None => rule.throttle.hit(key.as_str(), limit.as_ref(), cost).await,
+            };
+            if let Some(response) = settle(&mut self.quotas, shared, rule, limit.as_ref(), outcome)
+            {
+                return Some(response);
+            }
+        }
+        None
     }
-    let mut response = inner.call(Request::from_parts(parts, body)).await?;
-    if shared.headers_on_success {
-        write(response.headers_mut(), &quotas, shared.headers);
-    }
-    Ok(response)
 }
 
-/// The identity of the request, from the cache when another layer with the
-/// same extractor already found it.
-async fn identify<I: IdentityExtractor>(
+/// Records a decision; `Some` when it ends the request (a denial or a
+/// failure under `FailurePolicy::Error`).
+fn settle<I>(
+    quotas: &mut Vec<Quota>,
     shared: &Shared<I>,
-    parts: &mut Parts,
-) -> Result<Identity, crate::IdentityError> {
-    let extractor = I::cache_id(&shared.identity);
-    if let Some(found) = parts
-        .extensions
-        .get::<IdentityCache>()
-        .and_then(|c| c.get(extractor))
-    {
-        return Ok(found.clone());
+    rule: &Rule,
+    limit: Option<&Limit>,
+    outcome: Result<Decision, Error>,
+) -> Option<Response> {
+    let decision = match outcome {
+        Ok(decision) => decision,
+        Err(error) => return Some(unavailable(&error)),
+    };
+    if !decision.is_allowed() {
+        let mut denied = std::mem::take(quotas);
+        denied.push(rule.quota(limit, decision));
+        let status = if decision.reason() == Reason::BackendFailure {
+            shared.failure_status
+        } else {
+            StatusCode::TOO_MANY_REQUESTS
+        };
+        let rejected = Rejected {
+            status,
+            quotas: denied,
+        };
+        return Some(match &shared.rejection {
+            Rejection::PlainText => rejected.plain_text(),
+            Rejection::Custom(respond) => respond(rejected),
+            _ => rejected.problem_json(),
+        });
     }
-    let identity = shared.identity.identify(parts).await?;
+    // A decision the failure policy made knows nothing of the quota.
+    if shared.headers_on_success && decision.reason() != Reason::BackendFailure {
+        quotas.push(rule.quota(limit, decision));
+    }
+    None
+}
+
+/// Keeps the identity in the request's extensions for the next layer with
+/// the same extractor and for the handler, when it is worth keeping.
+fn keep<I: IdentityExtractor>(shared: &Shared<I>, parts: &mut Parts, identity: &Identity) {
+    if !I::CACHE {
+        return;
+    }
+    let extractor = I::cache_id(&shared.identity);
     match parts.extensions.get_mut::<IdentityCache>() {
         Some(cache) => cache.insert(extractor, identity.clone()),
         None => {
@@ -163,7 +231,50 @@ async fn identify<I: IdentityExtractor>(
                 .insert(IdentityCache::new(extractor, identity.clone()));
         }
     }
+}
+
+/// The identity, if it is known without waiting: from the cache, or from an
+/// extractor that can tell at once.
+fn identify_now<I: IdentityExtractor>(
+    shared: &Shared<I>,
+    parts: &mut Parts,
+) -> Option<Result<Identity, crate::IdentityError>> {
+    if I::CACHE {
+        let extractor = I::cache_id(&shared.identity);
+        let cached = parts.extensions.get::<IdentityCache>();
+        if let Some(found) = cached.and_then(|cache| cache.get(extractor)) {
+            return Some(Ok(found.clone()));
+        }
+    }
+    let result = shared.identity.identify_now(parts)?;
+    if let Ok(identity) = &result {
+        keep(shared, parts, identity);
+    }
+    Some(result)
+}
+
+/// The identity of the request, from the cache when another layer with the
+/// same extractor already found it.
+async fn identify<I: IdentityExtractor>(
+    shared: &Shared<I>,
+    parts: &mut Parts,
+) -> Result<Identity, crate::IdentityError> {
+    if !I::CACHE {
+        return shared.identity.identify(parts).await;
+    }
+    let extractor = I::cache_id(&shared.identity);
+    let cached = parts.extensions.get::<IdentityCache>();
+    if let Some(found) = cached.and_then(|cache| cache.get(extractor)) {
+        return Ok(found.clone());
+    }
+    let identity = shared.identity.identify(parts).await?;
+    keep(shared, parts, &identity);
     Ok(identity)
+}
+
+/// A request whose identity could not be found: a configuration mistake.
+fn identity_error(error: &crate::IdentityError) -> Response {
+    (StatusCode::INTERNAL_SERVER_ERROR, format!("{error}\n")).into_response()
 }
 
 /// A throttle with [`FailurePolicy::Error`](traffik_core::FailurePolicy::Error)

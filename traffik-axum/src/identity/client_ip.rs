@@ -106,13 +106,23 @@ impl ClientIp {
     }
 }
 
-impl IdentityExtractor for ClientIp {
-    async fn identify(&self, parts: &Parts) -> Result<Identity, IdentityError> {
+impl ClientIp {
+    fn resolve(&self, parts: &Parts) -> Result<Identity, IdentityError> {
         let peer = PeerIp::peer(parts).ok_or_else(IdentityError::missing_connect_info)?;
         Ok(Identity::ip(
             self.client(peer.ip(), &parts.headers),
             self.ipv6_prefix,
         ))
+    }
+}
+
+impl IdentityExtractor for ClientIp {
+    async fn identify(&self, parts: &Parts) -> Result<Identity, IdentityError> {
+        self.resolve(parts)
+    }
+
+    fn identify_now(&self, parts: &Parts) -> Option<Result<Identity, IdentityError>> {
+        Some(self.resolve(parts))
     }
 }
 

@@ -41,4 +41,8 @@ where
     async fn identify(&self, parts: &Parts) -> Result<Identity, IdentityError> {
         Ok((self.function)(parts))
     }
+
+    fn identify_now(&self, parts: &Parts) -> Option<Result<Identity, IdentityError>> {
+        Some(Ok((self.function)(parts)))
+    }
 }

@@ -28,10 +28,16 @@ pub struct NoFallback;
 
 impl IdentityExtractor for NoFallback {
     async fn identify(&self, _parts: &Parts) -> Result<Identity, IdentityError> {
-        Err(IdentityError::new(
-            "the identity header is missing and there is no fallback",
-        ))
+        Err(missing())
     }
+
+    fn identify_now(&self, _parts: &Parts) -> Option<Result<Identity, IdentityError>> {
+        Some(Err(missing()))
+    }
+}
+
+fn missing() -> IdentityError {
+    IdentityError::new("the identity header is missing and there is no fallback")
 }
 
 impl HeaderKey {
@@ -56,17 +62,29 @@ impl HeaderKey {
     }
 }
 
-impl<F: IdentityExtractor> IdentityExtractor for HeaderKey<F> {
-    async fn identify(&self, parts: &Parts) -> Result<Identity, IdentityError> {
-        let value = parts
+impl<F> HeaderKey<F> {
+    fn value<'a>(&self, parts: &'a Parts) -> Option<&'a str> {
+        parts
             .headers
             .get(&self.name)
             .and_then(|value| value.to_str().ok())
             .map(str::trim)
-            .filter(|value| !value.is_empty());
-        match value {
+            .filter(|value| !value.is_empty())
+    }
+}
+
+impl<F: IdentityExtractor> IdentityExtractor for HeaderKey<F> {
+    async fn identify(&self, parts: &Parts) -> Result<Identity, IdentityError> {
+        match self.value(parts) {
             Some(value) => Ok(Identity::key(value)),
             None => self.fallback.identify(parts).await,
+        }
+    }
+
+    fn identify_now(&self, parts: &Parts) -> Option<Result<Identity, IdentityError>> {
+        match self.value(parts) {
+            Some(value) => Some(Ok(Identity::key(value))),
+            None => self.fallback.identify_now(parts),
         }
     }
 }

@@ -52,4 +52,11 @@ impl IdentityExtractor for PeerIp {
     async fn identify(&self, parts: &Parts) -> Result<Identity, IdentityError> {
         self.resolve(parts)
     }
+
+    fn identify_now(&self, parts: &Parts) -> Option<Result<Identity, IdentityError>> {
+        Some(self.resolve(parts))
+    }
+
+    /// One extension lookup: cheaper than keeping it.
+    const CACHE: bool = false;
 }

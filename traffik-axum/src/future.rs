@@ -1,0 +1,105 @@
+//! [`ResponseFuture`]: what [`ThrottleService`](crate::ThrottleService) returns.
+
+use std::convert::Infallible;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use axum::response::Response;
+use pin_project_lite::pin_project;
+
+use crate::headers::{Quota, QuotaHeaders, write};
+use crate::rule::BoxFuture;
+
+pin_project! {
+    /// The response future of [`ThrottleService`](crate::ThrottleService).
+    ///
+    /// When the identity and every decision are known at once (in-memory
+    /// throttles, built-in extractors) it is the inner service's future, or
+    /// a ready rejection: nothing is boxed. Otherwise it is a boxed future
+    /// that waits for the identity and the backends.
+    pub struct ResponseFuture<F> {
+        #[pin]
+        state: State<F>,
+    }
+}
+
+pin_project! {
+    #[project = StateProjection]
+    enum State<F> {
+        Inner {
+            #[pin]
+            future: F,
+            quotas: Vec<Quota>,
+            headers: QuotaHeaders,
+        },
+        Ready {
+            response: Option<Response>,
+        },
+        Waiting {
+            future: BoxFuture<'static, Result<Response, Infallible>>,
+        },
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    /// The inner service's response, with the quota headers of `quotas`.
+    pub(crate) fn inner(future: F, quotas: Vec<Quota>, headers: QuotaHeaders) -> Self {
+        ResponseFuture {
+            state: State::Inner {
+                future,
+                quotas,
+                headers,
+            },
+        }
+    }
+
+    /// A response decided already (a rejection).
+    pub(crate) fn ready(response: Response) -> Self {
+        ResponseFuture {
+            state: State::Ready {
+                response: Some(response),
+            },
+        }
+    }
+
+    /// The slow path: wait for the identity and the backends.
+    pub(crate) fn waiting(future: BoxFuture<'static, Result<Response, Infallible>>) -> Self {
+        ResponseFuture {
+            state: State::Waiting { future },
+        }
+    }
+}
+
+impl<F> fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl<F> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response, Infallible>>,
+{
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            StateProjection::Inner {
+                future,
+                quotas,
+                headers,
+            } => {
+                let Ok(mut response) = ready!(future.poll(cx));
+                write(response.headers_mut(), quotas, *headers);
+                Poll::Ready(Ok(response))
+            }
+            StateProjection::Ready { response } => match response.take() {
+                Some(response) => Poll::Ready(Ok(response)),
+                None => Poll::Pending,
+            },
+            StateProjection::Waiting { future } => future.as_mut().poll(cx),
+        }
+    }
+}
