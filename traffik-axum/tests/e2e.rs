@@ -170,21 +170,22 @@ async fn connect(server: &Server, path: &str) -> Client {
     client
 }
 
+/// Sends three messages to a route that admits two: the first two echo back.
+async fn send_three_and_see_two_echoes(client: &mut Client) {
+    for n in 0..3 {
+        send_text(client, &format!("m{n}")).await;
+    }
+    for n in 0..2 {
+        let echo = next_text_or_close(client).await;
+        assert_eq!(echo, Some(Message::text(format!("m{n}"))));
+    }
+}
+
 #[tokio::test]
 async fn websocket_drop_tells_the_client_and_keeps_the_connection() {
     let server = websocket_server().await;
     let mut client = connect(&server, "/drop").await;
-    for n in 0..3 {
-        send_text(&mut client, &format!("m{n}")).await;
-    }
-    assert_eq!(
-        next_text_or_close(&mut client).await,
-        Some(Message::text("m0"))
-    );
-    assert_eq!(
-        next_text_or_close(&mut client).await,
-        Some(Message::text("m1"))
-    );
+    send_three_and_see_two_echoes(&mut client).await;
     assert_eq!(
         next_text_or_close(&mut client).await,
         Some(Message::text("slow down, retry in 60s"))
@@ -195,17 +196,7 @@ async fn websocket_drop_tells_the_client_and_keeps_the_connection() {
 async fn websocket_close_ends_the_connection_with_1008() {
     let server = websocket_server().await;
     let mut client = connect(&server, "/close").await;
-    for n in 0..3 {
-        send_text(&mut client, &format!("m{n}")).await;
-    }
-    assert_eq!(
-        next_text_or_close(&mut client).await,
-        Some(Message::text("m0"))
-    );
-    assert_eq!(
-        next_text_or_close(&mut client).await,
-        Some(Message::text("m1"))
-    );
+    send_three_and_see_two_echoes(&mut client).await;
     match next_text_or_close(&mut client).await {
         Some(Message::Close(Some(frame))) => {
             assert_eq!(frame.code, CloseCode::Policy);
