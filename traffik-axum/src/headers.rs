@@ -26,17 +26,51 @@ pub enum QuotaHeaders {
 #[derive(Clone, Debug)]
 pub(crate) struct Quota {
     /// The throttle's name.
-    pub(crate) policy: Arc<str>,
+    pub(crate) policy: Arc<Policy>,
     /// Its `RateLimit-Policy` member, `"name";q=…;w=…`, made once per limit.
     pub(crate) member: HeaderValue,
     pub(crate) capacity: u64,
     pub(crate) decision: Decision,
 }
 
+/// A throttle's name, as it is and as a structured-field string (escaped
+/// once, not for every response).
+#[derive(Debug)]
+pub(crate) struct Policy {
+    pub(crate) name: Box<str>,
+    label: Box<str>,
+}
+
+impl Policy {
+    pub(crate) fn new(name: &str) -> Policy {
+        let mut label = String::with_capacity(name.len() + 2);
+        sf_string(&mut label, name);
+        Policy {
+            name: name.into(),
+            label: label.into(),
+        }
+    }
+}
+
+/// Appends the decimal digits of `n`, without the formatting machinery.
+fn push_u64(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.push_str(std::str::from_utf8(&digits[at..]).unwrap_or("0"));
+}
+
 /// The `RateLimit-Policy` member of a throttle under `limit`.
-pub(crate) fn policy_member(policy: &str, limit: &Limit) -> HeaderValue {
-    let mut member = String::with_capacity(policy.len() + 24);
-    sf_string(&mut member, policy);
+pub(crate) fn policy_member(policy: &Policy, limit: &Limit) -> HeaderValue {
+    let mut member = String::with_capacity(policy.label.len() + 24);
+    member.push_str(&policy.label);
     let window = seconds_up(limit.rate().period_ms()).max(1);
     let _ = write!(member, ";q={};w={window}", limit.capacity());
     HeaderValue::try_from(member).unwrap_or_else(|_| HeaderValue::from_static("\"invalid\""))
@@ -103,13 +137,11 @@ pub(crate) fn write(headers: &mut HeaderMap, quotas: &[Quota], mode: QuotaHeader
         if !state.is_empty() {
             state.push_str(", ");
         }
-        sf_string(&mut state, &quota.policy);
-        let _ = write!(
-            state,
-            ";r={};t={}",
-            quota.decision.remaining(),
-            t_seconds(&quota.decision)
-        );
+        state.push_str(&quota.policy.label);
+        state.push_str(";r=");
+        push_u64(&mut state, quota.decision.remaining());
+        state.push_str(";t=");
+        push_u64(&mut state, t_seconds(&quota.decision));
     }
     if quotas.len() == 1 && !headers.contains_key(&policy_name) {
         // The common case: the member made once, shared, no copy.
@@ -158,9 +190,10 @@ mod tests {
 
     fn quota(name: &str, rate: &str, decision: Decision) -> Quota {
         let limit = Limit::new(rate.parse().unwrap(), Gcra::new()).unwrap();
+        let policy = Arc::new(Policy::new(name));
         Quota {
-            policy: name.into(),
-            member: policy_member(name, &limit),
+            member: policy_member(&policy, &limit),
+            policy,
             capacity: limit.capacity(),
             decision,
         }

@@ -39,7 +39,7 @@ impl Rejected {
 
     /// The name of the throttle that denied the request.
     pub fn violated_policy(&self) -> &str {
-        &self.denial().policy
+        &self.denial().policy.name
     }
 
     /// The denying throttle's decision.

@@ -10,7 +10,7 @@ use http::HeaderValue;
 use http::request::Parts;
 use traffik_core::{Backend, Clock, Decision, Error, Limit, Throttle};
 
-use crate::headers::{Quota, policy_member};
+use crate::headers::{Policy, Quota, policy_member};
 use crate::identity::{Identity, KeyBuf, push_suffix};
 
 pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -138,7 +138,7 @@ type CostFn = Arc<dyn Fn(&Parts) -> BoxFuture<'static, u64> + Send + Sync>;
 pub struct Rule {
     pub(crate) throttle: Arc<dyn ErasedThrottle>,
     /// The throttle's name, shared by every quota header that names it.
-    pub(crate) policy: Arc<str>,
+    pub(crate) policy: Arc<Policy>,
     /// Its `RateLimit-Policy` member under its own limit.
     pub(crate) member: HeaderValue,
     pub(crate) scope: KeyScope,
@@ -165,9 +165,11 @@ impl<B: Backend, C: Clock> From<Throttle<B, C>> for Rule {
 impl Rule {
     /// A rule for `throttle`, keyed by identity and route.
     pub fn new<B: Backend, C: Clock>(throttle: Throttle<B, C>) -> Rule {
+        let policy = Arc::new(Policy::new(throttle.name()));
+        let member = policy_member(&policy, throttle.limit());
         Rule {
-            policy: Arc::from(throttle.name()),
-            member: policy_member(throttle.name(), throttle.limit()),
+            policy,
+            member,
             throttle: Arc::new(throttle),
             scope: KeyScope::default(),
             limit_by: None,
@@ -204,7 +206,7 @@ impl Rule {
 
     /// The throttle's name (the policy name in the headers).
     pub fn name(&self) -> &str {
-        self.throttle.name()
+        &self.policy.name
     }
 
     /// How a decision of this rule shows in the quota headers (`limit`: the
