@@ -40,6 +40,41 @@ enum Connection {
     },
 }
 
+/// A live connection of either kind, usable by any redis command.
+#[derive(Clone)]
+enum Live {
+    Standalone(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for Live {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Live::Standalone(connection) => connection.req_packed_command(cmd),
+            Live::Cluster(connection) => connection.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Live::Standalone(connection) => connection.req_packed_commands(pipeline, offset, count),
+            Live::Cluster(connection) => connection.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Live::Standalone(connection) => connection.get_db(),
+            Live::Cluster(connection) => connection.get_db(),
+        }
+    }
+}
+
 struct Inner {
     connection: Connection,
     scripts: Scripts,
@@ -143,22 +178,11 @@ impl RedisBackend {
         let scripts = &self.inner.scripts;
         self.bounded("loading the scripts", async {
             for script in scripts.all() {
-                match &self.inner.connection {
-                    Connection::Standalone { .. } => {
-                        let mut connection = self.standalone().await?;
-                        script
-                            .load_async(&mut connection)
-                            .await
-                            .map_err(from_redis)?;
-                    }
-                    Connection::Cluster { .. } => {
-                        let mut connection = self.cluster().await?;
-                        script
-                            .load_async(&mut connection)
-                            .await
-                            .map_err(from_redis)?;
-                    }
-                }
+                let mut connection = self.connection().await?;
+                script
+                    .load_async(&mut connection)
+                    .await
+                    .map_err(from_redis)?;
             }
             Ok(())
         })
@@ -170,33 +194,31 @@ impl RedisBackend {
         self.inner.time
     }
 
-    async fn standalone(&self) -> Result<ConnectionManager, Error> {
-        let Connection::Standalone {
-            client,
-            config,
-            pool,
-            next,
-        } = &self.inner.connection
-        else {
-            return Err(Error::new(ErrorKind::Other, "not a standalone connection"));
-        };
-        let slot = &pool[next.fetch_add(1, Ordering::Relaxed) % pool.len()];
-        let manager = slot
-            .get_or_try_init(|| client.get_connection_manager_with_config(config.clone()))
-            .await
-            .map_err(from_redis)?;
-        Ok(manager.clone())
-    }
-
-    async fn cluster(&self) -> Result<ClusterConnection, Error> {
-        let Connection::Cluster { client, connection } = &self.inner.connection else {
-            return Err(Error::new(ErrorKind::Other, "not a cluster connection"));
-        };
-        let connection = connection
-            .get_or_try_init(|| client.get_async_connection())
-            .await
-            .map_err(from_redis)?;
-        Ok(connection.clone())
+    /// A connection: from the pool (round robin, made on first use) or the
+    /// cluster connection.
+    async fn connection(&self) -> Result<Live, Error> {
+        match &self.inner.connection {
+            Connection::Standalone {
+                client,
+                config,
+                pool,
+                next,
+            } => {
+                let slot = &pool[next.fetch_add(1, Ordering::Relaxed) % pool.len()];
+                let manager = slot
+                    .get_or_try_init(|| client.get_connection_manager_with_config(config.clone()))
+                    .await
+                    .map_err(from_redis)?;
+                Ok(Live::Standalone(manager.clone()))
+            }
+            Connection::Cluster { client, connection } => {
+                let connection = connection
+                    .get_or_try_init(|| client.get_async_connection())
+                    .await
+                    .map_err(from_redis)?;
+                Ok(Live::Cluster(connection.clone()))
+            }
+        }
     }
 
     /// Runs `work` within the backend's deadline.
@@ -251,22 +273,11 @@ impl RedisBackend {
             .arg(self.inner.ttl_margin_ms);
         let reply: Vec<i64> = self
             .bounded("a decision", async {
-                match &self.inner.connection {
-                    Connection::Standalone { .. } => {
-                        let mut connection = self.standalone().await?;
-                        invocation
-                            .invoke_async(&mut connection)
-                            .await
-                            .map_err(from_redis)
-                    }
-                    Connection::Cluster { .. } => {
-                        let mut connection = self.cluster().await?;
-                        invocation
-                            .invoke_async(&mut connection)
-                            .await
-                            .map_err(from_redis)
-                    }
-                }
+                let mut connection = self.connection().await?;
+                invocation
+                    .invoke_async(&mut connection)
+                    .await
+                    .map_err(from_redis)
             })
             .await?;
         decision(&reply)
@@ -280,22 +291,11 @@ impl RedisBackend {
             command.arg(key);
         }
         self.bounded("a reset", async {
-            match &self.inner.connection {
-                Connection::Standalone { .. } => {
-                    let mut connection = self.standalone().await?;
-                    command
-                        .query_async::<()>(&mut connection)
-                        .await
-                        .map_err(from_redis)
-                }
-                Connection::Cluster { .. } => {
-                    let mut connection = self.cluster().await?;
-                    command
-                        .query_async::<()>(&mut connection)
-                        .await
-                        .map_err(from_redis)
-                }
-            }
+            let mut connection = self.connection().await?;
+            command
+                .query_async::<()>(&mut connection)
+                .await
+                .map_err(from_redis)
         })
         .await
     }
