@@ -2,6 +2,8 @@
 
 use traffik_core::{Backend, Decision, Error, ErrorKind, Key, Limit};
 
+#[cfg(feature = "memcached")]
+use crate::memcached::MemcachedBackend;
 #[cfg(feature = "memory")]
 use crate::memory::MemoryBackend;
 #[cfg(feature = "redis")]
@@ -15,6 +17,7 @@ use crate::redis::RedisBackend;
 /// | `memory://` (options: `?shards=N&max_keys=N&sweep_interval_ms=N`) | in-memory | `memory` |
 /// | `redis://[user:pass@]host:port/db`, `rediss://…`, `redis+unix:///path` | Redis | `redis` |
 /// | `redis+cluster://host:port,host:port` | Redis Cluster (seed nodes) | `redis` |
+/// | `memcached://host:port[,host:port]`, `memcached+unix:///path` | Memcached | `memcached` |
 ///
 /// Remote backends connect lazily: a store that is down at start makes
 /// decisions fail (and the failure policy apply), not `from_url`.
@@ -27,6 +30,9 @@ pub enum AnyBackend {
     /// The Redis backend, standalone or cluster.
     #[cfg(feature = "redis")]
     Redis(RedisBackend),
+    /// The Memcached backend.
+    #[cfg(feature = "memcached")]
+    Memcached(MemcachedBackend),
 }
 
 fn config(message: String) -> Error {
@@ -47,6 +53,8 @@ impl AnyBackend {
                 "backend url {url:?} has no scheme, expected e.g. memory://"
             ))
         })?;
+        // Only some backends read what follows the scheme.
+        let _ = &rest;
         match scheme {
             #[cfg(feature = "memory")]
             "memory" => memory_from_url(rest).map(AnyBackend::Memory),
@@ -69,7 +77,12 @@ impl AnyBackend {
             "memory" => Err(config(format!(
                 "backend url {url:?} needs the `memory` feature of traffik-backends"
             ))),
-            "memcached" | "memcache" => Err(config(format!(
+            #[cfg(feature = "memcached")]
+            "memcached" | "memcached+unix" => MemcachedBackend::builder(url)
+                .build()
+                .map(AnyBackend::Memcached),
+            #[cfg(not(feature = "memcached"))]
+            "memcached" | "memcached+unix" => Err(config(format!(
                 "backend url {url:?} needs the `memcached` feature of traffik-backends"
             ))),
             _ => Err(config(format!(
@@ -129,6 +142,8 @@ impl Backend for AnyBackend {
             AnyBackend::Memory(backend) => backend.hit(key, limit, now_ms, cost).await,
             #[cfg(feature = "redis")]
             AnyBackend::Redis(backend) => backend.hit(key, limit, now_ms, cost).await,
+            #[cfg(feature = "memcached")]
+            AnyBackend::Memcached(backend) => backend.hit(key, limit, now_ms, cost).await,
         }
     }
 
@@ -144,6 +159,8 @@ impl Backend for AnyBackend {
             AnyBackend::Memory(backend) => backend.peek(key, limit, now_ms, cost).await,
             #[cfg(feature = "redis")]
             AnyBackend::Redis(backend) => backend.peek(key, limit, now_ms, cost).await,
+            #[cfg(feature = "memcached")]
+            AnyBackend::Memcached(backend) => backend.peek(key, limit, now_ms, cost).await,
         }
     }
 
@@ -153,6 +170,8 @@ impl Backend for AnyBackend {
             AnyBackend::Memory(backend) => backend.is_local(),
             #[cfg(feature = "redis")]
             AnyBackend::Redis(backend) => backend.is_local(),
+            #[cfg(feature = "memcached")]
+            AnyBackend::Memcached(backend) => backend.is_local(),
         }
     }
 
@@ -168,15 +187,19 @@ impl Backend for AnyBackend {
             AnyBackend::Memory(backend) => backend.hit_now(key, limit, now_ms, cost),
             #[cfg(feature = "redis")]
             AnyBackend::Redis(backend) => backend.hit_now(key, limit, now_ms, cost),
+            #[cfg(feature = "memcached")]
+            AnyBackend::Memcached(backend) => backend.hit_now(key, limit, now_ms, cost),
         }
     }
 
-    async fn reset(&self, key: Key<'_>, limit: &Limit) -> Result<(), Error> {
+    async fn reset(&self, key: Key<'_>, limit: &Limit, now_ms: u64) -> Result<(), Error> {
         match self {
             #[cfg(feature = "memory")]
-            AnyBackend::Memory(backend) => backend.reset(key, limit).await,
+            AnyBackend::Memory(backend) => backend.reset(key, limit, now_ms).await,
             #[cfg(feature = "redis")]
-            AnyBackend::Redis(backend) => backend.reset(key, limit).await,
+            AnyBackend::Redis(backend) => backend.reset(key, limit, now_ms).await,
+            #[cfg(feature = "memcached")]
+            AnyBackend::Memcached(backend) => backend.reset(key, limit, now_ms).await,
         }
     }
 }
@@ -218,15 +241,23 @@ mod tests {
             ("memory://host", "takes no host"),
             ("memory://?shards=x", "needs a whole number"),
             ("memory://?colour=1", "unknown memory:// option"),
-            (
-                "memcached://127.0.0.1:11211",
-                "needs the `memcached` feature",
-            ),
+            ("memcached://no-port", "is not host:port"),
             ("mongodb://x", "unknown backend url scheme"),
         ] {
             let err = AnyBackend::from_url(url).await.unwrap_err();
             assert_eq!(err.kind(), ErrorKind::Config, "{url}");
             assert!(err.to_string().contains(needle), "{url}: {err}");
+        }
+        #[cfg(feature = "memcached")]
+        for url in [
+            "memcached://127.0.0.1:1,127.0.0.1:2",
+            "memcached+unix:///tmp/no-such.sock",
+        ] {
+            let backend = AnyBackend::from_url(url).await;
+            assert!(
+                matches!(backend, Ok(AnyBackend::Memcached(_))),
+                "{url}: {backend:?}"
+            );
         }
     }
 }

@@ -4,6 +4,7 @@
 //! |---|---|---|
 //! | `memory` | yes | [`memory::MemoryBackend`]: sharded, in-process, zero I/O |
 //! | `redis` | no | `redis::RedisBackend`: one Lua script per decision, Redis Cluster ready |
+//! | `memcached` | no | `memcached::MemcachedBackend`: counters and CAS, several servers |
 //! | `conformance` | no | `conformance_tests!`: the suite every backend must pass |
 //!
 //! ```
@@ -23,15 +24,17 @@
 //! # }
 //! ```
 
-#[cfg(any(feature = "memory", feature = "redis"))]
+#[cfg(any(feature = "memory", feature = "redis", feature = "memcached"))]
 mod any;
 #[cfg(feature = "conformance")]
 pub mod conformance;
+#[cfg(feature = "memcached")]
+pub mod memcached;
 #[cfg(feature = "memory")]
 pub mod memory;
 #[cfg(feature = "redis")]
 pub mod redis;
 
-#[cfg(any(feature = "memory", feature = "redis"))]
+#[cfg(any(feature = "memory", feature = "redis", feature = "memcached"))]
 pub use any::AnyBackend;
 pub use traffik_core;

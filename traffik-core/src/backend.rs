@@ -56,12 +56,18 @@ pub trait Backend: Send + Sync + 'static {
         cost: u64,
     ) -> impl Future<Output = Result<Decision, Error>> + Send;
 
-    /// Forgets `key`: its next hit starts from a full quota.
+    /// Forgets `key`: its next hit starts from a full quota. `now_ms` is
+    /// the caller's clock, for stores whose keys carry the current window.
     ///
     /// # Errors
     ///
     /// When the store fails or times out.
-    fn reset(&self, key: Key<'_>, limit: &Limit) -> impl Future<Output = Result<(), Error>> + Send;
+    fn reset(
+        &self,
+        key: Key<'_>,
+        limit: &Limit,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
 
     /// Whether the store lives in this process (no I/O per decision).
     /// Middleware runs local throttles before remote ones. Default: `false`.
@@ -105,8 +111,13 @@ impl<B: Backend + ?Sized> Backend for Arc<B> {
         (**self).peek(key, limit, now_ms, cost)
     }
 
-    fn reset(&self, key: Key<'_>, limit: &Limit) -> impl Future<Output = Result<(), Error>> + Send {
-        (**self).reset(key, limit)
+    fn reset(
+        &self,
+        key: Key<'_>,
+        limit: &Limit,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<(), Error>> + Send {
+        (**self).reset(key, limit, now_ms)
     }
 
     fn is_local(&self) -> bool {

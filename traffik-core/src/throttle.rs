@@ -173,7 +173,11 @@ impl<B: Backend, C: Clock> Throttle<B, C> {
     /// When the backend fails, whatever the failure policy.
     pub async fn reset(&self, identity: &str) -> Result<(), Error> {
         self.backend
-            .reset(Key::new(&self.scope, identity), &self.limit)
+            .reset(
+                Key::new(&self.scope, identity),
+                &self.limit,
+                self.clock.now_ms(),
+            )
             .await
     }
 

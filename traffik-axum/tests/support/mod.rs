@@ -61,8 +61,8 @@ impl Backend for Counting {
         self.inner.peek(key, limit, now_ms, cost).await
     }
 
-    async fn reset(&self, key: Key<'_>, limit: &Limit) -> Result<(), Error> {
-        self.inner.reset(key, limit).await
+    async fn reset(&self, key: Key<'_>, limit: &Limit, now_ms: u64) -> Result<(), Error> {
+        self.inner.reset(key, limit, now_ms).await
     }
 
     fn is_local(&self) -> bool {
@@ -89,7 +89,7 @@ impl Backend for Down {
         ))
     }
 
-    async fn reset(&self, _: Key<'_>, _: &Limit) -> Result<(), Error> {
+    async fn reset(&self, _: Key<'_>, _: &Limit, _: u64) -> Result<(), Error> {
         Err(Error::new(
             ErrorKind::Unavailable,
             "injected: the store is down",

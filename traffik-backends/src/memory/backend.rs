@@ -289,7 +289,12 @@ impl Backend for MemoryBackend {
         ))
     }
 
-    fn reset(&self, key: Key<'_>, limit: &Limit) -> impl Future<Output = Result<(), Error>> + Send {
+    fn reset(
+        &self,
+        key: Key<'_>,
+        limit: &Limit,
+        _now_ms: u64,
+    ) -> impl Future<Output = Result<(), Error>> + Send {
         ready(dispatch!(
             limit.strategy(),
             |s| {

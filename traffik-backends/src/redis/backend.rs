@@ -335,7 +335,12 @@ impl Backend for RedisBackend {
         self.run(key, limit, now_ms, cost, true)
     }
 
-    fn reset(&self, key: Key<'_>, limit: &Limit) -> impl Future<Output = Result<(), Error>> + Send {
+    fn reset(
+        &self,
+        key: Key<'_>,
+        limit: &Limit,
+        _now_ms: u64,
+    ) -> impl Future<Output = Result<(), Error>> + Send {
         self.delete(key, limit)
     }
 }

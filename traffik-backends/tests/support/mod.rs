@@ -211,3 +211,87 @@ impl RedisCluster {
         self.nodes.iter().map(RedisServer::url).collect()
     }
 }
+
+/// One `memcached` process.
+pub(crate) struct MemcachedServer {
+    pub(crate) port: u16,
+    child: Option<Child>,
+}
+
+impl MemcachedServer {
+    pub(crate) fn start() -> MemcachedServer {
+        MemcachedServer::start_on(free_port(false))
+    }
+
+    pub(crate) fn start_on(port: u16) -> MemcachedServer {
+        let mut server = MemcachedServer { port, child: None };
+        server.restart();
+        server
+    }
+
+    pub(crate) fn url(&self) -> String {
+        format!("memcached://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the process (like a crash).
+    pub(crate) fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the process again on the same port (empty, as after a crash).
+    pub(crate) fn restart(&mut self) {
+        self.kill();
+        let mut command = Command::new(require("memcached"));
+        command.args([
+            "-p",
+            &self.port.to_string(),
+            "-U",
+            "0",
+            "-l",
+            "127.0.0.1",
+            "-m",
+            "64",
+            "-t",
+            "2",
+        ]);
+        // Run as root, memcached wants to be told which user to be; as
+        // anyone else it ignores this.
+        command.args(["-u", "root"]);
+        let mut child = command
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting memcached: {e}; {INSTALL}"));
+        wait_for_port(self.port, &mut child, "memcached");
+        self.child = Some(child);
+    }
+
+    /// A statistic from `stats`, over a raw connection.
+    pub(crate) fn stat(&self, name: &str) -> u64 {
+        use std::io::{BufRead, BufReader, Write};
+        let mut stream =
+            TcpStream::connect(("127.0.0.1", self.port)).expect("connect to memcached");
+        stream.write_all(b"stats\r\n").expect("send stats");
+        let reader = BufReader::new(stream);
+        for line in reader.lines() {
+            let line = line.expect("read stats");
+            if line == "END" {
+                break;
+            }
+            let mut words = line.split(' ');
+            if words.next() == Some("STAT") && words.next() == Some(name) {
+                return words.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+            }
+        }
+        panic!("memcached has no statistic {name}");
+    }
+}
+
+impl Drop for MemcachedServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

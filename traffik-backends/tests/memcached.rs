@@ -1,0 +1,315 @@
+//! The Memcached backend against real memcached processes: the conformance
+//! suite on one server and on two, round trips per decision, exactness
+//! across OS processes, and faults.
+
+mod support;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use support::MemcachedServer;
+use traffik_backends::conformance;
+use traffik_backends::memcached::MemcachedBackend;
+use traffik_core::{AnyStrategy, FailurePolicy, Gcra, ManualClock, Reason, StrategyKind, Throttle};
+
+/// A backend for tests on a manual clock: memcached still expires items on
+/// its own clock, so the TTL margin covers the real time a test takes.
+fn backend(url: &str) -> MemcachedBackend {
+    MemcachedBackend::builder(url)
+        .ttl_margin(Duration::from_secs(3_600))
+        .build()
+        .unwrap()
+}
+
+mod one_server {
+    use super::*;
+    traffik_backends::conformance_tests!(async {
+        let server = MemcachedServer::start();
+        (backend(&server.url()), server)
+    });
+}
+
+mod two_servers {
+    use super::*;
+    traffik_backends::conformance_tests!(async {
+        let (a, b) = (MemcachedServer::start(), MemcachedServer::start());
+        let url = format!("memcached://127.0.0.1:{},127.0.0.1:{}", a.port, b.port);
+        (backend(&url), (a, b))
+    });
+}
+
+fn throttle(
+    backend: &MemcachedBackend,
+    kind: StrategyKind,
+    rate: &str,
+    clock: &ManualClock,
+) -> Throttle<MemcachedBackend, ManualClock> {
+    Throttle::builder(format!("t-{kind}"), rate.parse().unwrap())
+        .strategy(AnyStrategy::from(kind))
+        .failure_policy(FailurePolicy::Error)
+        .clock(clock.clone())
+        .build(backend.clone())
+        .unwrap()
+}
+
+/// Keys spread over both servers, and decisions stay exact (the two-server
+/// conformance suite checks exactness; this checks the spreading).
+#[tokio::test]
+async fn keys_spread_over_several_servers() {
+    let (a, b) = (MemcachedServer::start(), MemcachedServer::start());
+    let backend = backend(&format!(
+        "memcached://127.0.0.1:{},127.0.0.1:{}",
+        a.port, b.port
+    ));
+    let clock = ManualClock::new(conformance::START_MS);
+    let throttle = throttle(&backend, StrategyKind::Gcra, "5/min", &clock);
+    for i in 0..200 {
+        assert!(
+            throttle
+                .hit(&format!("user-{i}"))
+                .await
+                .unwrap()
+                .is_allowed()
+        );
+    }
+    let (on_a, on_b) = (a.stat("curr_items"), b.stat("curr_items"));
+    assert_eq!(on_a + on_b, 200);
+    assert!(on_a > 50 && on_b > 50, "{on_a} and {on_b}: not spread");
+}
+
+/// Counters decide in one round trip (the sliding window counter pipelines
+/// its two commands); states in two when admitted, one when denied.
+#[tokio::test]
+async fn round_trips_per_decision() {
+    let server = MemcachedServer::start();
+    let backend = backend(&server.url());
+    let clock = ManualClock::new(conformance::START_MS);
+    let expected = [
+        (StrategyKind::FixedWindow, 1, 2),
+        (StrategyKind::SlidingWindowCounter, 1, 2),
+        (StrategyKind::SlidingWindowLog, 2, 1),
+        (StrategyKind::TokenBucket, 2, 1),
+        (StrategyKind::LeakyBucket, 2, 1),
+        (StrategyKind::Gcra, 2, 1),
+    ];
+    for (kind, admitted_trips, denied_trips) in expected {
+        let throttle = throttle(&backend, kind, "1/min", &clock);
+        let before = backend.round_trips();
+        assert!(throttle.hit("k").await.unwrap().is_allowed());
+        assert_eq!(
+            backend.round_trips() - before,
+            admitted_trips,
+            "{kind} admitted"
+        );
+        let before = backend.round_trips();
+        assert!(!throttle.hit("k").await.unwrap().is_allowed());
+        assert_eq!(
+            backend.round_trips() - before,
+            denied_trips,
+            "{kind} denied"
+        );
+    }
+}
+
+/// Four OS processes with 32 concurrent tasks each hit one key: the total
+/// admitted is exactly the limit, for every strategy.
+#[test]
+fn exact_across_processes() {
+    let server = MemcachedServer::start();
+    let exe = std::env::current_exe().unwrap();
+    for kind in StrategyKind::ALL {
+        let workers: Vec<_> = (0..4)
+            .map(|_| {
+                Command::new(&exe)
+                    .args([
+                        "--exact",
+                        "memcached_worker",
+                        "--ignored",
+                        "--nocapture",
+                        "--test-threads=1",
+                    ])
+                    .env("TRAFFIK_WORKER_URL", server.url())
+                    .env("TRAFFIK_WORKER_STRATEGY", kind.as_str())
+                    .stdout(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let mut admitted = 0;
+        for worker in workers {
+            let output = worker.wait_with_output().unwrap();
+            assert!(output.status.success(), "worker failed");
+            let text = String::from_utf8_lossy(&output.stdout);
+            let count = text
+                .lines()
+                .find_map(|l| l.split("admitted=").nth(1))
+                .expect("worker printed no count");
+            admitted += count.trim().parse::<u64>().unwrap();
+        }
+        assert_eq!(admitted, 100, "{kind}");
+    }
+}
+
+/// The worker process of `exact_across_processes` (not a test of its own).
+#[test]
+#[ignore = "run by exact_across_processes in child processes"]
+fn memcached_worker() {
+    let url = std::env::var("TRAFFIK_WORKER_URL")
+        .expect("TRAFFIK_WORKER_URL: run by exact_across_processes");
+    let kind: AnyStrategy = std::env::var("TRAFFIK_WORKER_STRATEGY")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .unwrap();
+    let admitted = runtime.block_on(async {
+        // Many racing writers on one key: allow enough CAS retries.
+        let backend = MemcachedBackend::builder(url.as_str())
+            .ttl_margin(Duration::from_secs(3_600))
+            .cas_retries(1_000)
+            .build()
+            .unwrap();
+        let clock = ManualClock::new(conformance::START_MS);
+        let throttle = throttle(&backend, kind.kind(), "100/h", &clock);
+        let tasks: Vec<_> = (0..32)
+            .map(|_| {
+                let throttle = throttle.clone();
+                tokio::spawn(async move {
+                    let mut admitted = 0u64;
+                    for _ in 0..4 {
+                        admitted += u64::from(throttle.hit("one-key").await.unwrap().is_allowed());
+                    }
+                    admitted
+                })
+            })
+            .collect();
+        let mut total = 0;
+        for task in tasks {
+            total += task.await.unwrap();
+        }
+        total
+    });
+    println!("\nadmitted={admitted}");
+}
+
+/// When the retries run out, the decision is an error, never an allow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn contention_beyond_the_retries_is_an_error() {
+    let server = MemcachedServer::start();
+    let backend = MemcachedBackend::builder(server.url())
+        .cas_retries(0)
+        .build()
+        .unwrap();
+    let clock = ManualClock::new(conformance::START_MS);
+    let throttle = throttle(&backend, StrategyKind::Gcra, "100000/h", &clock);
+    let tasks: Vec<_> = (0..32)
+        .map(|_| {
+            let throttle = throttle.clone();
+            tokio::spawn(async move {
+                let mut errors = 0;
+                for _ in 0..20 {
+                    match throttle.hit("hot").await {
+                        Ok(decision) => assert!(decision.is_allowed()),
+                        Err(error) => {
+                            assert_eq!(error.kind(), traffik_core::ErrorKind::Contention);
+                            errors += 1;
+                        }
+                    }
+                }
+                errors
+            })
+        })
+        .collect();
+    let mut errors = 0;
+    for task in tasks {
+        errors += task.await.unwrap();
+    }
+    assert!(errors > 0, "32 writers with no retries never collided");
+}
+
+/// memcached is killed mid-run and started again: meanwhile decisions fail
+/// fast and the failure policy decides; afterwards they resume.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn survives_memcached_going_down_and_coming_back() {
+    let mut server = MemcachedServer::start();
+    let backend = MemcachedBackend::builder(server.url())
+        .connect_timeout(Duration::from_millis(200))
+        .response_timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let throttle = Throttle::builder("faults", "1000/min".parse().unwrap())
+        .strategy(Gcra::new())
+        .failure_policy(FailurePolicy::Deny)
+        .build(backend)
+        .unwrap();
+    assert_eq!(
+        throttle.hit("k").await.unwrap().reason(),
+        Reason::WithinLimit
+    );
+    server.kill();
+    for _ in 0..5 {
+        let started = Instant::now();
+        let decision = throttle.hit("k").await.unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "took {:?}",
+            started.elapsed()
+        );
+        assert_eq!(decision.reason(), Reason::BackendFailure);
+    }
+    server.restart();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if throttle.hit("k").await.unwrap().reason() == Reason::WithinLimit {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "decisions did not resume after memcached came back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `memcached+unix://` reaches a memcached listening on a unix socket.
+#[tokio::test]
+async fn unix_sockets() {
+    let socket =
+        std::env::temp_dir().join(format!("traffik-memcached-{}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&socket);
+    let mut child = Command::new("memcached")
+        .arg("-s")
+        .arg(&socket)
+        .args(["-u", "root", "-m", "16"])
+        .spawn()
+        .expect(
+            "memcached is not installed: run scripts/setup.sh, or: apt-get install -y memcached",
+        );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !socket.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "memcached did not create its socket"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let backend = backend(&format!("memcached+unix://{}", socket.display()));
+    let clock = ManualClock::new(conformance::START_MS);
+    let throttle = throttle(&backend, StrategyKind::FixedWindow, "2/min", &clock);
+    let decisions = [
+        throttle.hit("k").await,
+        throttle.hit("k").await,
+        throttle.hit("k").await,
+    ];
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_file(&socket);
+    let allowed: Vec<bool> = decisions
+        .into_iter()
+        .map(|d| d.unwrap().is_allowed())
+        .collect();
+    assert_eq!(allowed, [true, true, false]);
+}
