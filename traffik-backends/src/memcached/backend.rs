@@ -163,6 +163,17 @@ impl MemcachedBackend {
         self.inner.round_trips.load(Ordering::Relaxed)
     }
 
+    /// A bare `ma` (increment by one) through the same pool, the baseline
+    /// the throughput bench compares decisions with. Not part of the API.
+    #[doc(hidden)]
+    pub async fn bench_bare_incr(&self, key: &str) -> Result<u64, Error> {
+        let server = self.server(key);
+        let mut commands = Vec::with_capacity(48);
+        command::incr(&mut commands, key, 1, 60);
+        let replies = self.exchange(server, &commands, 1).await?;
+        counter(&replies[0])
+    }
+
     /// The server a decision's keys live on (all keys of one decision share
     /// the part between braces, so they live on one server).
     fn server(&self, base: &str) -> usize {

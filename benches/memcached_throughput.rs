@@ -1,0 +1,171 @@
+//! Run with `cargo bench -p traffik-benches --bench memcached_throughput`.
+//!
+//! Decisions per second through traffik's Memcached backend with 64
+//! concurrent tasks (each on its own key, a limit never reached), for every
+//! strategy, against the same client and pool sending a bare increment at
+//! the same concurrency, on one memcached started here, alternating three
+//! rounds each. Prints medians, the ratio, p50/p99 latency and round trips
+//! per decision. Needs `memcached` (`scripts/setup.sh`).
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use traffik_backends::memcached::MemcachedBackend;
+use traffik_core::{AnyStrategy, StrategyKind, Throttle};
+
+const TASKS: usize = 64;
+const PER_TASK: usize = 1_000;
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(port: u16) -> Server {
+    let child = Command::new("memcached")
+        .args([
+            "-p",
+            &port.to_string(),
+            "-U",
+            "0",
+            "-l",
+            "127.0.0.1",
+            "-m",
+            "64",
+            "-t",
+            "2",
+            "-u",
+            "root",
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("memcached is needed: run scripts/setup.sh");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "memcached did not start");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Server(child)
+}
+
+struct Round {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+/// Runs `op(task)` PER_TASK times in each of TASKS tasks.
+async fn load<F, Fut>(op: F) -> Round
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let op = Arc::new(op);
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|task| {
+            let op = Arc::clone(&op);
+            tokio::spawn(async move {
+                let mut latencies = Vec::with_capacity(PER_TASK);
+                for _ in 0..PER_TASK {
+                    let at = Instant::now();
+                    op(task).await;
+                    latencies.push(at.elapsed());
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut latencies = Vec::with_capacity(TASKS * PER_TASK);
+    for task in tasks {
+        latencies.extend(task.await.expect("task"));
+    }
+    let elapsed = started.elapsed();
+    latencies.sort();
+    let at = |p: f64| latencies[((latencies.len() - 1) as f64 * p) as usize].as_secs_f64() * 1e3;
+    Round {
+        rps: latencies.len() as f64 / elapsed.as_secs_f64(),
+        p50_ms: at(0.50),
+        p99_ms: at(0.99),
+    }
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn main() {
+    let port = 48_000 + (std::process::id() % 1_000) as u16;
+    let _server = start(port);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let backend = MemcachedBackend::builder(format!("memcached://127.0.0.1:{port}"))
+        .build()
+        .unwrap();
+    let keys: Arc<Vec<String>> =
+        Arc::new((0..TASKS).map(|t| format!("{{bench:bare:{t}}}")).collect());
+    println!(
+        "{TASKS} tasks, each on its own key, {PER_TASK} operations per task, medians of 3 rounds:"
+    );
+    for kind in StrategyKind::ALL {
+        let throttle = Arc::new(
+            Throttle::builder("bench", "1000000000/min".parse().unwrap())
+                .strategy(AnyStrategy::from(kind))
+                .build(backend.clone())
+                .unwrap(),
+        );
+        let ids: Arc<Vec<String>> = Arc::new((0..TASKS).map(|t| format!("client-{t}")).collect());
+        let decide = {
+            let (throttle, ids) = (Arc::clone(&throttle), Arc::clone(&ids));
+            move |task: usize| {
+                let (throttle, ids) = (Arc::clone(&throttle), Arc::clone(&ids));
+                async move {
+                    assert!(
+                        throttle
+                            .hit(&ids[task])
+                            .await
+                            .expect("decision")
+                            .is_allowed()
+                    );
+                }
+            }
+        };
+        let bare = {
+            let (backend, keys) = (backend.clone(), Arc::clone(&keys));
+            move |task: usize| {
+                let (backend, keys) = (backend.clone(), Arc::clone(&keys));
+                async move {
+                    backend.bench_bare_incr(&keys[task]).await.expect("incr");
+                }
+            }
+        };
+        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+        for _ in 0..3 {
+            theirs.push(runtime.block_on(load(bare.clone())));
+            ours.push(runtime.block_on(load(decide.clone())));
+        }
+        // Round trips per admitted decision, measured on a fresh round.
+        let before = backend.round_trips();
+        runtime.block_on(load(decide.clone()));
+        let trips = (backend.round_trips() - before) as f64 / (TASKS * PER_TASK) as f64;
+        let rps = median(ours.iter().map(|r| r.rps).collect());
+        let base = median(theirs.iter().map(|r| r.rps).collect());
+        println!(
+            "  {:<24} {rps:>8.0}/s  p50 {:.3} ms  p99 {:.3} ms  {trips:.2} round trips  | bare incr {base:>8.0}/s  p50 {:.3} ms  p99 {:.3} ms  | ratio {:.2}",
+            kind.as_str(),
+            median(ours.iter().map(|r| r.p50_ms).collect()),
+            median(ours.iter().map(|r| r.p99_ms).collect()),
+            median(theirs.iter().map(|r| r.p50_ms).collect()),
+            median(theirs.iter().map(|r| r.p99_ms).collect()),
+            rps / base
+        );
+    }
+}
