@@ -1,6 +1,6 @@
 //! Run with `cargo run -p traffik-examples --example server` (set `PORT` to
 //! change the port, `TRAFFIK_BACKEND` to use another backend, e.g.
-//! `redis://127.0.0.1:6379`).
+//! `redis://127.0.0.1:6379` or `memcached://127.0.0.1:11211`).
 //!
 //! An axum server on 127.0.0.1 with throttled routes and a WebSocket echo,
 //! on the in-memory backend by default. It prints the commands that show a
