@@ -100,6 +100,28 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
+/// The client alternative: async-memcached 0.9, a pool of as many
+/// connections as traffik's, each behind a mutex, sending a bare `incr`.
+async fn async_memcached_pool(
+    port: u16,
+    size: usize,
+) -> Arc<Vec<tokio::sync::Mutex<async_memcached::Client>>> {
+    use async_memcached::AsciiProtocol;
+    let mut pool = Vec::with_capacity(size);
+    for _ in 0..size {
+        let address = format!("tcp://127.0.0.1:{port}");
+        let mut client = async_memcached::Client::new(address)
+            .await
+            .expect("connect");
+        for task in 0..TASKS {
+            let key = format!("am:{task}");
+            client.set(key, "0", Some(600), None).await.expect("set");
+        }
+        pool.push(tokio::sync::Mutex::new(client));
+    }
+    Arc::new(pool)
+}
+
 fn main() {
     let port = 48_000 + (std::process::id() % 1_000) as u16;
     let _server = start(port);
@@ -114,6 +136,51 @@ fn main() {
         Arc::new((0..TASKS).map(|t| format!("{{bench:bare:{t}}}")).collect());
     println!(
         "{TASKS} tasks, each on its own key, {PER_TASK} operations per task, medians of 3 rounds:"
+    );
+
+    // The clients, bare increments side by side: traffik's own meta-protocol
+    // client against async-memcached with a pool of the same size (4).
+    let pool = runtime.block_on(async_memcached_pool(port, 4));
+    let theirs = {
+        let pool = Arc::clone(&pool);
+        move |task: usize| {
+            let pool = Arc::clone(&pool);
+            async move {
+                use async_memcached::AsciiProtocol;
+                let mut client = pool[task % pool.len()].lock().await;
+                client
+                    .increment(format!("am:{task}"), 1)
+                    .await
+                    .expect("incr");
+            }
+        }
+    };
+    let ours = {
+        let (backend, keys) = (backend.clone(), Arc::clone(&keys));
+        move |task: usize| {
+            let (backend, keys) = (backend.clone(), Arc::clone(&keys));
+            async move {
+                backend.bench_bare_incr(&keys[task]).await.expect("incr");
+            }
+        }
+    };
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        a.push(runtime.block_on(load(ours.clone())));
+        b.push(runtime.block_on(load(theirs.clone())));
+    }
+    let rate = |rounds: &[Round]| median(rounds.iter().map(|r| r.rps).collect());
+    let p50 = |rounds: &[Round]| median(rounds.iter().map(|r| r.p50_ms).collect());
+    let p99 = |rounds: &[Round]| median(rounds.iter().map(|r| r.p99_ms).collect());
+    println!(
+        "  bare incr: traffik's client {:.0}/s (p50 {:.3} ms, p99 {:.3} ms), async-memcached pool {:.0}/s (p50 {:.3} ms, p99 {:.3} ms), ratio {:.2}",
+        rate(&a),
+        p50(&a),
+        p99(&a),
+        rate(&b),
+        p50(&b),
+        p99(&b),
+        rate(&a) / rate(&b),
     );
     for kind in StrategyKind::ALL {
         let throttle = Arc::new(
