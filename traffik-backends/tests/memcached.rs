@@ -116,36 +116,8 @@ async fn round_trips_per_decision() {
 #[test]
 fn exact_across_processes() {
     let server = MemcachedServer::start();
-    let exe = std::env::current_exe().unwrap();
     for kind in StrategyKind::ALL {
-        let workers: Vec<_> = (0..4)
-            .map(|_| {
-                Command::new(&exe)
-                    .args([
-                        "--exact",
-                        "memcached_worker",
-                        "--ignored",
-                        "--nocapture",
-                        "--test-threads=1",
-                    ])
-                    .env("TRAFFIK_WORKER_URL", server.url())
-                    .env("TRAFFIK_WORKER_STRATEGY", kind.as_str())
-                    .stdout(std::process::Stdio::piped())
-                    .spawn()
-                    .unwrap()
-            })
-            .collect();
-        let mut admitted = 0;
-        for worker in workers {
-            let output = worker.wait_with_output().unwrap();
-            assert!(output.status.success(), "worker failed");
-            let text = String::from_utf8_lossy(&output.stdout);
-            let count = text
-                .lines()
-                .find_map(|l| l.split("admitted=").nth(1))
-                .expect("worker printed no count");
-            admitted += count.trim().parse::<u64>().unwrap();
-        }
+        let admitted = support::admitted_by_four_processes("memcached_worker", &server.url(), kind);
         assert_eq!(admitted, 100, "{kind}");
     }
 }
@@ -154,45 +126,21 @@ fn exact_across_processes() {
 #[test]
 #[ignore = "run by exact_across_processes in child processes"]
 fn memcached_worker() {
-    let url = std::env::var("TRAFFIK_WORKER_URL")
-        .expect("TRAFFIK_WORKER_URL: run by exact_across_processes");
-    let kind: AnyStrategy = std::env::var("TRAFFIK_WORKER_STRATEGY")
-        .unwrap()
-        .parse()
-        .unwrap();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(4)
-        .enable_all()
-        .build()
-        .unwrap();
-    let admitted = runtime.block_on(async {
-        // Many racing writers on one key: allow enough CAS retries.
-        let backend = MemcachedBackend::builder(url.as_str())
+    // Many racing writers on one key: allow enough CAS retries. One fixed
+    // time in every process: no refill, no window edge.
+    support::work(|url, kind| {
+        let backend = MemcachedBackend::builder(url)
             .ttl_margin(Duration::from_secs(3_600))
             .cas_retries(1_000)
             .build()
-            .unwrap();
-        let clock = ManualClock::new(conformance::START_MS);
-        let throttle = throttle(&backend, kind.kind(), "100/h", &clock);
-        let tasks: Vec<_> = (0..32)
-            .map(|_| {
-                let throttle = throttle.clone();
-                tokio::spawn(async move {
-                    let mut admitted = 0u64;
-                    for _ in 0..4 {
-                        admitted += u64::from(throttle.hit("one-key").await.unwrap().is_allowed());
-                    }
-                    admitted
-                })
-            })
-            .collect();
-        let mut total = 0;
-        for task in tasks {
-            total += task.await.unwrap();
-        }
-        total
+            .expect("a backend");
+        throttle(
+            &backend,
+            kind,
+            "100/h",
+            &ManualClock::new(conformance::START_MS),
+        )
     });
-    println!("\nadmitted={admitted}");
 }
 
 /// When the retries run out, the decision is an error, never an allow.

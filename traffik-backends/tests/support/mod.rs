@@ -295,3 +295,94 @@ impl Drop for MemcachedServer {
         self.kill();
     }
 }
+
+/// Runs the ignored test `worker` of this test binary in four OS processes,
+/// for `kind` against `url`, and returns how many hits they admitted in all.
+pub(crate) fn admitted_by_four_processes(
+    worker: &str,
+    url: &str,
+    kind: traffik_core::StrategyKind,
+) -> u64 {
+    let exe = std::env::current_exe().expect("the test binary");
+    let workers: Vec<Child> = (0..4)
+        .map(|_| {
+            Command::new(&exe)
+                .args([
+                    "--exact",
+                    worker,
+                    "--ignored",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env("TRAFFIK_WORKER_URL", url)
+                .env("TRAFFIK_WORKER_STRATEGY", kind.as_str())
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("start a worker process")
+        })
+        .collect();
+    workers
+        .into_iter()
+        .map(|worker| {
+            let output = worker.wait_with_output().expect("a worker process");
+            assert!(output.status.success(), "a worker process failed");
+            let text = String::from_utf8_lossy(&output.stdout);
+            let count = text
+                .lines()
+                .find_map(|l| l.split("admitted=").nth(1))
+                .expect("the worker printed no count");
+            count.trim().parse::<u64>().expect("a count")
+        })
+        .sum()
+}
+
+/// The worker's side: 32 concurrent tasks hit one key four times each
+/// through the throttle `make` builds for the parent's URL and strategy,
+/// and the count admitted is printed for the parent.
+pub(crate) fn work<B>(
+    make: impl FnOnce(
+        &str,
+        traffik_core::StrategyKind,
+    ) -> traffik_core::Throttle<B, traffik_core::ManualClock>,
+) where
+    B: traffik_core::Backend + Clone,
+{
+    let url = std::env::var("TRAFFIK_WORKER_URL")
+        .expect("TRAFFIK_WORKER_URL: run by exact_across_processes");
+    let strategy: traffik_core::AnyStrategy = std::env::var("TRAFFIK_WORKER_STRATEGY")
+        .expect("TRAFFIK_WORKER_STRATEGY")
+        .parse()
+        .expect("a strategy");
+    let throttle = make(&url, strategy.kind());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let admitted = runtime.block_on(async move {
+        let tasks: Vec<_> = (0..32)
+            .map(|_| {
+                let throttle = throttle.clone();
+                tokio::spawn(async move {
+                    let mut admitted = 0u64;
+                    for _ in 0..4 {
+                        admitted += u64::from(
+                            throttle
+                                .hit("one-key")
+                                .await
+                                .expect("a decision")
+                                .is_allowed(),
+                        );
+                    }
+                    admitted
+                })
+            })
+            .collect();
+        let mut total = 0;
+        for task in tasks {
+            total += task.await.expect("a task");
+        }
+        total
+    });
+    println!("\nadmitted={admitted}");
+}
