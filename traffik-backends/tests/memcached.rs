@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use support::MemcachedServer;
 use traffik_backends::conformance;
 use traffik_backends::memcached::MemcachedBackend;
-use traffik_core::{AnyStrategy, FailurePolicy, Gcra, ManualClock, Reason, StrategyKind, Throttle};
+use traffik_core::{AnyStrategy, FailurePolicy, ManualClock, StrategyKind, Throttle};
 
 /// A backend for tests on a manual clock: memcached still expires items on
 /// its own clock, so the TTL margin covers the real time a test takes.
@@ -188,38 +188,7 @@ async fn survives_memcached_going_down_and_coming_back() {
         .response_timeout(Duration::from_millis(200))
         .build()
         .unwrap();
-    let throttle = Throttle::builder("faults", "1000/min".parse().unwrap())
-        .strategy(Gcra::new())
-        .failure_policy(FailurePolicy::Deny)
-        .build(backend)
-        .unwrap();
-    assert_eq!(
-        throttle.hit("k").await.unwrap().reason(),
-        Reason::WithinLimit
-    );
-    server.kill();
-    for _ in 0..5 {
-        let started = Instant::now();
-        let decision = throttle.hit("k").await.unwrap();
-        assert!(
-            started.elapsed() < Duration::from_secs(1),
-            "took {:?}",
-            started.elapsed()
-        );
-        assert_eq!(decision.reason(), Reason::BackendFailure);
-    }
-    server.restart();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if throttle.hit("k").await.unwrap().reason() == Reason::WithinLimit {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "decisions did not resume after memcached came back"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    support::outage(&mut server, backend).await;
 }
 
 /// `memcached+unix://` reaches a memcached listening on a unix socket.

@@ -5,14 +5,12 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use support::{RedisCluster, RedisServer};
 use traffik_backends::conformance;
 use traffik_backends::redis::{RedisBackend, TimeSource};
-use traffik_core::{
-    AnyStrategy, Clock, FailurePolicy, Gcra, ManualClock, Reason, StrategyKind, Throttle,
-};
+use traffik_core::{AnyStrategy, Clock, FailurePolicy, ManualClock, StrategyKind, Throttle};
 
 /// A backend on the caller's (manual) clock. Redis still expires keys on
 /// its own clock, so the TTL margin covers the real time a test takes.
@@ -224,43 +222,7 @@ async fn survives_redis_going_down_and_coming_back() {
         .response_timeout(Duration::from_millis(200))
         .build()
         .unwrap();
-    let throttle = Throttle::builder("faults", "1000/min".parse().unwrap())
-        .strategy(Gcra::new())
-        .failure_policy(FailurePolicy::Deny)
-        .build(backend)
-        .unwrap();
-    assert_eq!(
-        throttle.hit("k").await.unwrap().reason(),
-        Reason::WithinLimit
-    );
-
-    server.kill();
-    for _ in 0..5 {
-        let started = Instant::now();
-        let decision = throttle.hit("k").await.unwrap();
-        assert!(
-            started.elapsed() < Duration::from_secs(1),
-            "took {:?}",
-            started.elapsed()
-        );
-        assert_eq!(decision.reason(), Reason::BackendFailure);
-        assert!(!decision.is_allowed());
-    }
-    assert!(throttle.failures() >= 5);
-
-    server.restart();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let decision = throttle.hit("k").await.unwrap();
-        if decision.reason() == Reason::WithinLimit {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "decisions did not resume after redis came back"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    support::outage(&mut server, backend).await;
 }
 
 /// A Redis that is down when the service starts: building the backend

@@ -386,3 +386,66 @@ pub(crate) fn work<B>(
     });
     println!("\nadmitted={admitted}");
 }
+
+/// A server process a test can crash and start again.
+pub(crate) trait Restartable {
+    fn kill(&mut self);
+    fn restart(&mut self);
+}
+
+impl Restartable for RedisServer {
+    fn kill(&mut self) {
+        RedisServer::kill(self);
+    }
+    fn restart(&mut self) {
+        RedisServer::restart(self);
+    }
+}
+
+impl Restartable for MemcachedServer {
+    fn kill(&mut self) {
+        MemcachedServer::kill(self);
+    }
+    fn restart(&mut self) {
+        MemcachedServer::restart(self);
+    }
+}
+
+/// Crashes `server` under a throttle with `FailurePolicy::Deny` on a backend
+/// with short timeouts: every decision meanwhile must fail fast and be a
+/// policy denial; once the server is back, decisions must resume with no
+/// restart of the backend.
+pub(crate) async fn outage<B: traffik_core::Backend>(server: &mut impl Restartable, backend: B) {
+    use traffik_core::{FailurePolicy, Gcra, Reason, Throttle};
+    let throttle = Throttle::builder("faults", "1000/min".parse().expect("a rate"))
+        .strategy(Gcra::new())
+        .failure_policy(FailurePolicy::Deny)
+        .build(backend)
+        .expect("a throttle");
+    let hit = || async { throttle.hit("k").await.expect("the policy decides") };
+    assert_eq!(hit().await.reason(), Reason::WithinLimit);
+
+    server.kill();
+    for _ in 0..5 {
+        let started = Instant::now();
+        let decision = hit().await;
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "took {:?}",
+            started.elapsed()
+        );
+        assert_eq!(decision.reason(), Reason::BackendFailure);
+        assert!(!decision.is_allowed());
+    }
+    assert!(throttle.failures() >= 5);
+
+    server.restart();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while hit().await.reason() != Reason::WithinLimit {
+        assert!(
+            Instant::now() < deadline,
+            "decisions did not resume after the server came back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
