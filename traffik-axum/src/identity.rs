@@ -110,9 +110,7 @@ fn write_ipv4(out: &mut impl fmt::Write, ip: std::net::Ipv4Addr) -> fmt::Result 
 
 impl fmt::Display for Identity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut key = String::new();
-        self.write_key(&mut key)?;
-        f.write_str(&key)
+        self.write_key(f)
     }
 }
 
@@ -282,12 +280,6 @@ impl fmt::Write for KeyBuf {
         }
         Ok(())
     }
-}
-
-pub(crate) fn key_of(identity: &Identity) -> KeyBuf {
-    let mut key = KeyBuf::new();
-    let _ = identity.write_key(&mut key);
-    key
 }
 
 /// Appends `:suffix` to a key.

@@ -246,8 +246,8 @@ impl Rule {
         key
     }
 
-    /// How much looser this rule is than `other`: rates compared as hits
-    /// per millisecond.
+    /// Orders rules tightest first: rates compared as hits per millisecond
+    /// (`Less` when this rule allows fewer than `other`).
     pub(crate) fn tighter_than(&self, other: &Rule) -> std::cmp::Ordering {
         let (a, b) = (self.throttle.limit().rate(), other.throttle.limit().rate());
         (u128::from(a.count()) * u128::from(b.period_ms()))

@@ -233,18 +233,23 @@ fn keep<I: IdentityExtractor>(shared: &Shared<I>, parts: &mut Parts, identity: &
     }
 }
 
+/// The identity another layer with the same extractor kept, if any.
+fn cached<I: IdentityExtractor>(shared: &Shared<I>, parts: &Parts) -> Option<Identity> {
+    if !I::CACHE {
+        return None;
+    }
+    let cache = parts.extensions.get::<IdentityCache>()?;
+    cache.get(I::cache_id(&shared.identity)).cloned()
+}
+
 /// The identity, if it is known without waiting: from the cache, or from an
 /// extractor that can tell at once.
 fn identify_now<I: IdentityExtractor>(
     shared: &Shared<I>,
     parts: &mut Parts,
 ) -> Option<Result<Identity, crate::IdentityError>> {
-    if I::CACHE {
-        let extractor = I::cache_id(&shared.identity);
-        let cached = parts.extensions.get::<IdentityCache>();
-        if let Some(found) = cached.and_then(|cache| cache.get(extractor)) {
-            return Some(Ok(found.clone()));
-        }
+    if let Some(found) = cached(shared, parts) {
+        return Some(Ok(found));
     }
     let result = shared.identity.identify_now(parts)?;
     if let Ok(identity) = &result {
@@ -262,10 +267,8 @@ async fn identify<I: IdentityExtractor>(
     if !I::CACHE {
         return shared.identity.identify(parts).await;
     }
-    let extractor = I::cache_id(&shared.identity);
-    let cached = parts.extensions.get::<IdentityCache>();
-    if let Some(found) = cached.and_then(|cache| cache.get(extractor)) {
-        return Ok(found.clone());
+    if let Some(found) = cached(shared, parts) {
+        return Ok(found);
     }
     let identity = shared.identity.identify(parts).await?;
     keep(shared, parts, &identity);

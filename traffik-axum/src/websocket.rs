@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, close_code};
 use traffik_core::{Backend, Clock, Decision, Throttle};
 
-use crate::identity::{Identity, key_of};
+use crate::identity::Identity;
 use crate::rule::ErasedThrottle;
 
 /// One hit; borrows only what is `Sync`, so `recv`'s future stays `Send`.
@@ -94,7 +94,7 @@ impl ThrottledSocket {
         ThrottledSocket {
             socket,
             throttle: Arc::new(throttle),
-            key: key_of(identity).as_str().to_owned(),
+            key: identity.to_string(),
             over_limit,
         }
     }

@@ -70,9 +70,3 @@ pub trait Strategy: Clone + Debug + Send + Sync + 'static {
         self.hit(rate, &mut scratch, now_ms, cost)
     }
 }
-
-/// `ceil(a / b)` for `b > 0`.
-#[inline]
-pub(crate) const fn div_ceil(a: u64, b: u64) -> u64 {
-    a.div_ceil(b)
-}

@@ -7,7 +7,6 @@
 
 use std::num::NonZeroU64;
 
-use super::div_ceil;
 use crate::rate::MAX_RATE_PRODUCT;
 use crate::{ConfigError, Decision, Rate};
 
@@ -55,7 +54,7 @@ impl Meter {
 
     /// The level left after draining for `elapsed_ms`.
     pub(crate) fn drained(&self, level: u64, elapsed_ms: u64) -> u64 {
-        if elapsed_ms >= div_ceil(level, self.drain) {
+        if elapsed_ms >= level.div_ceil(self.drain) {
             0
         } else {
             level - elapsed_ms * self.drain
@@ -72,18 +71,18 @@ impl Meter {
         if cost <= self.burst && level.saturating_add(need) <= self.capacity {
             let level = level + need;
             let remaining = (self.capacity - level) / self.unit;
-            let decision = Decision::allowed(self.burst, remaining, div_ceil(level, self.drain));
+            let decision = Decision::allowed(self.burst, remaining, level.div_ceil(self.drain));
             return (decision, level);
         }
         let remaining = (self.capacity - level) / self.unit;
-        let reset = div_ceil(level, self.drain);
+        let reset = level.div_ceil(self.drain);
         if cost > self.burst {
             return (
                 Decision::cost_exceeds_capacity(self.burst, remaining, reset),
                 level,
             );
         }
-        let retry = div_ceil(level.saturating_add(need) - self.capacity, self.drain);
+        let retry = (level.saturating_add(need) - self.capacity).div_ceil(self.drain);
         (Decision::denied(self.burst, remaining, retry, reset), level)
     }
 }

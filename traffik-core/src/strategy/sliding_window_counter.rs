@@ -1,4 +1,4 @@
-use super::{Strategy, StrategyKind, div_ceil};
+use super::{Strategy, StrategyKind};
 use crate::{Decision, Rate};
 
 /// Two aligned fixed windows, the previous one weighted by how much of it the
@@ -52,7 +52,10 @@ impl Strategy for SlidingWindowCounter {
         // How far into the current window we are; 0 if the clock went back.
         let elapsed = (now_ms + period).saturating_sub(end).min(period - 1);
         // The previous window's weight, rounded up to whole hits.
-        let carried = div_ceil(state.previous.saturating_mul(period - elapsed), period);
+        let carried = state
+            .previous
+            .saturating_mul(period - elapsed)
+            .div_ceil(period);
         let used = state.current.saturating_add(carried);
         let remaining = limit.saturating_sub(used);
         let reset = reset_after(state, period, now_ms);
