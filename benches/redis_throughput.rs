@@ -140,7 +140,7 @@ fn main() {
         .unwrap();
 
     // The exact command a decision sends: the GCRA script, its key, its arguments.
-    let source = script_source(StrategyKind::Gcra).unwrap();
+    let source = script_source(StrategyKind::Gcra);
     let sha = redis::Script::new(source).get_hash().to_owned();
     let client = redis::Client::open(url.as_str()).unwrap();
     let mut connection = client.get_connection().unwrap();

@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use traffik_core::{
-    AnyStrategy, Backend, Decision, FixedWindow, Gcra, LeakyBucket, Limit, ManualClock, Rate,
-    Reason, SlidingWindowCounter, SlidingWindowLog, Strategy, StrategyKind, Throttle, TokenBucket,
+    AnyStrategy, Backend, Decision, Gcra, LeakyBucket, Limit, ManualClock, Rate, Reason,
+    StrategyKind, Throttle, TokenBucket,
 };
 
 /// Where the manual clock of every case starts: a time well after the epoch,
@@ -125,16 +125,13 @@ impl Sequence {
     }
 }
 
-/// The pure strategy, for the oracle.
+/// The pure strategy, for the oracle: its state kept as the strategy's own
+/// codec bytes, so one oracle serves every strategy of the table.
 struct Oracle {
     strategy: AnyStrategy,
     rate: Rate,
-    fixed_window: <FixedWindow as Strategy>::State,
-    sliding_window_counter: <SlidingWindowCounter as Strategy>::State,
-    sliding_window_log: <SlidingWindowLog as Strategy>::State,
-    token_bucket: <TokenBucket as Strategy>::State,
-    leaky_bucket: <LeakyBucket as Strategy>::State,
-    gcra: <Gcra as Strategy>::State,
+    state: Option<Vec<u8>>,
+    scratch: Vec<u8>,
 }
 
 impl Oracle {
@@ -142,29 +139,28 @@ impl Oracle {
         Oracle {
             strategy,
             rate,
-            fixed_window: Default::default(),
-            sliding_window_counter: Default::default(),
-            sliding_window_log: Default::default(),
-            token_bucket: Default::default(),
-            leaky_bucket: Default::default(),
-            gcra: Default::default(),
+            state: None,
+            scratch: Vec::new(),
         }
     }
 
     fn hit(&mut self, now: u64, cost: u64) -> Decision {
-        let rate = &self.rate;
-        match &self.strategy {
-            AnyStrategy::FixedWindow(s) => s.hit(rate, &mut self.fixed_window, now, cost),
-            AnyStrategy::SlidingWindowCounter(s) => {
-                s.hit(rate, &mut self.sliding_window_counter, now, cost)
+        let outcome = self.strategy.hit_encoded(
+            &self.rate,
+            self.state.as_deref(),
+            now,
+            cost,
+            false,
+            &mut self.scratch,
+        );
+        match outcome {
+            Ok((decision, changed)) => {
+                if changed {
+                    self.state = Some(std::mem::take(&mut self.scratch));
+                }
+                decision
             }
-            AnyStrategy::SlidingWindowLog(s) => {
-                s.hit(rate, &mut self.sliding_window_log, now, cost)
-            }
-            AnyStrategy::TokenBucket(s) => s.hit(rate, &mut self.token_bucket, now, cost),
-            AnyStrategy::LeakyBucket(s) => s.hit(rate, &mut self.leaky_bucket, now, cost),
-            AnyStrategy::Gcra(s) => s.hit(rate, &mut self.gcra, now, cost),
-            other => panic!("the conformance oracle does not know {other}"),
+            Err(error) => panic!("the oracle's own state: {error}"),
         }
     }
 }

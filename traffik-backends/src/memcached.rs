@@ -32,9 +32,16 @@
 //! - **Client**: a small meta-protocol client of traffik's own
 //!   (`client.rs`), because the sliding window counter's one round trip
 //!   needs a read and an arithmetic pipelined in one write.
+//!
+//! The code is split by job: `client.rs` speaks the protocol, `pool.rs`
+//! holds the connections, `servers.rs` picks a key's server, `apply.rs`
+//! runs a strategy by its [`Storage`](traffik_core::Storage) layout (it
+//! never names a strategy), and `backend.rs` is the public type.
 
+mod apply;
 mod backend;
 mod client;
-mod codec;
+mod pool;
+mod servers;
 
 pub use backend::{MemcachedBackend, MemcachedBackendBuilder};

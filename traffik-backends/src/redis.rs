@@ -10,9 +10,10 @@
 //! - **Time**: by default the scripts read the Redis server's clock (`TIME`),
 //!   so application hosts with skewed clocks still share one correct limit;
 //!   [`TimeSource::Client`] uses the throttle's clock instead.
-//! - **Keys**: `{namespace:name:identity}:strategy`. The braces are a hash
-//!   tag, so every key of a decision (the sliding window log has two) lives
-//!   in one Redis Cluster slot. Every key has a TTL: the time until its quota
+//! - **Keys**: `{namespace:name:identity}:strategy` (and `…:strategy:1` for
+//!   a script that takes a second key, as the sliding window log does). The
+//!   braces are a hash tag, so every key of a decision lives in one Redis
+//!   Cluster slot. Every key has a TTL: the time until its quota
 //!   is full again.
 //! - **Connections**: a small pool of multiplexed connections (no checkout,
 //!   no PING per decision), connected lazily and re-established after a

@@ -40,7 +40,7 @@ pub use error::{ConfigError, Error, ErrorKind, RateError, RateErrorKind};
 pub use limit::Limit;
 pub use rate::Rate;
 pub use strategy::{
-    AnyStrategy, FixedWindow, Gcra, LeakyBucket, SlidingWindowCounter, SlidingWindowLog, Strategy,
-    StrategyKind, TokenBucket,
+    AnyStrategy, FixedWindow, Gcra, LeakyBucket, SlidingWindowCounter, SlidingWindowLog, State,
+    Storage, Strategy, StrategyKind, TokenBucket, Visitor,
 };
 pub use throttle::{DEFAULT_NAMESPACE, FailurePolicy, Throttle, ThrottleBuilder};

@@ -5,9 +5,10 @@ use std::num::NonZeroU64;
 
 use proptest::prelude::*;
 use proptest::strategy::Strategy as _;
+use proptest::test_runner::TestCaseError;
 use traffik_core::{
-    Decision, FixedWindow, Gcra, LeakyBucket, Rate, Reason, SlidingWindowCounter, SlidingWindowLog,
-    Strategy, StrategyKind, TokenBucket,
+    AnyStrategy, Decision, FixedWindow, Gcra, LeakyBucket, Rate, Reason, SlidingWindowCounter,
+    SlidingWindowLog, State, Strategy, StrategyKind, TokenBucket, Visitor,
 };
 
 /// A random sequence of hits: (milliseconds since the previous hit, cost).
@@ -195,17 +196,24 @@ proptest! {
     #[test]
     fn a_fresh_key_admits_exactly_the_capacity(rate in rates()) {
         for kind in StrategyKind::ALL {
-            let strategy = traffik_core::AnyStrategy::from(kind);
-            let admitted = match strategy {
-                traffik_core::AnyStrategy::FixedWindow(s) => burst_at_once(&s, &rate),
-                traffik_core::AnyStrategy::SlidingWindowCounter(s) => burst_at_once(&s, &rate),
-                traffik_core::AnyStrategy::SlidingWindowLog(s) => burst_at_once(&s, &rate),
-                traffik_core::AnyStrategy::TokenBucket(s) => burst_at_once(&s, &rate),
-                traffik_core::AnyStrategy::LeakyBucket(s) => burst_at_once(&s, &rate),
-                traffik_core::AnyStrategy::Gcra(s) => burst_at_once(&s, &rate),
-                _ => unreachable!(),
-            };
+            let admitted = AnyStrategy::from(kind).visit(BurstAtOnce(&rate));
             prop_assert_eq!(admitted, rate.count(), "{}", kind);
+        }
+    }
+
+    /// No arithmetic can overflow: any time, cost, rate and state.
+    #[test]
+    fn total_over_the_whole_domain(
+        rate in any_rate(),
+        burst in proptest::option::of(1u64..=1 << 20),
+        words in proptest::collection::vec(any::<u64>(), 0..7),
+        hits in proptest::collection::vec((any_time(), any_cost()), 1..12),
+    ) {
+        for strategy in every_strategy(burst) {
+            if strategy.check(&rate).is_err() {
+                continue;
+            }
+            strategy.visit(Total { rate: &rate, words: &words, hits: &hits })?;
         }
     }
 
@@ -231,13 +239,152 @@ proptest! {
     }
 }
 
-fn burst_at_once<S: Strategy>(strategy: &S, rate: &Rate) -> u64 {
-    let mut state = S::State::default();
-    (0..rate.count() * 3)
-        .filter(|_| {
-            strategy
-                .hit(rate, &mut state, 1_700_000_000_000, 1)
-                .is_allowed()
-        })
-        .count() as u64
+/// How many hits of cost 1 a fresh key admits at one instant.
+struct BurstAtOnce<'a>(&'a Rate);
+
+impl Visitor for BurstAtOnce<'_> {
+    type Output = u64;
+    fn visit<S: Strategy>(self, strategy: &S) -> u64 {
+        let mut state = S::State::default();
+        (0..self.0.count() * 3)
+            .filter(|_| {
+                strategy
+                    .hit(self.0, &mut state, 1_700_000_000_000, 1)
+                    .is_allowed()
+            })
+            .count() as u64
+    }
+}
+
+/// Every strategy, the buckets with and without a burst.
+fn every_strategy(burst: Option<u64>) -> Vec<AnyStrategy> {
+    let mut all: Vec<AnyStrategy> = StrategyKind::ALL
+        .into_iter()
+        .map(AnyStrategy::from)
+        .collect();
+    if let Some(burst) = burst.and_then(NonZeroU64::new) {
+        all.push(TokenBucket::with_burst(burst).into());
+        all.push(LeakyBucket::with_burst(burst).into());
+        all.push(Gcra::with_burst(burst).into());
+    }
+    all
+}
+
+/// Any rate at all: every count and period `Rate` accepts, up to 2^51.
+fn any_rate() -> impl proptest::strategy::Strategy<Value = Rate> {
+    (1u64..=1 << 51, 0u32..=51).prop_filter_map("rate within 2^51", |(count, shift)| {
+        let period = (1u64 << shift).max(1) + u64::from(shift % 7);
+        Rate::new(
+            count % (1 << 20) + 1,
+            std::time::Duration::from_millis(period),
+        )
+        .ok()
+    })
+}
+
+/// A time anywhere in `u64`, often near its ends.
+fn any_time() -> impl proptest::strategy::Strategy<Value = u64> {
+    prop_oneof![
+        any::<u64>(),
+        (0u64..10_000).prop_map(|d| u64::MAX - d),
+        0u64..10_000,
+        Just(u64::MAX),
+    ]
+}
+
+/// A cost anywhere in `u64`, often small or huge.
+fn any_cost() -> impl proptest::strategy::Strategy<Value = u64> {
+    prop_oneof![
+        any::<u64>(),
+        0u64..20,
+        (0u64..20).prop_map(|d| u64::MAX - d)
+    ]
+}
+
+/// Drives random times, costs and states (arbitrary words decoded into each
+/// strategy's state) through a strategy: nothing may panic (overflow checks
+/// are on in tests), and every decision must be self-consistent.
+struct Total<'a> {
+    rate: &'a Rate,
+    words: &'a [u64],
+    hits: &'a [(u64, u64)],
+}
+
+impl Visitor for Total<'_> {
+    type Output = Result<(), TestCaseError>;
+    fn visit<S: Strategy>(self, strategy: &S) -> Self::Output {
+        let capacity = strategy.capacity(self.rate);
+        let mut text = Vec::new();
+        for (i, word) in self.words.iter().enumerate() {
+            if i > 0 {
+                text.push(b' ');
+            }
+            text.extend_from_slice(word.to_string().as_bytes());
+        }
+        // Any words as a state, when they decode; a fresh state otherwise.
+        let mut state = S::State::decode(&text).unwrap_or_default();
+        for &(now, cost) in self.hits {
+            let peeked = strategy.peek(self.rate, &state, now, cost);
+            let decision = strategy.hit(self.rate, &mut state, now, cost);
+            prop_assert_eq!(peeked, decision, "{:?}: peek and hit disagree", S::KIND);
+            prop_assert!(
+                decision.remaining() <= capacity,
+                "{:?}: {:?}",
+                S::KIND,
+                decision
+            );
+            prop_assert_eq!(decision.limit(), capacity);
+            if decision.is_allowed() {
+                prop_assert!(cost <= capacity);
+                prop_assert_eq!(decision.retry_after_ms(), 0);
+            } else {
+                prop_assert!(decision.retry_after_ms() >= 1);
+            }
+            if cost > capacity {
+                prop_assert_eq!(decision.reason(), Reason::CostExceedsCapacity);
+            }
+            // Whatever the state became, it encodes and decodes to itself.
+            let mut bytes = Vec::new();
+            state.encode(&mut bytes);
+            let back = S::State::decode(&bytes);
+            prop_assert!(back.is_some(), "{:?}: {:?} does not decode", S::KIND, bytes);
+        }
+        Ok(())
+    }
+}
+
+/// Regression: at the end of time (a clock at `u64::MAX - 1`) the sliding
+/// window counter and GCRA overflowed ("attempt to add with overflow"), and a
+/// fixed window starting a new window on every hit at `u64::MAX` admitted
+/// without limit. Time now saturates: the last window never closes.
+#[test]
+fn the_end_of_time_neither_overflows_nor_lifts_the_limit() {
+    let rate: Rate = "3/min".parse().unwrap();
+    for kind in StrategyKind::ALL {
+        let strategy = AnyStrategy::from(kind);
+        for start in [u64::MAX - 1, u64::MAX] {
+            let admitted = strategy.visit(AdmittedAt {
+                rate: &rate,
+                times: &[start, start, u64::MAX, u64::MAX, u64::MAX, u64::MAX],
+            });
+            assert!(admitted <= 3, "{kind} admitted {admitted} of 6 at {start}");
+        }
+    }
+}
+
+/// How many hits of cost 1 at `times` are admitted from a fresh state.
+struct AdmittedAt<'a> {
+    rate: &'a Rate,
+    times: &'a [u64],
+}
+
+impl Visitor for AdmittedAt<'_> {
+    type Output = usize;
+    fn visit<S: Strategy>(self, strategy: &S) -> usize {
+        let mut state = S::State::default();
+        self.times
+            .iter()
+            .filter(|&&now| strategy.hit(self.rate, &mut state, now, 1).is_allowed())
+            .count()
+    }
 }

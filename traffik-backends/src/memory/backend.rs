@@ -6,11 +6,9 @@ use std::time::Duration;
 
 use foldhash::fast::RandomState;
 use parking_lot::Mutex;
-use traffik_core::{
-    AnyStrategy, Backend, Clock, Decision, Error, ErrorKind, Key, Limit, SystemClock,
-};
+use traffik_core::{Backend, Decision, Error, ErrorKind, Key, Limit, Strategy, Visitor};
 
-use super::shard::{Entry, Shard, Slot, expiry_s, hash_key};
+use super::shard::{Shard, expiry_s, hash_key};
 
 /// A shard on its own cache lines, so two cores working on two shards do not
 /// slow each other down.
@@ -83,7 +81,6 @@ impl MemoryBackend {
             shards: None,
             max_keys: None,
             sweep_interval: Some(Duration::from_secs(5)),
-            clock: Arc::new(SystemClock),
         }
     }
 
@@ -118,116 +115,12 @@ impl MemoryBackend {
 
     #[inline]
     fn locate(&self, key: &Key<'_>) -> (u64, &Mutex<Shard>) {
-        let hash = hash_key(&self.inner.hasher, key.scope().id(), key.identity());
+        let hash = hash_key(&self.inner.hasher, key.scope().hash(), key.identity());
         // The index uses the low and the top bits; the shard takes the middle.
         let shard = (hash >> 32) as usize & self.inner.shard_mask;
         (hash, &self.inner.shards[shard].0)
     }
 
-    fn apply<S: Slot>(
-        &self,
-        strategy: &S,
-        key: &Key<'_>,
-        limit: &Limit,
-        now: u64,
-        cost: u64,
-    ) -> Result<Decision, Error> {
-        let (hash, shard) = self.locate(key);
-        let (scope, identity) = (key.scope().id(), key.identity());
-        let hasher = &self.inner.hasher;
-        let rate = limit.rate();
-        let mut shard = shard.lock();
-        let table = S::table(&mut shard);
-        if let Some(at) = table.find(hash, scope, identity) {
-            let entry = table.entry_mut(at);
-            let decision = strategy.hit(rate, &mut entry.state, now, cost);
-            if decision.reset_after_ms() == 0 {
-                table.remove(at, hash, hasher);
-            } else {
-                entry.expires_s = expiry_s(now, decision.reset_after_ms());
-            }
-            return Ok(decision);
-        }
-        let mut state = S::State::default();
-        let decision = strategy.hit(rate, &mut state, now, cost);
-        if decision.reset_after_ms() == 0 {
-            return Ok(decision);
-        }
-        let len = shard.len();
-        if len >= shard.next_sweep_len.min(self.inner.shard_cap) {
-            let at_cap = len >= self.inner.shard_cap;
-            // At the cap, sweep at most once a second: a flood must not turn
-            // every new key into a full scan.
-            if !at_cap || shard.last_sweep_s < now / 1_000 {
-                shard.sweep(now, hasher);
-            }
-            if shard.len() >= self.inner.shard_cap {
-                return Err(Error::new(
-                    ErrorKind::Capacity,
-                    format!("the in-memory backend holds its maximum of keys; {key} is new"),
-                ));
-            }
-        }
-        let entry = Entry::new(
-            scope,
-            identity,
-            expiry_s(now, decision.reset_after_ms()),
-            state,
-        );
-        S::table(&mut shard).insert(hash, entry, hasher);
-        Ok(decision)
-    }
-
-    fn observe<S: Slot>(
-        &self,
-        strategy: &S,
-        key: &Key<'_>,
-        limit: &Limit,
-        now: u64,
-        cost: u64,
-    ) -> Decision {
-        let (hash, shard) = self.locate(key);
-        let mut shard = shard.lock();
-        let table = S::table(&mut shard);
-        match table.find(hash, key.scope().id(), key.identity()) {
-            Some(at) => strategy.peek(limit.rate(), &table.entry(at).state, now, cost),
-            None => strategy.peek(limit.rate(), &S::State::default(), now, cost),
-        }
-    }
-
-    fn forget<S: Slot>(&self, _strategy: &S, key: &Key<'_>) {
-        let (hash, shard) = self.locate(key);
-        let mut shard = shard.lock();
-        let table = S::table(&mut shard);
-        if let Some(at) = table.find(hash, key.scope().id(), key.identity()) {
-            table.remove(at, hash, &self.inner.hasher);
-        }
-    }
-}
-
-fn unsupported(strategy: &AnyStrategy) -> Error {
-    Error::new(
-        ErrorKind::Config,
-        format!("the in-memory backend does not know the strategy {strategy}"),
-    )
-}
-
-/// Dispatches on the strategy to the typed table for it.
-macro_rules! dispatch {
-    ($strategy:expr, |$s:ident| $body:expr, $otherwise:expr) => {
-        match $strategy {
-            AnyStrategy::FixedWindow($s) => $body,
-            AnyStrategy::SlidingWindowCounter($s) => $body,
-            AnyStrategy::SlidingWindowLog($s) => $body,
-            AnyStrategy::TokenBucket($s) => $body,
-            AnyStrategy::LeakyBucket($s) => $body,
-            AnyStrategy::Gcra($s) => $body,
-            other => $otherwise(other),
-        }
-    };
-}
-
-impl MemoryBackend {
     /// One decision, for `hit` and `hit_now` alike.
     #[inline]
     fn decide(
@@ -237,11 +130,126 @@ impl MemoryBackend {
         now_ms: u64,
         cost: u64,
     ) -> Result<Decision, Error> {
-        dispatch!(
-            limit.strategy(),
-            |s| self.apply(s, key, limit, now_ms, cost),
-            |other| Err(unsupported(other))
-        )
+        limit.strategy().visit(Apply {
+            backend: self,
+            key,
+            limit,
+            now: now_ms,
+            cost,
+        })
+    }
+}
+
+/// One hit under the shard's lock, generic over the strategy.
+struct Apply<'a> {
+    backend: &'a MemoryBackend,
+    key: &'a Key<'a>,
+    limit: &'a Limit,
+    now: u64,
+    cost: u64,
+}
+
+impl Visitor for Apply<'_> {
+    type Output = Result<Decision, Error>;
+
+    #[inline]
+    fn visit<S: Strategy>(self, strategy: &S) -> Result<Decision, Error> {
+        let Apply {
+            backend,
+            key,
+            limit,
+            now,
+            cost,
+        } = self;
+        let inner = &backend.inner;
+        let (hash, shard) = backend.locate(key);
+        let identity = key.identity();
+        let rate = limit.rate();
+        let mut shard = shard.lock();
+        shard.latest_ms = shard.latest_ms.max(now);
+        if let Some(slot) = shard.scopes.find(key.scope()) {
+            let (table, _) = shard.table_mut::<S>();
+            if let Some(at) = table.find(hash, slot, identity) {
+                let entry = table.entry_mut(at);
+                let decision = strategy.hit(rate, &mut entry.state, now, cost);
+                if decision.reset_after_ms() == 0 {
+                    shard.remove::<S>(at, hash, &inner.hasher);
+                } else {
+                    entry.expires_s = expiry_s(now, decision.reset_after_ms());
+                }
+                return Ok(decision);
+            }
+        }
+        let mut state = S::State::default();
+        let decision = strategy.hit(rate, &mut state, now, cost);
+        if decision.reset_after_ms() == 0 {
+            return Ok(decision);
+        }
+        let len = shard.len();
+        if len >= shard.next_sweep_len.min(inner.shard_cap) {
+            let at_cap = len >= inner.shard_cap;
+            // At the cap, sweep at most once a second: a flood must not turn
+            // every new key into a full scan.
+            if !at_cap || shard.last_sweep_s < now / 1_000 {
+                shard.sweep(now, &inner.hasher);
+            }
+            if shard.len() >= inner.shard_cap {
+                return Err(Error::new(
+                    ErrorKind::Capacity,
+                    format!("the in-memory backend holds its maximum of keys; {key} is new"),
+                ));
+            }
+        }
+        let expires = expiry_s(now, decision.reset_after_ms());
+        shard.insert::<S>(hash, key.scope(), identity, expires, state, &inner.hasher);
+        Ok(decision)
+    }
+}
+
+/// The decision a hit would get, without counting it.
+struct Observe<'a> {
+    backend: &'a MemoryBackend,
+    key: &'a Key<'a>,
+    limit: &'a Limit,
+    now: u64,
+    cost: u64,
+}
+
+impl Visitor for Observe<'_> {
+    type Output = Decision;
+
+    fn visit<S: Strategy>(self, strategy: &S) -> Decision {
+        let (hash, shard) = self.backend.locate(self.key);
+        let shard = shard.lock();
+        let rate = self.limit.rate();
+        let found = shard.scopes.find(self.key.scope()).and_then(|slot| {
+            let table = shard.table::<S>()?;
+            let at = table.find(hash, slot, self.key.identity())?;
+            Some(strategy.peek(rate, &table.entry(at).state, self.now, self.cost))
+        });
+        found.unwrap_or_else(|| strategy.peek(rate, &S::State::default(), self.now, self.cost))
+    }
+}
+
+/// Forgets a key.
+struct Forget<'a> {
+    backend: &'a MemoryBackend,
+    key: &'a Key<'a>,
+}
+
+impl Visitor for Forget<'_> {
+    type Output = ();
+
+    fn visit<S: Strategy>(self, _: &S) {
+        let (hash, shard) = self.backend.locate(self.key);
+        let mut shard = shard.lock();
+        let Some(slot) = shard.scopes.find(self.key.scope()) else {
+            return;
+        };
+        let (table, _) = shard.table_mut::<S>();
+        if let Some(at) = table.find(hash, slot, self.key.identity()) {
+            shard.remove::<S>(at, hash, &self.backend.inner.hasher);
+        }
     }
 }
 
@@ -282,11 +290,13 @@ impl Backend for MemoryBackend {
         now_ms: u64,
         cost: u64,
     ) -> Ready<Result<Decision, Error>> {
-        ready(dispatch!(
-            limit.strategy(),
-            |s| Ok(self.observe(s, &key, limit, now_ms, cost)),
-            |other| Err(unsupported(other))
-        ))
+        ready(Ok(limit.strategy().visit(Observe {
+            backend: self,
+            key: &key,
+            limit,
+            now: now_ms,
+            cost,
+        })))
     }
 
     fn reset(
@@ -295,14 +305,11 @@ impl Backend for MemoryBackend {
         limit: &Limit,
         _now_ms: u64,
     ) -> impl Future<Output = Result<(), Error>> + Send {
-        ready(dispatch!(
-            limit.strategy(),
-            |s| {
-                self.forget(s, &key);
-                Ok(())
-            },
-            |other| Err(unsupported(other))
-        ))
+        limit.strategy().visit(Forget {
+            backend: self,
+            key: &key,
+        });
+        ready(Ok(()))
     }
 }
 
@@ -312,7 +319,6 @@ pub struct MemoryBackendBuilder {
     shards: Option<usize>,
     max_keys: Option<usize>,
     sweep_interval: Option<Duration>,
-    clock: Arc<dyn Clock>,
 }
 
 impl fmt::Debug for MemoryBackendBuilder {
@@ -345,15 +351,13 @@ impl MemoryBackendBuilder {
 
     /// How often the background thread sweeps expired keys (default: 5 s);
     /// `None` for no thread (shards still sweep themselves as they grow).
+    ///
+    /// The sweeper reads no clock of its own: it goes by the latest time a
+    /// decision was made at, so a backend driven by a
+    /// [`ManualClock`](traffik_core::ManualClock) (or any clock) never has
+    /// a live key swept.
     pub fn sweep_interval(mut self, interval: Option<Duration>) -> Self {
         self.sweep_interval = interval;
-        self
-    }
-
-    /// The clock the background sweeper reads (default: [`SystemClock`]).
-    /// Give it the same clock as the throttles using this backend.
-    pub fn clock(mut self, clock: impl Clock) -> Self {
-        self.clock = Arc::new(clock);
         self
     }
 
@@ -371,7 +375,6 @@ impl MemoryBackendBuilder {
             .max_keys
             .map_or(usize::MAX, |max| max.div_ceil(shards).max(1));
         let make_shard = || Padded(Mutex::new(Shard::new()));
-        let clock = self.clock;
         let interval = self.sweep_interval.filter(|i| !i.is_zero());
         let inner = Arc::new(Inner {
             shards: (0..shards).map(|_| make_shard()).collect(),
@@ -380,9 +383,7 @@ impl MemoryBackendBuilder {
             shard_cap,
             sweeper: OnceLock::new(),
         });
-        if let Some(sweeper) =
-            interval.and_then(|i| spawn_sweeper(Arc::downgrade(&inner), clock, i))
-        {
+        if let Some(sweeper) = interval.and_then(|i| spawn_sweeper(Arc::downgrade(&inner), i)) {
             let _ = inner.sweeper.set(sweeper);
         }
         MemoryBackend { inner }
@@ -390,13 +391,9 @@ impl MemoryBackendBuilder {
 }
 
 /// Starts the sweeper; it holds only a weak reference and exits once the
-/// backend is gone. Returns `None` if no thread could be started (the shards
+/// backend is gone. It sweeps by the latest time any shard decided at. Returns `None` if no thread could be started (the shards
 /// still sweep themselves).
-fn spawn_sweeper(
-    backend: Weak<Inner>,
-    clock: Arc<dyn Clock>,
-    interval: Duration,
-) -> Option<Thread> {
+fn spawn_sweeper(backend: Weak<Inner>, interval: Duration) -> Option<Thread> {
     let handle = thread::Builder::new()
         .name("traffik-memory-sweeper".into())
         .spawn(move || {
@@ -405,9 +402,10 @@ fn spawn_sweeper(
                 let Some(inner) = backend.upgrade() else {
                     return;
                 };
-                let now = clock.now_ms();
+                // The backend's own time: the latest any decision was made at.
+                let now = inner.shards.iter().map(|s| s.0.lock().latest_ms).max();
                 for shard in inner.shards.iter() {
-                    shard.0.lock().sweep(now, &inner.hasher);
+                    shard.0.lock().sweep(now.unwrap_or(0), &inner.hasher);
                 }
             }
         })

@@ -7,9 +7,9 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use redis::{Client, Cmd, Script};
+use redis::{Client, Cmd};
 use tokio::sync::OnceCell;
-use traffik_core::{Backend, Decision, Error, ErrorKind, Key, Limit, StrategyKind};
+use traffik_core::{Backend, Decision, Error, ErrorKind, Key, Limit};
 
 use super::error::{from_redis, timeout};
 use super::scripts::{Scripts, decision};
@@ -233,17 +233,6 @@ impl RedisBackend {
         }
     }
 
-    fn script(&self, limit: &Limit) -> Result<(&Script, StrategyKind), Error> {
-        let kind = limit.strategy().kind();
-        let script = self.inner.scripts.get(kind).ok_or_else(|| {
-            Error::new(
-                ErrorKind::Config,
-                format!("the redis backend has no script for {kind}"),
-            )
-        })?;
-        Ok((script, kind))
-    }
-
     async fn run(
         &self,
         key: Key<'_>,
@@ -252,9 +241,9 @@ impl RedisBackend {
         cost: u64,
         peek: bool,
     ) -> Result<Decision, Error> {
-        let (script, kind) = self.script(limit)?;
+        let script = self.inner.scripts.of(limit.strategy());
         let mut invocation = script.prepare_invoke();
-        for key in keys(&key, kind) {
+        for key in keys(&key, limit) {
             invocation.key(key);
         }
         let (reduced_count, reduced_period) = limit.rate().reduced();
@@ -284,10 +273,9 @@ impl RedisBackend {
     }
 
     async fn delete(&self, key: Key<'_>, limit: &Limit) -> Result<(), Error> {
-        let kind = limit.strategy().kind();
         let mut command = Cmd::new();
         command.arg("DEL");
-        for key in keys(&key, kind) {
+        for key in keys(&key, limit) {
             command.arg(key);
         }
         self.bounded("a reset", async {
@@ -302,16 +290,16 @@ impl RedisBackend {
 }
 
 /// The Redis keys of one decision: `{namespace:name:identity}:strategy`, and
-/// the log's running total for the sliding window log. The hash tag keeps
-/// both in one cluster slot.
-fn keys(key: &Key<'_>, kind: StrategyKind) -> Vec<String> {
+/// as many more as the script takes (`…:strategy:1`, …). The hash tag keeps
+/// them all in one cluster slot.
+fn keys(key: &Key<'_>, limit: &Limit) -> Vec<String> {
+    let kind = limit.strategy().kind();
     let base = format!("{{{key}}}:{kind}");
-    if kind == StrategyKind::SlidingWindowLog {
-        let total = format!("{base}:total");
-        vec![base, total]
-    } else {
-        vec![base]
-    }
+    let extra = Scripts::keys(limit.strategy()).saturating_sub(1);
+    let mut keys = Vec::with_capacity(1 + extra);
+    keys.extend((1..=extra).map(|n| format!("{base}:{n}")));
+    keys.insert(0, base);
+    keys
 }
 
 impl Backend for RedisBackend {

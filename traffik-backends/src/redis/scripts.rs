@@ -1,83 +1,101 @@
-//! The six strategy scripts, built once from `scripts/*.lua`.
+//! The strategy scripts, one per file in `scripts/`, registered by the
+//! build script: `scripts/<name>.lua` is the script of the strategy whose
+//! [`StrategyKind::as_str`] is `<name>`.
+//!
+//! A strategy without a script does not compile: [`ScriptOf`] looks each
+//! strategy's script up in a `const` block, which the strategy table's
+//! visitor instantiates for every strategy.
 
 use redis::Script;
-use traffik_core::{Decision, Error, StrategyKind};
+use traffik_core::{AnyStrategy, Decision, Error, Strategy, StrategyKind, Visitor};
 
 use super::error::bad_reply;
 
-macro_rules! script {
-    ($file:literal) => {
-        concat!(include_str!("scripts/prelude.lua"), include_str!($file))
-    };
-    ($file:literal, meter) => {
-        concat!(
-            include_str!("scripts/prelude.lua"),
-            include_str!("scripts/meter.lua"),
-            include_str!($file)
-        )
-    };
+include!(concat!(env!("OUT_DIR"), "/redis_scripts.rs"));
+
+const fn same(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// The position in [`SCRIPTS`] of the script named `name`.
+const fn position(name: &str) -> Option<usize> {
+    let mut i = 0;
+    while i < SCRIPTS.len() {
+        if same(SCRIPTS[i].0, name) {
+            return Some(i);
+        }
+        i += 1;
+    }
+    None
+}
+
+/// The position of a strategy's script, found at compile time.
+struct ScriptOf;
+
+impl Visitor for ScriptOf {
+    type Output = usize;
+
+    #[inline]
+    fn visit<S: Strategy>(self, _: &S) -> usize {
+        const {
+            match position(S::KIND.as_str()) {
+                Some(at) => at,
+                None => panic!(
+                    "a strategy of the table has no script: add \
+                     traffik-backends/src/redis/scripts/<its name>.lua"
+                ),
+            }
+        }
+    }
 }
 
 /// The Lua source of a strategy's script, exactly as sent to Redis (its
 /// arguments and reply are described at the top of the source), for audits
 /// and for benchmarks that run the same script.
-pub fn source(kind: StrategyKind) -> Option<&'static str> {
-    Some(match kind {
-        StrategyKind::FixedWindow => script!("scripts/fixed_window.lua"),
-        StrategyKind::SlidingWindowCounter => script!("scripts/sliding_window_counter.lua"),
-        StrategyKind::SlidingWindowLog => script!("scripts/sliding_window_log.lua"),
-        StrategyKind::TokenBucket => script!("scripts/token_bucket.lua", meter),
-        StrategyKind::LeakyBucket => script!("scripts/leaky_bucket.lua", meter),
-        StrategyKind::Gcra => script!("scripts/gcra.lua", meter),
-        _ => return None,
-    })
+pub fn source(kind: StrategyKind) -> &'static str {
+    SCRIPTS[AnyStrategy::from(kind).visit(ScriptOf)].2
 }
 
-/// One [`Script`] per strategy (each knows its SHA1 for `EVALSHA`).
+/// Every script, each knowing its SHA1 for `EVALSHA`.
 pub(super) struct Scripts {
-    fixed_window: Script,
-    sliding_window_counter: Script,
-    sliding_window_log: Script,
-    token_bucket: Script,
-    leaky_bucket: Script,
-    gcra: Script,
+    all: Vec<Script>,
 }
 
 impl Scripts {
     pub(super) fn new() -> Scripts {
-        let script = |kind| Script::new(source(kind).unwrap_or_default());
         Scripts {
-            fixed_window: script(StrategyKind::FixedWindow),
-            sliding_window_counter: script(StrategyKind::SlidingWindowCounter),
-            sliding_window_log: script(StrategyKind::SlidingWindowLog),
-            token_bucket: script(StrategyKind::TokenBucket),
-            leaky_bucket: script(StrategyKind::LeakyBucket),
-            gcra: script(StrategyKind::Gcra),
+            all: SCRIPTS
+                .iter()
+                .map(|(_, _, source)| Script::new(source))
+                .collect(),
         }
     }
 
-    /// The script of a strategy, if traffik has one for it.
-    pub(super) fn get(&self, kind: StrategyKind) -> Option<&Script> {
-        Some(match kind {
-            StrategyKind::FixedWindow => &self.fixed_window,
-            StrategyKind::SlidingWindowCounter => &self.sliding_window_counter,
-            StrategyKind::SlidingWindowLog => &self.sliding_window_log,
-            StrategyKind::TokenBucket => &self.token_bucket,
-            StrategyKind::LeakyBucket => &self.leaky_bucket,
-            StrategyKind::Gcra => &self.gcra,
-            _ => return None,
-        })
+    /// The script of a strategy.
+    #[inline]
+    pub(super) fn of(&self, strategy: &AnyStrategy) -> &Script {
+        &self.all[strategy.visit(ScriptOf)]
     }
 
-    pub(super) fn all(&self) -> [&Script; 6] {
-        [
-            &self.fixed_window,
-            &self.sliding_window_counter,
-            &self.sliding_window_log,
-            &self.token_bucket,
-            &self.leaky_bucket,
-            &self.gcra,
-        ]
+    /// How many Redis keys a strategy's script takes.
+    #[inline]
+    pub(super) fn keys(strategy: &AnyStrategy) -> usize {
+        SCRIPTS[strategy.visit(ScriptOf)].1
+    }
+
+    pub(super) fn all(&self) -> &[Script] {
+        &self.all
     }
 }
 
@@ -94,5 +112,30 @@ pub(super) fn decision(reply: &[i64]) -> Result<Decision, Error> {
         (0, 1) => Ok(Decision::denied(limit, remaining, number(retry)?, reset)),
         (0, 2) => Ok(Decision::cost_exceeds_capacity(limit, remaining, reset)),
         _ => Err(bad_reply(reply)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_strategy_has_its_script_and_every_script_a_strategy() {
+        for kind in StrategyKind::ALL {
+            let source = source(kind);
+            assert!(source.starts_with("-- traffik"), "{kind}: prelude first");
+            assert!(source.contains(&format!("({}", kind_title(kind))), "{kind}");
+        }
+        for (name, _, _) in SCRIPTS {
+            assert!(
+                StrategyKind::ALL.iter().any(|k| k.as_str() == *name),
+                "the script {name}.lua names no strategy"
+            );
+        }
+    }
+
+    /// The file's own first line names the Rust file it mirrors.
+    fn kind_title(kind: StrategyKind) -> String {
+        format!("traffik-core's {}.rs", kind.as_str())
     }
 }

@@ -1,31 +1,20 @@
-use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Mutex, OnceLock, PoisonError};
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::Arc;
 
 use crate::ConfigError;
 
 /// The part of a key shared by every identity one throttle sees:
 /// `namespace:name`.
 ///
-/// Each distinct `namespace:name` gets a small process-wide number
-/// ([`Scope::id`]) so in-memory backends can key on `(id, identity)` instead
-/// of storing the whole string for every key.
+/// Nothing is registered anywhere: two scopes with the same namespace and
+/// name are the same scope, on every backend, whenever they were made.
 #[derive(Debug)]
 pub struct Scope {
-    id: u32,
     namespace: Box<str>,
     name: Box<str>,
-    prefix: Box<str>,
-}
-
-fn interned_id(prefix: &str) -> u32 {
-    static IDS: OnceLock<Mutex<HashMap<Box<str>, u32>>> = OnceLock::new();
-    let mut ids = IDS
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner);
-    let next = u32::try_from(ids.len()).unwrap_or(u32::MAX);
-    *ids.entry(prefix.into()).or_insert(next)
+    prefix: Arc<str>,
+    hash: u64,
 }
 
 fn check_part(what: &str, part: &str) -> Result<(), ConfigError> {
@@ -53,18 +42,33 @@ impl Scope {
         check_part("namespace", namespace)?;
         check_part("throttle name", name)?;
         let prefix = format!("{namespace}:{name}");
+        // SipHash with fixed keys: the same for equal prefixes, in every process.
+        let mut hasher = DefaultHasher::new();
+        prefix.hash(&mut hasher);
         Ok(Scope {
-            id: interned_id(&prefix),
             namespace: namespace.into(),
             name: name.into(),
+            hash: hasher.finish(),
             prefix: prefix.into(),
         })
     }
 
-    /// A number that is the same for every `Scope` with this namespace and
-    /// name in this process, and different for every other.
-    pub fn id(&self) -> u32 {
-        self.id
+    /// A hash of [`prefix`](Scope::prefix), the same for equal scopes (in
+    /// every process), for in-memory stores to hash keys with.
+    pub fn hash(&self) -> u64 {
+        self.hash
+    }
+
+    /// The prefix, shared: clones of one scope's `Arc` point at the same
+    /// string, which lets in-memory stores compare scopes by pointer first.
+    pub fn shared_prefix(&self) -> &Arc<str> {
+        &self.prefix
+    }
+
+    /// Whether two scopes are the same (same namespace and name).
+    #[inline]
+    pub fn same(&self, other: &Scope) -> bool {
+        Arc::ptr_eq(&self.prefix, &other.prefix) || self.prefix == other.prefix
     }
 
     /// The namespace.
@@ -120,12 +124,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn equal_scopes_share_an_id_and_different_ones_do_not() {
+    fn equal_scopes_are_the_same_and_different_ones_are_not() {
         let a = Scope::new("app", "login").unwrap();
         let b = Scope::new("app", "login").unwrap();
         let c = Scope::new("app", "api").unwrap();
-        assert_eq!(a.id(), b.id());
-        assert_ne!(a.id(), c.id());
+        assert!(a.same(&b) && a.hash() == b.hash());
+        assert!(!a.same(&c));
+        assert_ne!(a.hash(), c.hash());
         assert_eq!(Key::new(&a, "u:42").to_string(), "app:login:u:42");
     }
 

@@ -1,52 +1,122 @@
+//! The strategy table, [`AnyStrategy`] and its [`Visitor`].
+
 use std::fmt;
 use std::num::NonZeroU64;
 use std::str::FromStr;
 
 use super::{
-    FixedWindow, Gcra, LeakyBucket, SlidingWindowCounter, SlidingWindowLog, Strategy, TokenBucket,
+    FixedWindow, Gcra, LeakyBucket, SlidingWindowCounter, SlidingWindowLog, State, Storage,
+    Strategy, TokenBucket,
 };
-use crate::{ConfigError, Rate};
+use crate::{ConfigError, Decision, Rate};
 
-/// The name of a strategy, without its settings.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum StrategyKind {
-    /// [`FixedWindow`].
-    FixedWindow,
-    /// [`SlidingWindowCounter`].
-    SlidingWindowCounter,
-    /// [`SlidingWindowLog`].
-    SlidingWindowLog,
-    /// [`TokenBucket`].
-    TokenBucket,
-    /// [`LeakyBucket`].
-    LeakyBucket,
-    /// [`Gcra`].
-    Gcra,
+/// Code that works with any strategy, given its concrete type: what
+/// [`AnyStrategy::visit`] calls. Backends implement it once, generic over
+/// [`Strategy`], and so run every strategy in the table.
+pub trait Visitor {
+    /// What the visit returns.
+    type Output;
+
+    /// Runs with the strategy's concrete type.
+    fn visit<S: Strategy>(self, strategy: &S) -> Self::Output;
 }
 
-impl StrategyKind {
-    /// All six, in the order of the docs.
-    pub const ALL: [StrategyKind; 6] = [
-        StrategyKind::FixedWindow,
-        StrategyKind::SlidingWindowCounter,
-        StrategyKind::SlidingWindowLog,
-        StrategyKind::TokenBucket,
-        StrategyKind::LeakyBucket,
-        StrategyKind::Gcra,
-    ];
-
-    /// The snake_case name, as used in configuration and in backend keys.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            StrategyKind::FixedWindow => "fixed_window",
-            StrategyKind::SlidingWindowCounter => "sliding_window_counter",
-            StrategyKind::SlidingWindowLog => "sliding_window_log",
-            StrategyKind::TokenBucket => "token_bucket",
-            StrategyKind::LeakyBucket => "leaky_bucket",
-            StrategyKind::Gcra => "gcra",
+/// Generates [`StrategyKind`], [`AnyStrategy`], [`AnyStrategy::visit`] and the
+/// conversions from one list of `Type => "name"` rows.
+macro_rules! strategy_table {
+    ($($variant:ident => $name:literal),* $(,)?) => {
+        /// The name of a strategy, without its settings: one per row of the
+        /// strategy table.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[non_exhaustive]
+        pub enum StrategyKind {
+            $(
+                #[doc = concat!("[`", stringify!($variant), "`].")]
+                $variant,
+            )*
         }
-    }
+
+        impl StrategyKind {
+            /// How many strategies the table lists.
+            pub const COUNT: usize = [$($name),*].len();
+
+            /// Every strategy, in the table's order.
+            pub const ALL: [StrategyKind; StrategyKind::COUNT] = [$(StrategyKind::$variant),*];
+
+            /// The snake_case name, as used in configuration, backend keys and
+            /// the file names of the Redis scripts.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $(StrategyKind::$variant => $name,)*
+                }
+            }
+
+            /// The position in [`ALL`](StrategyKind::ALL), for tables indexed
+            /// by strategy.
+            pub const fn index(self) -> usize {
+                self as usize
+            }
+        }
+
+        /// Any one of the strategies with its settings: what a
+        /// [`Throttle`](crate::Throttle) is configured with, chosen at run time.
+        ///
+        /// Every strategy type converts into it with `From`. It also parses
+        /// from a name such as `"gcra"` or `"sliding_window_log"` (bucket
+        /// strategies with the default burst).
+        #[derive(Clone, Debug, PartialEq, Eq, Hash)]
+        #[non_exhaustive]
+        pub enum AnyStrategy {
+            $(
+                #[doc = concat!("[`", stringify!($variant), "`].")]
+                $variant($variant),
+            )*
+        }
+
+        impl AnyStrategy {
+            /// Calls `visitor` with the strategy's concrete type: the one
+            /// dispatch every backend uses.
+            #[inline]
+            pub fn visit<V: Visitor>(&self, visitor: V) -> V::Output {
+                match self {
+                    $(AnyStrategy::$variant(strategy) => visitor.visit(strategy),)*
+                }
+            }
+
+            /// Which strategy this is.
+            pub const fn kind(&self) -> StrategyKind {
+                match self {
+                    $(AnyStrategy::$variant(_) => StrategyKind::$variant,)*
+                }
+            }
+        }
+
+        impl From<StrategyKind> for AnyStrategy {
+            fn from(kind: StrategyKind) -> AnyStrategy {
+                match kind {
+                    $(StrategyKind::$variant => AnyStrategy::$variant(<$variant>::default()),)*
+                }
+            }
+        }
+
+        $(
+            impl From<$variant> for AnyStrategy {
+                fn from(strategy: $variant) -> AnyStrategy {
+                    AnyStrategy::$variant(strategy)
+                }
+            }
+        )*
+    };
+}
+
+// The strategy table: the one place that lists the strategies.
+strategy_table! {
+    FixedWindow => "fixed_window",
+    SlidingWindowCounter => "sliding_window_counter",
+    SlidingWindowLog => "sliding_window_log",
+    TokenBucket => "token_bucket",
+    LeakyBucket => "leaky_bucket",
+    Gcra => "gcra",
 }
 
 impl fmt::Display for StrategyKind {
@@ -55,64 +125,43 @@ impl fmt::Display for StrategyKind {
     }
 }
 
-/// Any one of the six strategies with its settings: what a
-/// [`Throttle`](crate::Throttle) is configured with, chosen at run time.
-///
-/// Every strategy type converts into it with `From`. It also parses from a
-/// name: `"fixed_window"`, `"sliding_window_counter"`, `"sliding_window_log"`,
-/// `"token_bucket"`, `"leaky_bucket"`, `"gcra"` (bucket strategies with the
-/// default burst).
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum AnyStrategy {
-    /// [`FixedWindow`].
-    FixedWindow(FixedWindow),
-    /// [`SlidingWindowCounter`].
-    SlidingWindowCounter(SlidingWindowCounter),
-    /// [`SlidingWindowLog`].
-    SlidingWindowLog(SlidingWindowLog),
-    /// [`TokenBucket`].
-    TokenBucket(TokenBucket),
-    /// [`LeakyBucket`].
-    LeakyBucket(LeakyBucket),
-    /// [`Gcra`].
-    Gcra(Gcra),
+/// A stored state that does not decode as the strategy's state: the store
+/// holds something traffik did not write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UndecodableState(pub StrategyKind);
+
+impl fmt::Display for UndecodableState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "the stored value is not a {} state", self.0)
+    }
 }
 
-impl AnyStrategy {
-    /// Which strategy this is.
-    pub fn kind(&self) -> StrategyKind {
-        match self {
-            AnyStrategy::FixedWindow(_) => StrategyKind::FixedWindow,
-            AnyStrategy::SlidingWindowCounter(_) => StrategyKind::SlidingWindowCounter,
-            AnyStrategy::SlidingWindowLog(_) => StrategyKind::SlidingWindowLog,
-            AnyStrategy::TokenBucket(_) => StrategyKind::TokenBucket,
-            AnyStrategy::LeakyBucket(_) => StrategyKind::LeakyBucket,
-            AnyStrategy::Gcra(_) => StrategyKind::Gcra,
-        }
-    }
+impl std::error::Error for UndecodableState {}
 
+impl AnyStrategy {
     /// The burst of a bucket strategy, if one was set.
     pub fn burst(&self) -> Option<NonZeroU64> {
-        match self {
-            AnyStrategy::TokenBucket(s) => s.burst(),
-            AnyStrategy::LeakyBucket(s) => s.burst(),
-            AnyStrategy::Gcra(s) => s.burst(),
-            _ => None,
+        struct Burst;
+        impl Visitor for Burst {
+            type Output = Option<NonZeroU64>;
+            fn visit<S: Strategy>(self, strategy: &S) -> Option<NonZeroU64> {
+                strategy.burst()
+            }
         }
+        self.visit(Burst)
     }
 
     /// The largest cost one hit can have and still be admitted under `rate`:
     /// the limit it reports in decisions.
     pub fn capacity(&self, rate: &Rate) -> u64 {
-        match self {
-            AnyStrategy::FixedWindow(s) => s.capacity(rate),
-            AnyStrategy::SlidingWindowCounter(s) => s.capacity(rate),
-            AnyStrategy::SlidingWindowLog(s) => s.capacity(rate),
-            AnyStrategy::TokenBucket(s) => s.capacity(rate),
-            AnyStrategy::LeakyBucket(s) => s.capacity(rate),
-            AnyStrategy::Gcra(s) => s.capacity(rate),
+        struct Capacity<'a>(&'a Rate);
+        impl Visitor for Capacity<'_> {
+            type Output = u64;
+            fn visit<S: Strategy>(self, strategy: &S) -> u64 {
+                strategy.capacity(self.0)
+            }
         }
+        self.visit(Capacity(rate))
     }
 
     /// Checks that the strategy can compute exactly with `rate`.
@@ -121,14 +170,119 @@ impl AnyStrategy {
     ///
     /// See [`Strategy::check`].
     pub fn check(&self, rate: &Rate) -> Result<(), ConfigError> {
-        match self {
-            AnyStrategy::FixedWindow(s) => s.check(rate),
-            AnyStrategy::SlidingWindowCounter(s) => s.check(rate),
-            AnyStrategy::SlidingWindowLog(s) => s.check(rate),
-            AnyStrategy::TokenBucket(s) => s.check(rate),
-            AnyStrategy::LeakyBucket(s) => s.check(rate),
-            AnyStrategy::Gcra(s) => s.check(rate),
+        struct Check<'a>(&'a Rate);
+        impl Visitor for Check<'_> {
+            type Output = Result<(), ConfigError>;
+            fn visit<S: Strategy>(self, strategy: &S) -> Result<(), ConfigError> {
+                strategy.check(self.0)
+            }
         }
+        self.visit(Check(rate))
+    }
+
+    /// How remote stores keep this strategy's state.
+    pub fn storage(&self) -> Storage {
+        struct Layout;
+        impl Visitor for Layout {
+            type Output = Storage;
+            fn visit<S: Strategy>(self, _: &S) -> Storage {
+                S::STORAGE
+            }
+        }
+        self.visit(Layout)
+    }
+
+    /// One hit (or, with `peek`, the decision without counting) on a state
+    /// kept as bytes: `stored` is the [`State`] codec's bytes, `None` for a
+    /// key with no state. Returns the decision and, when the state changed,
+    /// its new bytes (in `out`, cleared first) to write back.
+    ///
+    /// # Errors
+    ///
+    /// When `stored` does not decode as this strategy's state.
+    pub fn hit_encoded(
+        &self,
+        rate: &Rate,
+        stored: Option<&[u8]>,
+        now_ms: u64,
+        cost: u64,
+        peek: bool,
+        out: &mut Vec<u8>,
+    ) -> Result<(Decision, bool), UndecodableState> {
+        struct Encoded<'a> {
+            rate: &'a Rate,
+            stored: Option<&'a [u8]>,
+            now_ms: u64,
+            cost: u64,
+            peek: bool,
+            out: &'a mut Vec<u8>,
+        }
+        impl Visitor for Encoded<'_> {
+            type Output = Result<(Decision, bool), UndecodableState>;
+            fn visit<S: Strategy>(self, strategy: &S) -> Self::Output {
+                let mut state = match self.stored {
+                    Some(bytes) => S::State::decode(bytes).ok_or(UndecodableState(S::KIND))?,
+                    None => S::State::default(),
+                };
+                if self.peek {
+                    let decision = strategy.peek(self.rate, &state, self.now_ms, self.cost);
+                    return Ok((decision, false));
+                }
+                let decision = strategy.hit(self.rate, &mut state, self.now_ms, self.cost);
+                let changed = decision.is_allowed() && self.cost > 0;
+                self.out.clear();
+                if changed {
+                    state.encode(self.out);
+                }
+                Ok((decision, changed))
+            }
+        }
+        self.visit(Encoded {
+            rate,
+            stored,
+            now_ms,
+            cost,
+            peek,
+            out,
+        })
+    }
+
+    /// For [`Storage::Counters`] strategies: the decision for a hit of `cost`
+    /// (or a peek) given the counters of its windows as they were before the
+    /// hit (see [`Strategy::state_from_counters`]).
+    pub fn decide_on_counters(
+        &self,
+        rate: &Rate,
+        now_ms: u64,
+        counters: &[u64],
+        cost: u64,
+        peek: bool,
+    ) -> Decision {
+        struct Counters<'a> {
+            rate: &'a Rate,
+            now_ms: u64,
+            counters: &'a [u64],
+            cost: u64,
+            peek: bool,
+        }
+        impl Visitor for Counters<'_> {
+            type Output = Decision;
+            fn visit<S: Strategy>(self, strategy: &S) -> Decision {
+                let mut state = strategy.state_from_counters(self.rate, self.now_ms, self.counters);
+                if self.peek {
+                    strategy.peek(self.rate, &state, self.now_ms, self.cost)
+                } else {
+                    strategy.hit(self.rate, &mut state, self.now_ms, self.cost)
+                }
+            }
+        }
+        self.visit(Counters {
+            rate,
+            now_ms,
+            counters,
+            cost,
+            peek,
+        })
     }
 }
 
@@ -148,19 +302,6 @@ impl fmt::Display for AnyStrategy {
     }
 }
 
-impl From<StrategyKind> for AnyStrategy {
-    fn from(kind: StrategyKind) -> AnyStrategy {
-        match kind {
-            StrategyKind::FixedWindow => FixedWindow.into(),
-            StrategyKind::SlidingWindowCounter => SlidingWindowCounter.into(),
-            StrategyKind::SlidingWindowLog => SlidingWindowLog.into(),
-            StrategyKind::TokenBucket => TokenBucket::default().into(),
-            StrategyKind::LeakyBucket => LeakyBucket::default().into(),
-            StrategyKind::Gcra => Gcra::default().into(),
-        }
-    }
-}
-
 impl FromStr for AnyStrategy {
     type Err = ConfigError;
 
@@ -171,32 +312,15 @@ impl FromStr for AnyStrategy {
             .find(|kind| kind.as_str() == wanted)
             .map(AnyStrategy::from)
             .ok_or_else(|| {
+                let names: Vec<&str> = StrategyKind::ALL.iter().map(|k| k.as_str()).collect();
+                let shown: String = name.chars().take(40).collect();
                 ConfigError::new(format!(
-                    "unknown strategy {name:?}: expected one of fixed_window, \
-                     sliding_window_counter, sliding_window_log, token_bucket, leaky_bucket, gcra"
+                    "unknown strategy {shown:?}: expected one of {}",
+                    names.join(", ")
                 ))
             })
     }
 }
-
-macro_rules! impl_from_strategy {
-    ($($name:ident),*) => {$(
-        impl From<$name> for AnyStrategy {
-            fn from(strategy: $name) -> AnyStrategy {
-                AnyStrategy::$name(strategy)
-            }
-        }
-    )*};
-}
-
-impl_from_strategy!(
-    FixedWindow,
-    SlidingWindowCounter,
-    SlidingWindowLog,
-    TokenBucket,
-    LeakyBucket,
-    Gcra
-);
 
 #[cfg(test)]
 mod tests {
@@ -207,6 +331,7 @@ mod tests {
         for kind in StrategyKind::ALL {
             let parsed: AnyStrategy = kind.as_str().parse().unwrap();
             assert_eq!(parsed.kind(), kind);
+            assert_eq!(StrategyKind::ALL[kind.index()], kind);
         }
         assert_eq!(
             "Token-Bucket".parse::<AnyStrategy>().unwrap().kind(),
@@ -214,6 +339,7 @@ mod tests {
         );
         let err = "sliding".parse::<AnyStrategy>().unwrap_err().to_string();
         assert!(err.starts_with("unknown strategy \"sliding\""), "{err}");
+        assert!(err.contains("gcra"), "{err}");
     }
 
     #[test]
@@ -230,5 +356,25 @@ mod tests {
             AnyStrategy::from(TokenBucket::with_burst(burst)).to_string(),
             "token_bucket(burst=25)"
         );
+    }
+
+    #[test]
+    fn encoded_hits_match_typed_hits_and_reject_garbage() {
+        let rate: Rate = "2/s".parse().unwrap();
+        let gcra = AnyStrategy::from(Gcra::new());
+        let mut bytes = Vec::new();
+        let (first, changed) = gcra
+            .hit_encoded(&rate, None, 1_000, 1, false, &mut bytes)
+            .unwrap();
+        assert!(first.is_allowed() && changed);
+        let stored = bytes.clone();
+        let (second, _) = gcra
+            .hit_encoded(&rate, Some(&stored), 1_000, 1, false, &mut bytes)
+            .unwrap();
+        assert_eq!(second.remaining(), 0);
+        let err = gcra
+            .hit_encoded(&rate, Some(b"not a state"), 1_000, 1, false, &mut bytes)
+            .unwrap_err();
+        assert_eq!(err.to_string(), "the stored value is not a gcra state");
     }
 }

@@ -1,4 +1,5 @@
-use super::{Strategy, StrategyKind};
+use super::state::{decode_words, encode_words};
+use super::{State, Storage, Strategy, StrategyKind, window_end_ms, window_over};
 use crate::{Decision, Rate};
 
 /// Counts hits in windows of one period, aligned to multiples of the period
@@ -20,9 +21,24 @@ pub struct FixedWindowState {
     pub count: u64,
 }
 
+impl State for FixedWindowState {
+    fn encode(&self, out: &mut Vec<u8>) {
+        encode_words(out, &[self.window_end_ms, self.count]);
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        let [window_end_ms, count] = decode_words(bytes)?;
+        Some(FixedWindowState {
+            window_end_ms,
+            count,
+        })
+    }
+}
+
 impl Strategy for FixedWindow {
     type State = FixedWindowState;
     const KIND: StrategyKind = StrategyKind::FixedWindow;
+    const STORAGE: Storage = Storage::Counters { windows: 1 };
 
     fn capacity(&self, rate: &Rate) -> u64 {
         rate.count()
@@ -30,21 +46,28 @@ impl Strategy for FixedWindow {
 
     fn hit(&self, rate: &Rate, state: &mut FixedWindowState, now_ms: u64, cost: u64) -> Decision {
         let limit = rate.count();
-        if state.window_end_ms <= now_ms {
-            let period = rate.period_ms();
-            state.window_end_ms = (now_ms - now_ms % period).saturating_add(period);
+        if window_over(state.window_end_ms, now_ms) {
+            state.window_end_ms = window_end_ms(now_ms, rate.period_ms());
             state.count = 0;
         }
-        let until_end = state.window_end_ms - now_ms;
+        // A state from the future (the clock went back) counts until its end.
+        let until_end = state.window_end_ms.saturating_sub(now_ms);
         let reset = |count: u64| if count == 0 { 0 } else { until_end };
         let remaining = limit.saturating_sub(state.count);
         if cost > limit {
             Decision::cost_exceeds_capacity(limit, remaining, reset(state.count))
         } else if cost <= remaining {
-            state.count += cost;
+            state.count = state.count.saturating_add(cost);
             Decision::allowed(limit, remaining - cost, reset(state.count))
         } else {
             Decision::denied(limit, remaining, until_end, until_end)
+        }
+    }
+
+    fn state_from_counters(&self, rate: &Rate, now_ms: u64, counters: &[u64]) -> FixedWindowState {
+        FixedWindowState {
+            window_end_ms: window_end_ms(now_ms, rate.period_ms()),
+            count: counters.last().copied().unwrap_or(0),
         }
     }
 }

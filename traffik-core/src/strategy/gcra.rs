@@ -1,7 +1,8 @@
 use std::num::NonZeroU64;
 
 use super::meter::Meter;
-use super::{Strategy, StrategyKind};
+use super::state::{decode_words, encode_words};
+use super::{State, Strategy, StrategyKind};
 use crate::{ConfigError, Decision, Rate};
 
 /// The Generic Cell Rate Algorithm: one "theoretical arrival time" per key.
@@ -14,7 +15,8 @@ use crate::{ConfigError, Decision, Rate};
 ///   the same hits as a [`TokenBucket`](super::TokenBucket) with that burst.
 /// - Exact: the arrival time keeps its fraction of a millisecond.
 /// - State: one timestamp and its fraction, 16 bytes; a state in the past is
-///   the same as no state.
+///   the same as no state. An arrival time that would pass `u64::MAX` ms
+///   saturates there and the quota stays spent (the end of time is restrictive).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Gcra {
     burst: Option<NonZeroU64>,
@@ -46,12 +48,27 @@ pub struct GcraState {
     pub tat_frac: u64,
 }
 
+impl State for GcraState {
+    fn encode(&self, out: &mut Vec<u8>) {
+        encode_words(out, &[self.tat_ms, self.tat_frac]);
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        let [tat_ms, tat_frac] = decode_words(bytes)?;
+        Some(GcraState { tat_ms, tat_frac })
+    }
+}
+
 impl Strategy for Gcra {
     type State = GcraState;
     const KIND: StrategyKind = StrategyKind::Gcra;
 
     fn capacity(&self, rate: &Rate) -> u64 {
         self.burst.map_or(rate.count(), NonZeroU64::get)
+    }
+
+    fn burst(&self) -> Option<NonZeroU64> {
+        self.burst
     }
 
     fn check(&self, rate: &Rate) -> Result<(), ConfigError> {
@@ -61,7 +78,11 @@ impl Strategy for Gcra {
     fn hit(&self, rate: &Rate, state: &mut GcraState, now_ms: u64, cost: u64) -> Decision {
         let meter = Meter::new(rate, self.burst);
         // How far the arrival time is ahead of now, in units of 1/drain ms.
-        let ahead = if state.tat_ms > now_ms || (state.tat_ms == now_ms && state.tat_frac > 0) {
+        // An arrival time that saturated at the end of time is as far ahead
+        // as the burst allows: the quota stays spent.
+        let ahead = if state.tat_ms == u64::MAX {
+            meter.capacity
+        } else if state.tat_ms > now_ms || (state.tat_ms == now_ms && state.tat_frac > 0) {
             (state.tat_ms - now_ms)
                 .saturating_mul(meter.drain)
                 .saturating_add(state.tat_frac)
@@ -70,7 +91,7 @@ impl Strategy for Gcra {
         };
         let (decision, ahead_after) = meter.decide(ahead, cost);
         if decision.is_allowed() {
-            state.tat_ms = now_ms + ahead_after / meter.drain;
+            state.tat_ms = now_ms.saturating_add(ahead_after / meter.drain);
             state.tat_frac = ahead_after % meter.drain;
         }
         decision

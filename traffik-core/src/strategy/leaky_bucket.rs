@@ -1,7 +1,8 @@
 use std::num::NonZeroU64;
 
 use super::meter::Meter;
-use super::{Strategy, StrategyKind};
+use super::state::{decode_words, encode_words};
+use super::{State, Strategy, StrategyKind};
 use crate::{ConfigError, Decision, Rate};
 
 /// A bucket that leaks at the rate and holds `burst` (default: the rate's
@@ -46,12 +47,27 @@ pub struct LeakyBucketState {
     pub leaked_ms: u64,
 }
 
+impl State for LeakyBucketState {
+    fn encode(&self, out: &mut Vec<u8>) {
+        encode_words(out, &[self.level, self.leaked_ms]);
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        let [level, leaked_ms] = decode_words(bytes)?;
+        Some(LeakyBucketState { level, leaked_ms })
+    }
+}
+
 impl Strategy for LeakyBucket {
     type State = LeakyBucketState;
     const KIND: StrategyKind = StrategyKind::LeakyBucket;
 
     fn capacity(&self, rate: &Rate) -> u64 {
         self.burst.map_or(rate.count(), NonZeroU64::get)
+    }
+
+    fn burst(&self) -> Option<NonZeroU64> {
+        self.burst
     }
 
     fn check(&self, rate: &Rate) -> Result<(), ConfigError> {

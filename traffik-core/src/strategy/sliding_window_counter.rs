@@ -1,4 +1,5 @@
-use super::{Strategy, StrategyKind};
+use super::state::{decode_words, encode_words};
+use super::{State, Storage, Strategy, StrategyKind, window_end_ms, window_over};
 use crate::{Decision, Rate};
 
 /// Two aligned fixed windows, the previous one weighted by how much of it the
@@ -24,9 +25,25 @@ pub struct SlidingWindowCounterState {
     pub current: u64,
 }
 
+impl State for SlidingWindowCounterState {
+    fn encode(&self, out: &mut Vec<u8>) {
+        encode_words(out, &[self.window_end_ms, self.previous, self.current]);
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        let [window_end_ms, previous, current] = decode_words(bytes)?;
+        Some(SlidingWindowCounterState {
+            window_end_ms,
+            previous,
+            current,
+        })
+    }
+}
+
 impl Strategy for SlidingWindowCounter {
     type State = SlidingWindowCounterState;
     const KIND: StrategyKind = StrategyKind::SlidingWindowCounter;
+    const STORAGE: Storage = Storage::Counters { windows: 2 };
 
     fn capacity(&self, rate: &Rate) -> u64 {
         rate.count()
@@ -41,8 +58,8 @@ impl Strategy for SlidingWindowCounter {
     ) -> Decision {
         let limit = rate.count();
         let period = rate.period_ms();
-        if state.window_end_ms <= now_ms {
-            let end = (now_ms - now_ms % period).saturating_add(period);
+        if window_over(state.window_end_ms, now_ms) {
+            let end = window_end_ms(now_ms, period);
             let previous_window = state.window_end_ms.saturating_add(period) == end;
             state.previous = if previous_window { state.current } else { 0 };
             state.current = 0;
@@ -50,7 +67,10 @@ impl Strategy for SlidingWindowCounter {
         }
         let end = state.window_end_ms;
         // How far into the current window we are; 0 if the clock went back.
-        let elapsed = (now_ms + period).saturating_sub(end).min(period - 1);
+        let elapsed = now_ms
+            .saturating_add(period)
+            .saturating_sub(end)
+            .min(period - 1);
         // The previous window's weight, rounded up to whole hits.
         let carried = state
             .previous
@@ -63,11 +83,29 @@ impl Strategy for SlidingWindowCounter {
             return Decision::cost_exceeds_capacity(limit, remaining, reset);
         }
         if cost <= remaining {
-            state.current += cost;
+            state.current = state.current.saturating_add(cost);
             return Decision::allowed(limit, remaining - cost, reset_after(state, period, now_ms));
         }
         let retry = retry_after(state, period, limit, cost, elapsed);
         Decision::denied(limit, remaining, retry, reset)
+    }
+
+    fn state_from_counters(
+        &self,
+        rate: &Rate,
+        now_ms: u64,
+        counters: &[u64],
+    ) -> SlidingWindowCounterState {
+        let (previous, current) = match counters {
+            [.., previous, current] => (*previous, *current),
+            [current] => (0, *current),
+            [] => (0, 0),
+        };
+        SlidingWindowCounterState {
+            window_end_ms: window_end_ms(now_ms, rate.period_ms()),
+            previous,
+            current,
+        }
     }
 }
 
@@ -75,9 +113,9 @@ impl Strategy for SlidingWindowCounter {
 fn reset_after(state: &SlidingWindowCounterState, period: u64, now_ms: u64) -> u64 {
     let end = state.window_end_ms;
     if state.current > 0 {
-        end.saturating_add(period) - now_ms
+        end.saturating_add(period).saturating_sub(now_ms)
     } else if state.previous > 0 {
-        end - now_ms
+        end.saturating_sub(now_ms)
     } else {
         0
     }
@@ -97,21 +135,27 @@ fn retry_after(
     // Later in this window: previous × (period − e) ≤ (limit − current − cost) × period.
     let room = limit.checked_sub(state.current.saturating_add(cost));
     // The largest (period − e) that passes, if the previous window weighs anything.
-    if let Some(left) = room.and_then(|room| (room * period).checked_div(state.previous)) {
+    if let Some(left) =
+        room.and_then(|room| room.saturating_mul(period).checked_div(state.previous))
+    {
         let wait = to_end.saturating_sub(left).max(1);
         if wait < to_end {
             return wait;
         }
     }
     // In the next window, current becomes previous: current × (period − e) ≤ (limit − cost) × period.
-    let Some(left) = ((limit - cost) * period).checked_div(state.current) else {
+    let Some(left) = limit
+        .saturating_sub(cost)
+        .saturating_mul(period)
+        .checked_div(state.current)
+    else {
         return to_end;
     };
     let into_next = period.saturating_sub(left);
     if into_next < period {
-        to_end + into_next
+        to_end.saturating_add(into_next)
     } else {
-        to_end + period
+        to_end.saturating_add(period)
     }
 }
 

@@ -1,6 +1,7 @@
 use std::collections::VecDeque;
 
-use super::{Strategy, StrategyKind};
+use super::state::{parse_decimal, push_decimal};
+use super::{State, Strategy, StrategyKind, window_over};
 use crate::{Decision, Rate};
 
 /// Remembers every admitted hit of the last period and admits a hit only if
@@ -26,6 +27,35 @@ pub struct SlidingWindowLogState {
     pub total: u64,
 }
 
+/// `at cost at cost …`, oldest first; the total is their sum.
+impl State for SlidingWindowLogState {
+    fn encode(&self, out: &mut Vec<u8>) {
+        for (i, (at, cost)) in self.entries.iter().enumerate() {
+            if i > 0 {
+                out.push(b' ');
+            }
+            push_decimal(out, *at);
+            out.push(b' ');
+            push_decimal(out, *cost);
+        }
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        let mut state = SlidingWindowLogState::default();
+        if bytes.is_empty() {
+            return Some(state);
+        }
+        let mut words = bytes.split(|&b| b == b' ');
+        while let Some(at) = words.next() {
+            let at = parse_decimal(at)?;
+            let cost = parse_decimal(words.next()?)?;
+            state.entries.push_back((at, cost));
+            state.total = state.total.saturating_add(cost);
+        }
+        Some(state)
+    }
+}
+
 impl Strategy for SlidingWindowLog {
     type State = SlidingWindowLogState;
     const KIND: StrategyKind = StrategyKind::SlidingWindowLog;
@@ -43,13 +73,14 @@ impl Strategy for SlidingWindowLog {
     ) -> Decision {
         let limit = rate.count();
         let period = rate.period_ms();
-        // An entry at t counts while now < t + period.
+        // An entry at t counts while now < t + period (for ever, when
+        // t + period is past the end of time).
         while let Some(&(at, spent)) = state.entries.front() {
-            if at.saturating_add(period) > now_ms {
+            if !window_over(at.saturating_add(period), now_ms) {
                 break;
             }
             state.entries.pop_front();
-            state.total -= spent;
+            state.total = state.total.saturating_sub(spent);
         }
         let reset = |state: &SlidingWindowLogState| {
             state.entries.back().map_or(0, |&(at, _)| {
@@ -68,15 +99,15 @@ impl Strategy for SlidingWindowLog {
                     .back()
                     .map_or(now_ms, |&(last, _)| last.max(now_ms));
                 match state.entries.back_mut() {
-                    Some((last, spent)) if *last == at => *spent += cost,
+                    Some((last, spent)) if *last == at => *spent = spent.saturating_add(cost),
                     _ => state.entries.push_back((at, cost)),
                 }
-                state.total += cost;
+                state.total = state.total.saturating_add(cost);
             }
             return Decision::allowed(limit, remaining - cost, reset(state));
         }
         // Wait until enough of the oldest entries have slid out.
-        let mut to_free = state.total + cost - limit;
+        let mut to_free = state.total.saturating_add(cost).saturating_sub(limit);
         let mut retry = reset(state);
         for &(at, spent) in &state.entries {
             if spent >= to_free {

@@ -1,7 +1,8 @@
 use std::num::NonZeroU64;
 
 use super::meter::Meter;
-use super::{Strategy, StrategyKind};
+use super::state::{decode_words, encode_words};
+use super::{State, Strategy, StrategyKind};
 use crate::{ConfigError, Decision, Rate};
 
 /// A bucket of `burst` tokens (default: the rate's count) that refills
@@ -47,12 +48,27 @@ pub struct TokenBucketState {
     pub updated_ms: u64,
 }
 
+impl State for TokenBucketState {
+    fn encode(&self, out: &mut Vec<u8>) {
+        encode_words(out, &[self.taken, self.updated_ms]);
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        let [taken, updated_ms] = decode_words(bytes)?;
+        Some(TokenBucketState { taken, updated_ms })
+    }
+}
+
 impl Strategy for TokenBucket {
     type State = TokenBucketState;
     const KIND: StrategyKind = StrategyKind::TokenBucket;
 
     fn capacity(&self, rate: &Rate) -> u64 {
         self.burst.map_or(rate.count(), NonZeroU64::get)
+    }
+
+    fn burst(&self) -> Option<NonZeroU64> {
+        self.burst
     }
 
     fn check(&self, rate: &Rate) -> Result<(), ConfigError> {

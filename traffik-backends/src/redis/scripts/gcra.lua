@@ -1,4 +1,5 @@
 -- GCRA (traffik-core's gcra.rs). KEYS[1]: hash {t: arrival ms, f: fraction in 1/drain ms}.
+-- uses: meter
 local key = KEYS[1]
 local state = redis.call('HMGET', key, 't', 'f')
 local tat = tonumber(state[1]) or 0

@@ -1,4 +1,5 @@
 -- LeakyBucket (traffik-core's leaky_bucket.rs). KEYS[1]: hash {l: level, u: leaked ms}.
+-- uses: meter
 local key = KEYS[1]
 local state = redis.call('HMGET', key, 'l', 'u')
 local level = tonumber(state[1]) or 0

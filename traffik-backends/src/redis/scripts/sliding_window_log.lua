@@ -1,6 +1,7 @@
 -- SlidingWindowLog (traffik-core's sliding_window_log.rs).
 -- KEYS[1]: list of admitted hits, oldest first, as pairs: at, cost, at, cost, ...
 -- KEYS[2]: the sum of their costs.
+-- keys: 2
 local log = KEYS[1]
 local total_key = KEYS[2]
 local total = tonumber(redis.call('GET', total_key)) or 0

@@ -1,4 +1,5 @@
 -- TokenBucket (traffik-core's token_bucket.rs). KEYS[1]: hash {t: taken, u: updated ms}.
+-- uses: meter
 local key = KEYS[1]
 local state = redis.call('HMGET', key, 't', 'u')
 local taken = tonumber(state[1]) or 0

@@ -1,0 +1,67 @@
+//! Registers the Redis scripts: every `src/redis/scripts/<strategy>.lua` is
+//! the script of the strategy of that name (traffik-core's
+//! `StrategyKind::as_str`), sent as `lib/prelude.lua`, then each library a
+//! `-- uses: <lib>` line names (`lib/<lib>.lua`), then the file itself. A
+//! `-- keys: <n>` line says how many Redis keys it takes (default 1).
+//! Adding a strategy's script is adding its file: no Rust changes here.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::{env, fs};
+
+fn main() {
+    let dir = Path::new(&env::var("CARGO_MANIFEST_DIR").expect("cargo sets it"))
+        .join("src/redis/scripts");
+    println!("cargo:rerun-if-changed={}", dir.display());
+    let mut files: Vec<_> = fs::read_dir(&dir)
+        .expect("src/redis/scripts exists")
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.extension().is_some_and(|ext| ext == "lua"))
+        .collect();
+    files.sort();
+    let mut out = String::from(
+        "/// `(strategy name, keys taken, script source)` for every script in\n\
+         /// `src/redis/scripts`.\n\
+         pub(super) const SCRIPTS: &[(&str, usize, &str)] = &[\n",
+    );
+    for path in files {
+        println!("cargo:rerun-if-changed={}", path.display());
+        let name = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .expect("a utf-8 name");
+        let text = fs::read_to_string(&path).expect("a readable script");
+        let mut parts = vec![dir.join("lib/prelude.lua")];
+        let mut keys = 1usize;
+        for line in text.lines() {
+            if let Some(n) = line.trim().strip_prefix("-- keys:") {
+                keys = n.trim().parse().expect("`-- keys: <n>` takes a number");
+            }
+            if let Some(libs) = line.trim().strip_prefix("-- uses:") {
+                for lib in libs.split(',').map(str::trim).filter(|l| !l.is_empty()) {
+                    let lib = dir.join("lib").join(format!("{lib}.lua"));
+                    assert!(
+                        lib.is_file(),
+                        "{} uses a missing {}",
+                        path.display(),
+                        lib.display()
+                    );
+                    parts.push(lib);
+                }
+            }
+        }
+        parts.push(path.clone());
+        let includes: Vec<String> = parts
+            .iter()
+            .map(|p| format!("include_str!({:?})", p.display().to_string()))
+            .collect();
+        let _ = writeln!(
+            out,
+            "    ({name:?}, {keys}, concat!({})),",
+            includes.join(", ")
+        );
+    }
+    out.push_str("];\n");
+    let target = Path::new(&env::var("OUT_DIR").expect("cargo sets it")).join("redis_scripts.rs");
+    fs::write(target, out).expect("OUT_DIR is writable");
+}

@@ -1,0 +1,175 @@
+//! Applying a strategy on memcached, by how the strategy keeps its state
+//! ([`Storage`]): counters with one arithmetic command, or a blob with a
+//! CAS loop. Nothing here names a strategy.
+
+use traffik_core::strategy::window_end_ms;
+use traffik_core::{Decision, Error, ErrorKind, Limit, Storage};
+
+use super::client::{Reply, command};
+use super::pool::Pool;
+
+/// Memcached treats a TTL above 30 days as an absolute UNIX time.
+const MAX_RELATIVE_TTL_S: u64 = 30 * 24 * 3_600;
+
+/// One decision's settings.
+pub(super) struct Apply<'a> {
+    pub(super) pool: &'a Pool,
+    pub(super) server: usize,
+    /// `{namespace:name:identity}:strategy`, escaped.
+    pub(super) base: &'a str,
+    pub(super) limit: &'a Limit,
+    pub(super) now: u64,
+    pub(super) cost: u64,
+    pub(super) peek: bool,
+    pub(super) ttl_margin_s: u64,
+    pub(super) cas_retries: u32,
+}
+
+impl Apply<'_> {
+    pub(super) async fn run(&self) -> Result<Decision, Error> {
+        match self.limit.strategy().storage() {
+            Storage::Counters { windows } => self.counters(usize::from(windows.max(1))).await,
+            Storage::Blob => self.blob().await,
+        }
+    }
+
+    /// Seconds to keep an item whose state is as good as new after `ms`,
+    /// as memcached wants them (absolute past 30 days), on the caller's clock.
+    fn ttl(&self, ms: u64) -> u64 {
+        let seconds = ms.div_ceil(1_000).saturating_add(self.ttl_margin_s).max(1);
+        if seconds > MAX_RELATIVE_TTL_S {
+            (self.now / 1_000).saturating_add(seconds)
+        } else {
+            seconds
+        }
+    }
+
+    /// Counters: the windows' counters read in one round trip (`mg` each),
+    /// the newest incremented by the cost in the same write (`ma`, which
+    /// makes it with its TTL when new). The strategy decides on the counts
+    /// as they were before the hit; a denied hit takes its cost back. A cost
+    /// above the capacity, or a peek, only reads: no counter can wrap.
+    async fn counters(&self, windows: usize) -> Result<Decision, Error> {
+        let rate = self.limit.rate();
+        let period = rate.period_ms();
+        let end = window_end_ms(self.now, period);
+        let key = |i: usize| {
+            let back = (windows - 1 - i) as u64;
+            format!(
+                "{}:{}",
+                self.base,
+                end.saturating_sub(back.saturating_mul(period))
+            )
+        };
+        let counting = !self.peek && self.cost > 0 && self.cost <= self.limit.capacity();
+        let mut commands = Vec::with_capacity(64 * windows);
+        for i in 0..windows - 1 {
+            command::get(&mut commands, &key(i), false);
+        }
+        let newest = key(windows - 1);
+        if counting {
+            // The newest counter counts until the last window it is part of ends.
+            let ttl = end
+                .saturating_add(((windows - 1) as u64).saturating_mul(period))
+                .saturating_sub(self.now);
+            command::incr(&mut commands, &newest, self.cost, self.ttl(ttl));
+        } else {
+            command::get(&mut commands, &newest, false);
+        }
+        let replies = self.pool.exchange(self.server, &commands, windows).await?;
+        let mut counts = replies
+            .iter()
+            .map(counter)
+            .collect::<Result<Vec<u64>, _>>()?;
+        if counting {
+            if let Some(last) = counts.last_mut() {
+                *last = last.saturating_sub(self.cost);
+            }
+        }
+        let decision = self
+            .limit
+            .strategy()
+            .decide_on_counters(rate, self.now, &counts, self.cost, !counting);
+        if counting && !decision.is_allowed() {
+            let mut take_back = Vec::with_capacity(64);
+            command::decr(&mut take_back, &newest, self.cost);
+            self.pool.exchange(self.server, &take_back, 1).await?;
+        }
+        Ok(decision)
+    }
+
+    /// A blob: `mg` with its CAS token, the strategy on the decoded state,
+    /// and `ms` with the token (or in add mode when there was none). Another
+    /// writer in between makes the store fail, and the loop starts over from
+    /// the new state: no update is ever lost. Denials write nothing.
+    async fn blob(&self) -> Result<Decision, Error> {
+        let strategy = self.limit.strategy();
+        let mut commands = Vec::with_capacity(256);
+        let mut encoded = Vec::with_capacity(64);
+        for _ in 0..=self.cas_retries {
+            commands.clear();
+            command::get(&mut commands, self.base, true);
+            let replies = self.pool.exchange(self.server, &commands, 1).await?;
+            let (stored, cas) = match &replies[0] {
+                Reply::Value { data, cas } => (Some(data.as_slice()), *cas),
+                Reply::Missing => (None, None),
+                other => return Err(unexpected(other, "mg")),
+            };
+            let (decision, changed) = strategy
+                .hit_encoded(
+                    self.limit.rate(),
+                    stored,
+                    self.now,
+                    self.cost,
+                    self.peek,
+                    &mut encoded,
+                )
+                .map_err(|error| Error::new(ErrorKind::Protocol, "memcached").with_source(error))?;
+            if !changed {
+                return Ok(decision);
+            }
+            commands.clear();
+            let ttl = self.ttl(decision.reset_after_ms());
+            command::set(&mut commands, self.base, &encoded, ttl, cas);
+            let replies = self.pool.exchange(self.server, &commands, 1).await?;
+            match replies[0] {
+                Reply::Done => return Ok(decision),
+                Reply::Conflict | Reply::Missing => continue,
+                ref other => return Err(unexpected(other, "ms")),
+            }
+        }
+        let shown: String = self.base.chars().take(64).collect();
+        Err(Error::new(
+            ErrorKind::Contention,
+            format!(
+                "{} writers kept racing on {shown}; gave up after {} tries",
+                strategy.kind(),
+                self.cas_retries.saturating_add(1)
+            ),
+        ))
+    }
+}
+
+fn unexpected(reply: &Reply, to: &str) -> Error {
+    Error::new(
+        ErrorKind::Protocol,
+        format!("unexpected reply {reply:?} to {to}"),
+    )
+}
+
+/// A counter's value (0 when missing).
+fn counter(reply: &Reply) -> Result<u64, Error> {
+    match reply {
+        Reply::Value { data, .. } => std::str::from_utf8(data)
+            .ok()
+            .and_then(|text| text.trim().parse().ok())
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Protocol,
+                    "a traffik counter in memcached is not a number",
+                )
+            }),
+        Reply::Missing => Ok(0),
+        other => Err(unexpected(other, "a counter read")),
+    }
+}

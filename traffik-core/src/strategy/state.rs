@@ -1,0 +1,90 @@
+//! [`State`]: what a strategy keeps per key, and its codec for remote stores.
+
+use std::fmt::Debug;
+
+/// What a strategy remembers per key, and how remote stores keep it.
+///
+/// `Default` is a key that has never been hit. The codec writes ASCII (decimal
+/// numbers separated by spaces), so stored values stay readable with a
+/// store's own tools. `decode` accepts exactly what `encode` writes and
+/// returns `None` for anything else; it never panics.
+pub trait State: Clone + Default + Debug + Send + Sync + 'static {
+    /// Appends the state's bytes to `out`.
+    fn encode(&self, out: &mut Vec<u8>);
+
+    /// The state `bytes` holds, if they hold one.
+    fn decode(bytes: &[u8]) -> Option<Self>;
+}
+
+/// Appends `words` as decimal numbers separated by single spaces.
+pub(crate) fn encode_words(out: &mut Vec<u8>, words: &[u64]) {
+    for (i, word) in words.iter().enumerate() {
+        if i > 0 {
+            out.push(b' ');
+        }
+        push_decimal(out, *word);
+    }
+}
+
+/// Appends the decimal digits of `n`.
+pub(crate) fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
+/// Parses a decimal `u64` (digits only, no sign, no overflow).
+pub(crate) fn parse_decimal(bytes: &[u8]) -> Option<u64> {
+    if bytes.is_empty() || bytes.len() > 20 {
+        return None;
+    }
+    bytes.iter().try_fold(0u64, |n, &b| {
+        if b.is_ascii_digit() {
+            n.checked_mul(10)?.checked_add(u64::from(b - b'0'))
+        } else {
+            None
+        }
+    })
+}
+
+/// Parses exactly `N` decimal numbers separated by single spaces.
+pub(crate) fn decode_words<const N: usize>(bytes: &[u8]) -> Option<[u64; N]> {
+    let mut words = [0u64; N];
+    let mut parts = bytes.split(|&b| b == b' ');
+    for word in &mut words {
+        *word = parse_decimal(parts.next()?)?;
+    }
+    parts.next().is_none().then_some(words)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_round_trip_and_garbage_is_refused() {
+        let mut out = Vec::new();
+        encode_words(&mut out, &[0, u64::MAX, 42]);
+        assert_eq!(out, b"0 18446744073709551615 42");
+        assert_eq!(decode_words::<3>(&out), Some([0, u64::MAX, 42]));
+        for bad in [
+            &b""[..],
+            b"1 2",
+            b"1 2 3 4",
+            b"1  2 3",
+            b"18446744073709551616 1 1",
+            b"-1 2 3",
+            b"1 2 x",
+        ] {
+            assert_eq!(decode_words::<3>(bad), None, "{bad:?}");
+        }
+    }
+}
