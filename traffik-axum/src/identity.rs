@@ -28,6 +28,7 @@ use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Arc;
 
 use http::request::Parts;
+use traffik_core::Answer;
 
 use crate::error::IdentityError;
 
@@ -116,26 +117,39 @@ impl fmt::Display for Identity {
 
 /// Finds the [`Identity`] of a request. Implement it for your own (it may be
 /// async: look an API key up in a database, say).
+///
+/// ```
+/// use http::request::Parts;
+/// use traffik_axum::{Identity, IdentityError, IdentityExtractor};
+/// use traffik_core::Answer;
+///
+/// /// The tenant, looked up asynchronously.
+/// struct Tenant;
+///
+/// impl IdentityExtractor for Tenant {
+///     fn identify(
+///         &self,
+///         parts: &Parts,
+///     ) -> Answer<impl Future<Output = Result<Identity, IdentityError>> + Send> {
+///         let host = parts.uri.host().unwrap_or("").to_owned();
+///         Answer::pending(async move { Ok(Identity::key(host)) })
+///     }
+/// }
+/// ```
 pub trait IdentityExtractor: Send + Sync + 'static {
-    /// The identity of the request whose head is `parts`.
+    /// The identity of the request whose head is `parts`: ready at once
+    /// ([`Answer::now`]) when it is known without waiting, as for every
+    /// built-in extractor, so the middleware decides without boxing a
+    /// future; pending otherwise. A pending answer must do nothing until it
+    /// is polled: the middleware may drop it and ask again.
     ///
-    /// # Errors
-    ///
-    /// When the request carries no usable identity and there is no fallback;
-    /// the middleware answers 500 with the error's message (a configuration
-    /// mistake, not the client's).
+    /// The answer's error is for a request that carries no usable identity
+    /// when there is no fallback; the middleware answers 500 with the
+    /// error's message (a configuration mistake, not the client's).
     fn identify(
         &self,
         parts: &Parts,
-    ) -> impl Future<Output = Result<Identity, IdentityError>> + Send;
-
-    /// The identity, if it can be found without waiting (the built-in
-    /// extractors can); `None` means "use [`identify`](Self::identify)".
-    /// The middleware then decides without boxing a future. Default: `None`.
-    fn identify_now(&self, parts: &Parts) -> Option<Result<Identity, IdentityError>> {
-        let _ = parts;
-        None
-    }
+    ) -> Answer<impl Future<Output = Result<Identity, IdentityError>> + Send>;
 
     /// Whether the identity is worth keeping in the request's extensions
     /// for the next layer and the handler ([`RequestIdentity`]). `false` for
@@ -157,15 +171,11 @@ impl<I: IdentityExtractor> IdentityExtractor for Arc<I> {
     fn identify(
         &self,
         parts: &Parts,
-    ) -> impl Future<Output = Result<Identity, IdentityError>> + Send {
+    ) -> Answer<impl Future<Output = Result<Identity, IdentityError>> + Send> {
         (**self).identify(parts)
     }
 
     const CACHE: bool = I::CACHE;
-
-    fn identify_now(&self, parts: &Parts) -> Option<Result<Identity, IdentityError>> {
-        (**self).identify_now(parts)
-    }
 
     fn cache_id(&self) -> usize {
         Arc::as_ptr(self).cast::<()>() as usize

@@ -8,12 +8,15 @@ use std::sync::Arc;
 use axum::extract::MatchedPath;
 use http::HeaderValue;
 use http::request::Parts;
-use traffik_core::{Backend, Clock, Decision, Error, Limit, Throttle};
+use traffik_core::{Answer, Backend, Clock, Decision, Error, Limit, Throttle};
 
 use crate::headers::{Policy, Quota, policy_member};
 use crate::identity::{Identity, KeyBuf, push_suffix};
 
 pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A decision of an erased throttle: ready at once, or a boxed future.
+pub(crate) type Decided<'a> = Answer<BoxFuture<'a, Result<Decision, Error>>>;
 
 /// A throttle with its backend and clock types erased, so one layer can hold
 /// throttles on different backends.
@@ -21,18 +24,9 @@ pub(crate) trait ErasedThrottle: Send + Sync + 'static {
     fn name(&self) -> &str;
     fn limit(&self) -> &Limit;
     fn is_local(&self) -> bool;
-    fn hit_now(
-        &self,
-        id: &str,
-        limit: Option<&Limit>,
-        cost: u64,
-    ) -> Option<Result<Decision, Error>>;
-    fn hit<'a>(
-        &'a self,
-        id: &'a str,
-        limit: Option<&'a Limit>,
-        cost: u64,
-    ) -> BoxFuture<'a, Result<Decision, Error>>;
+    /// One hit: ready at once when the backend decided at once (nothing is
+    /// boxed then), a boxed future otherwise.
+    fn hit<'a>(&'a self, id: &'a str, limit: Option<&'a Limit>, cost: u64) -> Decided<'a>;
 }
 
 impl<B: Backend, C: Clock> ErasedThrottle for Throttle<B, C> {
@@ -49,27 +43,12 @@ impl<B: Backend, C: Clock> ErasedThrottle for Throttle<B, C> {
     }
 
     #[inline]
-    fn hit_now(
-        &self,
-        id: &str,
-        limit: Option<&Limit>,
-        cost: u64,
-    ) -> Option<Result<Decision, Error>> {
-        self.try_hit_now(id, limit, cost)
-    }
-
-    fn hit<'a>(
-        &'a self,
-        id: &'a str,
-        limit: Option<&'a Limit>,
-        cost: u64,
-    ) -> BoxFuture<'a, Result<Decision, Error>> {
-        Box::pin(async move {
-            match limit {
-                Some(limit) => self.hit_with(id, limit, cost).await,
-                None => self.hit_n(id, cost).await,
-            }
-        })
+    fn hit<'a>(&'a self, id: &'a str, limit: Option<&'a Limit>, cost: u64) -> Decided<'a> {
+        let limit = limit.unwrap_or_else(|| Throttle::limit(self));
+        match self.hit_with(id, limit, cost).into_ready() {
+            Ok(outcome) => Answer::ready(outcome),
+            Err(pending) => Answer::pending(Box::pin(pending)),
+        }
     }
 }
 

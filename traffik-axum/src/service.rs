@@ -136,7 +136,8 @@ impl Run {
         }
         while let Some(rule) = shared.rules.get(self.next) {
             let key = rule.key(identity, parts);
-            let Some(outcome) = rule.throttle.hit_now(key.as_str(), None, 1) else {
+            // A pending answer has done nothing yet: the async path asks again.
+            let Ok(outcome) = rule.throttle.hit(key.as_str(), None, 1).into_ready() else {
                 return Step::Pending;
             };
             self.next += 1;
@@ -165,10 +166,7 @@ impl Run {
                 Some(cost_by) => cost_by(parts).await,
                 None => 1,
             };
-            let outcome = match rule.throttle.hit_now(key.as_str(), limit.as_ref(), cost) {
-                Some(outcome) => outcome,
-                None => rule.throttle.hit(key.as_str(), limit.as_ref(), cost).await,
-            };
+            let outcome = rule.throttle.hit(key.as_str(), limit.as_ref(), cost).await;
             if let Some(response) = settle(&mut self.quotas, shared, rule, limit.as_ref(), outcome)
             {
                 return Some(response);
@@ -251,7 +249,8 @@ fn identify_now<I: IdentityExtractor>(
     if let Some(found) = cached(shared, parts) {
         return Some(Ok(found));
     }
-    let result = shared.identity.identify_now(parts)?;
+    // A pending answer has done nothing yet: the async path asks again.
+    let result = shared.identity.identify(parts).into_ready().ok()?;
     if let Ok(identity) = &result {
         keep(shared, parts, identity);
     }

@@ -11,11 +11,7 @@ use crate::rule::ErasedThrottle;
 
 /// One hit; borrows only what is `Sync`, so `recv`'s future stays `Send`.
 async fn hit(throttle: &dyn ErasedThrottle, key: &str) -> Result<Decision, axum::Error> {
-    let outcome = match throttle.hit_now(key, None, 1) {
-        Some(outcome) => outcome,
-        None => throttle.hit(key, None, 1).await,
-    };
-    outcome.map_err(axum::Error::new)
+    throttle.hit(key, None, 1).await.map_err(axum::Error::new)
 }
 
 /// What happens to a message over the limit.

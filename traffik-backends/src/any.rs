@@ -1,6 +1,8 @@
 //! [`AnyBackend`]: the backend a deployment picks, from a URL.
 
-use traffik_core::{Backend, Decision, Error, ErrorKind, Key, Limit};
+use std::future::Future;
+
+use traffik_core::{Answer, Backend, Decision, Error, ErrorKind, Key, Limit};
 
 #[cfg(feature = "memcached")]
 use crate::memcached::MemcachedBackend;
@@ -129,39 +131,57 @@ fn memory_from_url(rest: &str) -> Result<MemoryBackend, Error> {
     Ok(builder.build())
 }
 
+/// A variant's answer under one type: the in-memory backend's at once, the
+/// remote ones' as one future that awaits whichever it is.
+macro_rules! each {
+    ($self:ident, $backend:ident => $call:expr) => {{
+        #[cfg(feature = "memory")]
+        if let AnyBackend::Memory($backend) = $self {
+            if let Ok(output) = $call.into_ready() {
+                return Answer::ready(output);
+            }
+        }
+        Answer::pending(async move {
+            match $self {
+                #[cfg(feature = "memory")]
+                AnyBackend::Memory($backend) => $call.await,
+                #[cfg(feature = "redis")]
+                AnyBackend::Redis($backend) => $call.await,
+                #[cfg(feature = "memcached")]
+                AnyBackend::Memcached($backend) => $call.await,
+            }
+        })
+    }};
+}
+
 impl Backend for AnyBackend {
-    async fn hit(
+    fn hit(
         &self,
         key: Key<'_>,
         limit: &Limit,
         now_ms: u64,
         cost: u64,
-    ) -> Result<Decision, Error> {
-        match self {
-            #[cfg(feature = "memory")]
-            AnyBackend::Memory(backend) => backend.hit(key, limit, now_ms, cost).await,
-            #[cfg(feature = "redis")]
-            AnyBackend::Redis(backend) => backend.hit(key, limit, now_ms, cost).await,
-            #[cfg(feature = "memcached")]
-            AnyBackend::Memcached(backend) => backend.hit(key, limit, now_ms, cost).await,
-        }
+    ) -> Answer<impl Future<Output = Result<Decision, Error>> + Send> {
+        each!(self, backend => backend.hit(key, limit, now_ms, cost))
     }
 
-    async fn peek(
+    fn peek(
         &self,
         key: Key<'_>,
         limit: &Limit,
         now_ms: u64,
         cost: u64,
-    ) -> Result<Decision, Error> {
-        match self {
-            #[cfg(feature = "memory")]
-            AnyBackend::Memory(backend) => backend.peek(key, limit, now_ms, cost).await,
-            #[cfg(feature = "redis")]
-            AnyBackend::Redis(backend) => backend.peek(key, limit, now_ms, cost).await,
-            #[cfg(feature = "memcached")]
-            AnyBackend::Memcached(backend) => backend.peek(key, limit, now_ms, cost).await,
-        }
+    ) -> Answer<impl Future<Output = Result<Decision, Error>> + Send> {
+        each!(self, backend => backend.peek(key, limit, now_ms, cost))
+    }
+
+    fn reset(
+        &self,
+        key: Key<'_>,
+        limit: &Limit,
+        now_ms: u64,
+    ) -> Answer<impl Future<Output = Result<(), Error>> + Send> {
+        each!(self, backend => backend.reset(key, limit, now_ms))
     }
 
     fn is_local(&self) -> bool {
@@ -172,34 +192,6 @@ impl Backend for AnyBackend {
             AnyBackend::Redis(backend) => backend.is_local(),
             #[cfg(feature = "memcached")]
             AnyBackend::Memcached(backend) => backend.is_local(),
-        }
-    }
-
-    fn hit_now(
-        &self,
-        key: Key<'_>,
-        limit: &Limit,
-        now_ms: u64,
-        cost: u64,
-    ) -> Option<Result<Decision, Error>> {
-        match self {
-            #[cfg(feature = "memory")]
-            AnyBackend::Memory(backend) => backend.hit_now(key, limit, now_ms, cost),
-            #[cfg(feature = "redis")]
-            AnyBackend::Redis(backend) => backend.hit_now(key, limit, now_ms, cost),
-            #[cfg(feature = "memcached")]
-            AnyBackend::Memcached(backend) => backend.hit_now(key, limit, now_ms, cost),
-        }
-    }
-
-    async fn reset(&self, key: Key<'_>, limit: &Limit, now_ms: u64) -> Result<(), Error> {
-        match self {
-            #[cfg(feature = "memory")]
-            AnyBackend::Memory(backend) => backend.reset(key, limit, now_ms).await,
-            #[cfg(feature = "redis")]
-            AnyBackend::Redis(backend) => backend.reset(key, limit, now_ms).await,
-            #[cfg(feature = "memcached")]
-            AnyBackend::Memcached(backend) => backend.reset(key, limit, now_ms).await,
         }
     }
 }

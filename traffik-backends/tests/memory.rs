@@ -174,7 +174,8 @@ async fn decides_synchronously_and_says_it_is_local() {
     let clock = ManualClock::new(START);
     let throttle = throttle(&backend, &clock, "2/s");
     let first = throttle
-        .try_hit_now("k", None, 1)
+        .hit("k")
+        .into_ready()
         .expect("the in-memory backend decides at once")
         .unwrap();
     assert_eq!(first.remaining(), 1);
@@ -182,7 +183,8 @@ async fn decides_synchronously_and_says_it_is_local() {
     assert_eq!(throttle.hit("k").await.unwrap().remaining(), 0);
     assert!(
         !throttle
-            .try_hit_now("k", None, 1)
+            .hit("k")
+            .into_ready()
             .unwrap()
             .unwrap()
             .is_allowed()

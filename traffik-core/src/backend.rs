@@ -7,8 +7,10 @@
 //! | Redis | one Lua script per strategy (EVALSHA) | 1 |
 //! | Memcached | arithmetic with TTL for counters; gets + cas for state | 1 or 2 |
 
+mod answer;
 mod key;
 
+pub use answer::{Answer, Map};
 pub use key::{Key, Scope};
 
 use std::future::Future;
@@ -27,77 +29,59 @@ use crate::{Decision, Error, Limit};
 /// instead (Redis uses the server's clock by default so that hosts with
 /// skewed clocks share one correct limit); it says so in its docs.
 ///
-/// The futures are `Send` and generic (no boxing); in-memory backends return
-/// ready futures.
+/// Every method returns an [`Answer`]: ready at once when the store lives in
+/// this process, pending on a `Send` future (no boxing) when it is remote.
+/// That is the one path for every caller: `.await` it, or take a ready
+/// answer at once with [`Answer::into_ready`]. A pending answer must do
+/// nothing until it is first polled.
 pub trait Backend: Send + Sync + 'static {
     /// Applies a hit of `cost` to `key` under `limit`, atomically.
     ///
-    /// # Errors
-    ///
-    /// When the store fails, times out or is full. A denial is not an error.
+    /// The answer's error is for when the store fails, times out or is
+    /// full. A denial is not an error.
     fn hit(
         &self,
         key: Key<'_>,
         limit: &Limit,
         now_ms: u64,
         cost: u64,
-    ) -> impl Future<Output = Result<Decision, Error>> + Send;
+    ) -> Answer<impl Future<Output = Result<Decision, Error>> + Send>;
 
     /// The decision a hit of `cost` would get, without counting it.
-    ///
-    /// # Errors
-    ///
-    /// As for [`hit`](Backend::hit).
     fn peek(
         &self,
         key: Key<'_>,
         limit: &Limit,
         now_ms: u64,
         cost: u64,
-    ) -> impl Future<Output = Result<Decision, Error>> + Send;
+    ) -> Answer<impl Future<Output = Result<Decision, Error>> + Send>;
 
     /// Forgets `key`: its next hit starts from a full quota. `now_ms` is
     /// the caller's clock, for stores whose keys carry the current window.
-    ///
-    /// # Errors
-    ///
-    /// When the store fails or times out.
     fn reset(
         &self,
         key: Key<'_>,
         limit: &Limit,
         now_ms: u64,
-    ) -> impl Future<Output = Result<(), Error>> + Send;
+    ) -> Answer<impl Future<Output = Result<(), Error>> + Send>;
 
-    /// Whether the store lives in this process (no I/O per decision).
-    /// Middleware runs local throttles before remote ones. Default: `false`.
+    /// Whether the store lives in this process (its answers are ready at
+    /// once). Middleware runs local throttles before remote ones. Default:
+    /// `false`.
     fn is_local(&self) -> bool {
         false
-    }
-
-    /// Decides without waiting, when the backend can (an in-memory store
-    /// always can): the same as [`hit`](Backend::hit), minus the future.
-    /// `None` means "use `hit`". Default: `None`.
-    fn hit_now(
-        &self,
-        key: Key<'_>,
-        limit: &Limit,
-        now_ms: u64,
-        cost: u64,
-    ) -> Option<Result<Decision, Error>> {
-        let _ = (key, limit, now_ms, cost);
-        None
     }
 }
 
 impl<B: Backend + ?Sized> Backend for Arc<B> {
+    #[inline]
     fn hit(
         &self,
         key: Key<'_>,
         limit: &Limit,
         now_ms: u64,
         cost: u64,
-    ) -> impl Future<Output = Result<Decision, Error>> + Send {
+    ) -> Answer<impl Future<Output = Result<Decision, Error>> + Send> {
         (**self).hit(key, limit, now_ms, cost)
     }
 
@@ -107,7 +91,7 @@ impl<B: Backend + ?Sized> Backend for Arc<B> {
         limit: &Limit,
         now_ms: u64,
         cost: u64,
-    ) -> impl Future<Output = Result<Decision, Error>> + Send {
+    ) -> Answer<impl Future<Output = Result<Decision, Error>> + Send> {
         (**self).peek(key, limit, now_ms, cost)
     }
 
@@ -116,21 +100,11 @@ impl<B: Backend + ?Sized> Backend for Arc<B> {
         key: Key<'_>,
         limit: &Limit,
         now_ms: u64,
-    ) -> impl Future<Output = Result<(), Error>> + Send {
+    ) -> Answer<impl Future<Output = Result<(), Error>> + Send> {
         (**self).reset(key, limit, now_ms)
     }
 
     fn is_local(&self) -> bool {
         (**self).is_local()
-    }
-
-    fn hit_now(
-        &self,
-        key: Key<'_>,
-        limit: &Limit,
-        now_ms: u64,
-        cost: u64,
-    ) -> Option<Result<Decision, Error>> {
-        (**self).hit_now(key, limit, now_ms, cost)
     }
 }

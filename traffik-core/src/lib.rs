@@ -33,7 +33,7 @@ pub mod rate;
 pub mod strategy;
 pub mod throttle;
 
-pub use backend::{Backend, Key, Scope};
+pub use backend::{Answer, Backend, Key, Scope};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use decision::{Decision, Reason};
 pub use error::{ConfigError, Error, ErrorKind, RateError, RateErrorKind};

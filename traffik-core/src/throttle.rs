@@ -1,10 +1,11 @@
 //! [`Throttle`]: hit a key, get a [`Decision`].
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::backend::{Backend, Key, Scope};
+use crate::backend::{Answer, Backend, Key, Scope};
 use crate::{AnyStrategy, Clock, ConfigError, Decision, Error, Limit, Rate, SystemClock};
 
 /// What a [`Throttle`] does when its backend fails (times out, is down, is
@@ -93,92 +94,77 @@ impl Throttle<()> {
 impl<B: Backend, C: Clock> Throttle<B, C> {
     /// Hits `identity` once.
     ///
-    /// # Errors
+    /// The answer is ready at once on an in-memory backend
+    /// ([`Answer::into_ready`]) and a future otherwise; `.await` works on
+    /// both. The clock is read once.
     ///
-    /// Only with [`FailurePolicy::Error`], when the backend fails.
+    /// Its error comes only with [`FailurePolicy::Error`], when the backend
+    /// fails.
     #[inline]
-    pub async fn hit(&self, identity: &str) -> Result<Decision, Error> {
-        self.hit_n(identity, 1).await
+    pub fn hit<'a>(
+        &'a self,
+        identity: &'a str,
+    ) -> Answer<impl Future<Output = Result<Decision, Error>> + Send + 'a> {
+        self.hit_with(identity, &self.limit, 1)
     }
 
-    /// Hits `identity` with a cost (a request that counts as several).
-    ///
-    /// # Errors
-    ///
-    /// Only with [`FailurePolicy::Error`], when the backend fails.
+    /// Hits `identity` with a cost (a request that counts as several). See
+    /// [`hit`](Throttle::hit).
     #[inline]
-    pub async fn hit_n(&self, identity: &str, cost: u64) -> Result<Decision, Error> {
-        let key = Key::new(&self.scope, identity);
-        let now = self.clock.now_ms();
-        let outcome = self.backend.hit(key, &self.limit, now, cost).await;
-        self.settle(outcome, self.limit.capacity())
-    }
-
-    /// Hits `identity` without waiting, if the backend can decide at once
-    /// ([`Backend::hit_now`]); `None` means "use [`hit_n`](Throttle::hit_n)".
-    /// `limit` defaults to the throttle's own.
-    ///
-    /// # Errors
-    ///
-    /// Only with [`FailurePolicy::Error`], when the backend fails.
-    #[inline]
-    pub fn try_hit_now(
-        &self,
-        identity: &str,
-        limit: Option<&Limit>,
+    pub fn hit_n<'a>(
+        &'a self,
+        identity: &'a str,
         cost: u64,
-    ) -> Option<Result<Decision, Error>> {
-        let limit = limit.unwrap_or(&self.limit);
-        let key = Key::new(&self.scope, identity);
-        let outcome = self
-            .backend
-            .hit_now(key, limit, self.clock.now_ms(), cost)?;
-        Some(self.settle(outcome, limit.capacity()))
+    ) -> Answer<impl Future<Output = Result<Decision, Error>> + Send + 'a> {
+        self.hit_with(identity, &self.limit, cost)
     }
 
     /// Hits `identity` under another limit than the throttle's own, for
-    /// limits that depend on who is asking (premium keys get more).
-    ///
-    /// # Errors
-    ///
-    /// Only with [`FailurePolicy::Error`], when the backend fails.
-    pub async fn hit_with(
-        &self,
-        identity: &str,
-        limit: &Limit,
+    /// limits that depend on who is asking (premium keys get more). See
+    /// [`hit`](Throttle::hit).
+    #[inline]
+    pub fn hit_with<'a>(
+        &'a self,
+        identity: &'a str,
+        limit: &'a Limit,
         cost: u64,
-    ) -> Result<Decision, Error> {
+    ) -> Answer<impl Future<Output = Result<Decision, Error>> + Send + 'a> {
         let key = Key::new(&self.scope, identity);
         let now = self.clock.now_ms();
-        let outcome = self.backend.hit(key, limit, now, cost).await;
-        self.settle(outcome, limit.capacity())
+        let capacity = limit.capacity();
+        self.backend
+            .hit(key, limit, now, cost)
+            .map(move |outcome| self.settle(outcome, capacity))
     }
 
     /// The decision a hit of cost 1 would get now, without counting it.
     ///
-    /// # Errors
-    ///
-    /// Only with [`FailurePolicy::Error`], when the backend fails.
-    pub async fn peek(&self, identity: &str) -> Result<Decision, Error> {
+    /// Its error comes only with [`FailurePolicy::Error`], when the backend
+    /// fails.
+    pub fn peek<'a>(
+        &'a self,
+        identity: &'a str,
+    ) -> Answer<impl Future<Output = Result<Decision, Error>> + Send + 'a> {
         let key = Key::new(&self.scope, identity);
         let now = self.clock.now_ms();
-        let outcome = self.backend.peek(key, &self.limit, now, 1).await;
-        self.settle(outcome, self.limit.capacity())
+        let capacity = self.limit.capacity();
+        self.backend
+            .peek(key, &self.limit, now, 1)
+            .map(move |outcome| self.settle(outcome, capacity))
     }
 
     /// Forgets `identity`: its next hit starts from a full quota.
     ///
-    /// # Errors
-    ///
-    /// When the backend fails, whatever the failure policy.
-    pub async fn reset(&self, identity: &str) -> Result<(), Error> {
-        self.backend
-            .reset(
-                Key::new(&self.scope, identity),
-                &self.limit,
-                self.clock.now_ms(),
-            )
-            .await
+    /// Its error comes when the backend fails, whatever the failure policy.
+    pub fn reset<'a>(
+        &'a self,
+        identity: &'a str,
+    ) -> Answer<impl Future<Output = Result<(), Error>> + Send + 'a> {
+        self.backend.reset(
+            Key::new(&self.scope, identity),
+            &self.limit,
+            self.clock.now_ms(),
+        )
     }
 
     #[inline]

@@ -3,6 +3,7 @@ use std::str::FromStr;
 
 use http::HeaderMap;
 use http::request::Parts;
+use traffik_core::Answer;
 use ipnet::IpNet;
 
 use super::{Identity, IdentityExtractor, PeerIp};
@@ -117,12 +118,11 @@ impl ClientIp {
 }
 
 impl IdentityExtractor for ClientIp {
-    async fn identify(&self, parts: &Parts) -> Result<Identity, IdentityError> {
-        self.resolve(parts)
-    }
-
-    fn identify_now(&self, parts: &Parts) -> Option<Result<Identity, IdentityError>> {
-        Some(self.resolve(parts))
+    fn identify(
+        &self,
+        parts: &Parts,
+    ) -> Answer<impl Future<Output = Result<Identity, IdentityError>> + Send> {
+        Answer::now(self.resolve(parts))
     }
 }
 

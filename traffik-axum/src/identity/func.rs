@@ -1,4 +1,7 @@
+use std::future::Future;
+
 use http::request::Parts;
+use traffik_core::Answer;
 
 use super::{Identity, IdentityExtractor};
 use crate::error::IdentityError;
@@ -38,11 +41,10 @@ impl<F> IdentityExtractor for FnIdentity<F>
 where
     F: Fn(&Parts) -> Identity + Send + Sync + 'static,
 {
-    async fn identify(&self, parts: &Parts) -> Result<Identity, IdentityError> {
-        Ok((self.function)(parts))
-    }
-
-    fn identify_now(&self, parts: &Parts) -> Option<Result<Identity, IdentityError>> {
-        Some(Ok((self.function)(parts)))
+    fn identify(
+        &self,
+        parts: &Parts,
+    ) -> Answer<impl Future<Output = Result<Identity, IdentityError>> + Send> {
+        Answer::now(Ok((self.function)(parts)))
     }
 }

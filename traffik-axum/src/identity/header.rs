@@ -1,5 +1,8 @@
 use http::HeaderName;
+use std::future::Future;
+
 use http::request::Parts;
+use traffik_core::Answer;
 
 use super::{Identity, IdentityExtractor};
 use crate::error::IdentityError;
@@ -27,12 +30,11 @@ pub struct HeaderKey<F = NoFallback> {
 pub struct NoFallback;
 
 impl IdentityExtractor for NoFallback {
-    async fn identify(&self, _parts: &Parts) -> Result<Identity, IdentityError> {
-        Err(missing())
-    }
-
-    fn identify_now(&self, _parts: &Parts) -> Option<Result<Identity, IdentityError>> {
-        Some(Err(missing()))
+    fn identify(
+        &self,
+        _parts: &Parts,
+    ) -> Answer<impl Future<Output = Result<Identity, IdentityError>> + Send> {
+        Answer::now(Err(missing()))
     }
 }
 
@@ -74,17 +76,13 @@ impl<F> HeaderKey<F> {
 }
 
 impl<F: IdentityExtractor> IdentityExtractor for HeaderKey<F> {
-    async fn identify(&self, parts: &Parts) -> Result<Identity, IdentityError> {
+    fn identify(
+        &self,
+        parts: &Parts,
+    ) -> Answer<impl Future<Output = Result<Identity, IdentityError>> + Send> {
         match self.value(parts) {
-            Some(value) => Ok(Identity::key(value)),
-            None => self.fallback.identify(parts).await,
-        }
-    }
-
-    fn identify_now(&self, parts: &Parts) -> Option<Result<Identity, IdentityError>> {
-        match self.value(parts) {
-            Some(value) => Some(Ok(Identity::key(value))),
-            None => self.fallback.identify_now(parts),
+            Some(value) => Answer::ready(Ok(Identity::key(value))),
+            None => self.fallback.identify(parts),
         }
     }
 }

@@ -2,6 +2,7 @@ use std::net::SocketAddr;
 
 use axum::extract::ConnectInfo;
 use http::request::Parts;
+use traffik_core::Answer;
 
 use super::{Identity, IdentityExtractor};
 use crate::error::IdentityError;
@@ -49,12 +50,11 @@ impl PeerIp {
 }
 
 impl IdentityExtractor for PeerIp {
-    async fn identify(&self, parts: &Parts) -> Result<Identity, IdentityError> {
-        self.resolve(parts)
-    }
-
-    fn identify_now(&self, parts: &Parts) -> Option<Result<Identity, IdentityError>> {
-        Some(self.resolve(parts))
+    fn identify(
+        &self,
+        parts: &Parts,
+    ) -> Answer<impl Future<Output = Result<Identity, IdentityError>> + Send> {
+        Answer::now(self.resolve(parts))
     }
 
     /// One extension lookup: cheaper than keeping it.

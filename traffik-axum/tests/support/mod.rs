@@ -11,7 +11,7 @@ use axum::body::Body;
 use axum::extract::ConnectInfo;
 use http::Request;
 use traffik_backends::memory::MemoryBackend;
-use traffik_core::{Backend, Decision, Error, ErrorKind, Key, Limit};
+use traffik_core::{Answer, Backend, Decision, Error, ErrorKind, Key, Limit};
 
 /// The in-memory backend, counting the hits it is asked for, and claiming
 /// to be remote when told to (to test cheap-first ordering).
@@ -40,29 +40,34 @@ impl Counting {
 }
 
 impl Backend for Counting {
-    async fn hit(
+    fn hit(
         &self,
         key: Key<'_>,
         limit: &Limit,
         now_ms: u64,
         cost: u64,
-    ) -> Result<Decision, Error> {
+    ) -> Answer<impl Future<Output = Result<Decision, Error>> + Send> {
         self.hits.fetch_add(1, Ordering::SeqCst);
-        self.inner.hit(key, limit, now_ms, cost).await
+        self.inner.hit(key, limit, now_ms, cost)
     }
 
-    async fn peek(
+    fn peek(
         &self,
         key: Key<'_>,
         limit: &Limit,
         now_ms: u64,
         cost: u64,
-    ) -> Result<Decision, Error> {
-        self.inner.peek(key, limit, now_ms, cost).await
+    ) -> Answer<impl Future<Output = Result<Decision, Error>> + Send> {
+        self.inner.peek(key, limit, now_ms, cost)
     }
 
-    async fn reset(&self, key: Key<'_>, limit: &Limit, now_ms: u64) -> Result<(), Error> {
-        self.inner.reset(key, limit, now_ms).await
+    fn reset(
+        &self,
+        key: Key<'_>,
+        limit: &Limit,
+        now_ms: u64,
+    ) -> Answer<impl Future<Output = Result<(), Error>> + Send> {
+        self.inner.reset(key, limit, now_ms)
     }
 
     fn is_local(&self) -> bool {
@@ -74,26 +79,38 @@ impl Backend for Counting {
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Down;
 
+fn down() -> Error {
+    Error::new(ErrorKind::Unavailable, "injected: the store is down")
+}
+
 impl Backend for Down {
-    async fn hit(&self, _: Key<'_>, _: &Limit, _: u64, _: u64) -> Result<Decision, Error> {
-        Err(Error::new(
-            ErrorKind::Unavailable,
-            "injected: the store is down",
-        ))
+    fn hit(
+        &self,
+        _: Key<'_>,
+        _: &Limit,
+        _: u64,
+        _: u64,
+    ) -> Answer<impl Future<Output = Result<Decision, Error>> + Send> {
+        Answer::pending(async { Err(down()) })
     }
 
-    async fn peek(&self, _: Key<'_>, _: &Limit, _: u64, _: u64) -> Result<Decision, Error> {
-        Err(Error::new(
-            ErrorKind::Unavailable,
-            "injected: the store is down",
-        ))
+    fn peek(
+        &self,
+        _: Key<'_>,
+        _: &Limit,
+        _: u64,
+        _: u64,
+    ) -> Answer<impl Future<Output = Result<Decision, Error>> + Send> {
+        Answer::pending(async { Err(down()) })
     }
 
-    async fn reset(&self, _: Key<'_>, _: &Limit, _: u64) -> Result<(), Error> {
-        Err(Error::new(
-            ErrorKind::Unavailable,
-            "injected: the store is down",
-        ))
+    fn reset(
+        &self,
+        _: Key<'_>,
+        _: &Limit,
+        _: u64,
+    ) -> Answer<impl Future<Output = Result<(), Error>> + Send> {
+        Answer::pending(async { Err(down()) })
     }
 }
 

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use traffik_core::strategy::window_end_ms;
-use traffik_core::{Backend, Decision, Error, ErrorKind, Key, Limit, Storage};
+use traffik_core::{Answer, Backend, Decision, Error, ErrorKind, Key, Limit, Storage};
 
 use super::apply::Apply;
 use super::client::command;
@@ -173,8 +173,8 @@ impl Backend for MemcachedBackend {
         limit: &Limit,
         now_ms: u64,
         cost: u64,
-    ) -> impl Future<Output = Result<Decision, Error>> + Send {
-        self.decide(key, limit, now_ms, cost, false)
+    ) -> Answer<impl Future<Output = Result<Decision, Error>> + Send> {
+        Answer::pending(self.decide(key, limit, now_ms, cost, false))
     }
 
     fn peek(
@@ -183,8 +183,8 @@ impl Backend for MemcachedBackend {
         limit: &Limit,
         now_ms: u64,
         cost: u64,
-    ) -> impl Future<Output = Result<Decision, Error>> + Send {
-        self.decide(key, limit, now_ms, cost, true)
+    ) -> Answer<impl Future<Output = Result<Decision, Error>> + Send> {
+        Answer::pending(self.decide(key, limit, now_ms, cost, true))
     }
 
     fn reset(
@@ -192,8 +192,8 @@ impl Backend for MemcachedBackend {
         key: Key<'_>,
         limit: &Limit,
         now_ms: u64,
-    ) -> impl Future<Output = Result<(), Error>> + Send {
-        self.forget(key, limit, now_ms)
+    ) -> Answer<impl Future<Output = Result<(), Error>> + Send> {
+        Answer::pending(self.forget(key, limit, now_ms))
     }
 }
 

@@ -1,12 +1,14 @@
 use std::fmt;
-use std::future::{Future, Ready, ready};
+use std::future::Pending;
 use std::sync::{Arc, OnceLock, Weak};
 use std::thread::{self, Thread};
 use std::time::Duration;
 
 use foldhash::fast::RandomState;
 use parking_lot::Mutex;
-use traffik_core::{Backend, Decision, Error, ErrorKind, Key, Limit, Strategy, Visitor};
+use traffik_core::{
+    Answer, Backend, Decision, Error, ErrorKind, Key, Limit, Strategy, Visitor,
+};
 
 use super::shard::{Shard, expiry_s, hash_key};
 
@@ -121,7 +123,7 @@ impl MemoryBackend {
         (hash, &self.inner.shards[shard].0)
     }
 
-    /// One decision, for `hit` and `hit_now` alike.
+    /// One decision.
     #[inline]
     fn decide(
         &self,
@@ -253,8 +255,8 @@ impl Visitor for Forget<'_> {
     }
 }
 
-/// The futures are [`Ready`]: a decision never waits, and callers outside an
-/// async context can take it with [`Ready::into_inner`].
+/// Every answer is ready at once: a decision never waits, and callers take
+/// it with [`Answer::into_ready`] without an async context.
 #[allow(refining_impl_trait)]
 impl Backend for MemoryBackend {
     #[inline]
@@ -264,23 +266,12 @@ impl Backend for MemoryBackend {
         limit: &Limit,
         now_ms: u64,
         cost: u64,
-    ) -> Ready<Result<Decision, Error>> {
-        ready(self.decide(&key, limit, now_ms, cost))
+    ) -> Answer<Pending<Result<Decision, Error>>> {
+        Answer::ready(self.decide(&key, limit, now_ms, cost))
     }
 
     fn is_local(&self) -> bool {
         true
-    }
-
-    #[inline]
-    fn hit_now(
-        &self,
-        key: Key<'_>,
-        limit: &Limit,
-        now_ms: u64,
-        cost: u64,
-    ) -> Option<Result<Decision, Error>> {
-        Some(self.decide(&key, limit, now_ms, cost))
     }
 
     fn peek(
@@ -289,8 +280,8 @@ impl Backend for MemoryBackend {
         limit: &Limit,
         now_ms: u64,
         cost: u64,
-    ) -> Ready<Result<Decision, Error>> {
-        ready(Ok(limit.strategy().visit(Observe {
+    ) -> Answer<Pending<Result<Decision, Error>>> {
+        Answer::ready(Ok(limit.strategy().visit(Observe {
             backend: self,
             key: &key,
             limit,
@@ -304,12 +295,12 @@ impl Backend for MemoryBackend {
         key: Key<'_>,
         limit: &Limit,
         _now_ms: u64,
-    ) -> impl Future<Output = Result<(), Error>> + Send {
+    ) -> Answer<Pending<Result<(), Error>>> {
         limit.strategy().visit(Forget {
             backend: self,
             key: &key,
         });
-        ready(Ok(()))
+        Answer::ready(Ok(()))
     }
 }
 

@@ -9,7 +9,7 @@ use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::{Client, Cmd};
 use tokio::sync::OnceCell;
-use traffik_core::{Backend, Decision, Error, ErrorKind, Key, Limit};
+use traffik_core::{Answer, Backend, Decision, Error, ErrorKind, Key, Limit};
 
 use super::error::{from_redis, timeout};
 use super::scripts::{Scripts, decision};
@@ -309,8 +309,8 @@ impl Backend for RedisBackend {
         limit: &Limit,
         now_ms: u64,
         cost: u64,
-    ) -> impl Future<Output = Result<Decision, Error>> + Send {
-        self.run(key, limit, now_ms, cost, false)
+    ) -> Answer<impl Future<Output = Result<Decision, Error>> + Send> {
+        Answer::pending(self.run(key, limit, now_ms, cost, false))
     }
 
     fn peek(
@@ -319,8 +319,8 @@ impl Backend for RedisBackend {
         limit: &Limit,
         now_ms: u64,
         cost: u64,
-    ) -> impl Future<Output = Result<Decision, Error>> + Send {
-        self.run(key, limit, now_ms, cost, true)
+    ) -> Answer<impl Future<Output = Result<Decision, Error>> + Send> {
+        Answer::pending(self.run(key, limit, now_ms, cost, true))
     }
 
     fn reset(
@@ -328,8 +328,8 @@ impl Backend for RedisBackend {
         key: Key<'_>,
         limit: &Limit,
         _now_ms: u64,
-    ) -> impl Future<Output = Result<(), Error>> + Send {
-        self.delete(key, limit)
+    ) -> Answer<impl Future<Output = Result<(), Error>> + Send> {
+        Answer::pending(self.delete(key, limit))
     }
 }
 
