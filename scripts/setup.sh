@@ -1,8 +1,14 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs and a fresh machine may lack: redis-server,
 # redis-cli and memcached (the tests start their own processes on free
-# loopback ports; nothing here starts a server).
+# loopback ports; nothing here starts a server), and cargo-hack, with which
+# .ci/run checks every feature of every crate on its own.
 set -euo pipefail
+
+if ! cargo hack --version >/dev/null 2>&1; then
+  echo "setup: installing cargo-hack" >&2
+  cargo install cargo-hack --locked --quiet
+fi
 
 missing=()
 for bin in redis-server redis-cli memcached; do

@@ -65,7 +65,8 @@ pub enum OverLimit {
 pub struct ThrottledSocket {
     socket: WebSocket,
     throttle: Arc<dyn ErasedThrottle>,
-    key: String,
+    /// `None` for an exempt client: never throttled, no backend asked.
+    key: Option<String>,
     over_limit: OverLimit,
 }
 
@@ -81,6 +82,8 @@ impl fmt::Debug for ThrottledSocket {
 
 impl ThrottledSocket {
     /// Throttles `socket`'s messages with `throttle`, keyed by `identity`.
+    /// An [`Identity::Exempt`] client is never throttled: its messages pass
+    /// with no backend call.
     pub fn new<B: Backend, C: Clock>(
         socket: WebSocket,
         throttle: Throttle<B, C>,
@@ -90,7 +93,7 @@ impl ThrottledSocket {
         ThrottledSocket {
             socket,
             throttle: Arc::new(throttle),
-            key: identity.to_string(),
+            key: (!identity.is_exempt()).then(|| identity.to_string()),
             over_limit,
         }
     }
@@ -116,11 +119,14 @@ impl ThrottledSocket {
                 Ok(message) => message,
                 Err(error) => return Some(Err(error)),
             };
+            let Some(key) = &self.key else {
+                return Some(Ok(message));
+            };
             if !matches!(message, Message::Text(_) | Message::Binary(_)) {
                 return Some(Ok(message));
             }
             loop {
-                let decision = match hit(&*self.throttle, &self.key).await {
+                let decision = match hit(&*self.throttle, key).await {
                     Ok(decision) => decision,
                     Err(error) => return Some(Err(error)),
                 };

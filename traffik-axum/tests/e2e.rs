@@ -225,3 +225,50 @@ async fn websocket_wait_delivers_every_message_at_the_rate() {
     assert!(elapsed >= Duration::from_millis(380), "{elapsed:?}");
     assert!(elapsed < Duration::from_secs(3), "{elapsed:?}");
 }
+
+/// Regression: the messages of exempt clients all counted against one
+/// shared budget keyed "exempt". Exempt means never throttled: every message
+/// passes, and the backend is never asked.
+#[tokio::test]
+async fn websocket_messages_of_exempt_clients_are_never_throttled() {
+    use traffik_axum::{FnIdentity, Identity};
+    let memory = MemoryBackend::new();
+    let messages = Throttle::builder("exempt-ws", "1/min".parse().unwrap())
+        .build(memory.clone())
+        .unwrap();
+    let upgrades = Throttle::builder("upgrades", "100/min".parse().unwrap())
+        .build(memory.clone())
+        .unwrap();
+    let everyone_exempt = FnIdentity::new(|_| Identity::Exempt);
+    let app = Router::new()
+        .route(
+            "/ws",
+            get(move |u, i| {
+                echo(
+                    u,
+                    i,
+                    messages.clone(),
+                    OverLimit::Close {
+                        reason: "throttled".into(),
+                    },
+                )
+            }),
+        )
+        .route_layer(
+            ThrottleLayer::builder(everyone_exempt)
+                .rule(upgrades)
+                .build(),
+        );
+    let server = serve(app).await;
+    for _ in 0..2 {
+        let mut client = connect(&server, "/ws").await;
+        for n in 0..5 {
+            send_text(&mut client, &format!("m{n}")).await;
+            assert_eq!(
+                next_text_or_close(&mut client).await,
+                Some(Message::text(format!("m{n}")))
+            );
+        }
+    }
+    assert!(memory.is_empty(), "an exempt client reached the backend");
+}

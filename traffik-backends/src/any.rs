@@ -135,7 +135,9 @@ fn memory_from_url(rest: &str) -> Result<MemoryBackend, Error> {
 /// remote ones' as one future that awaits whichever it is.
 macro_rules! each {
     ($self:ident, $backend:ident => $call:expr) => {{
+        // Irrefutable when memory is the only backend compiled in.
         #[cfg(feature = "memory")]
+        #[allow(irrefutable_let_patterns)]
         if let AnyBackend::Memory($backend) = $self {
             if let Ok(output) = $call.into_ready() {
                 return Answer::ready(output);

@@ -230,3 +230,34 @@ async fn unix_sockets() {
         .collect();
     assert_eq!(allowed, [true, true, false]);
 }
+
+/// Regression: a TTL over 30 days, which memcached takes as an absolute
+/// time, was computed from the system clock instead of the throttle's. With
+/// the throttle's clock 100 days ahead, the item must live 60 days past it.
+#[tokio::test]
+async fn long_ttls_follow_the_throttles_clock() {
+    use std::io::{BufRead, BufReader, Write};
+    use traffik_core::Clock;
+    let server = MemcachedServer::start();
+    let backend = MemcachedBackend::builder(server.url()).build().unwrap();
+    let day_ms = 86_400_000;
+    let clock = ManualClock::new(traffik_core::SystemClock.now_ms() + 100 * day_ms);
+    let throttle = throttle(&backend, StrategyKind::Gcra, "1/60d", &clock);
+    assert!(throttle.hit("k").await.unwrap().is_allowed());
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    stream
+        .write_all(b"mg {traffik:t-gcra:k}:gcra t\r\n")
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line).unwrap();
+    let ttl_s: u64 = line
+        .trim()
+        .strip_prefix("HD t")
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected reply {line:?}"));
+    let expected_s = (clock.now_ms() - traffik_core::SystemClock.now_ms()) / 1_000 + 60 * 86_400;
+    assert!(
+        ttl_s.abs_diff(expected_s) < 60,
+        "ttl {ttl_s} s, expected about {expected_s} s"
+    );
+}

@@ -3,8 +3,8 @@ use std::str::FromStr;
 
 use http::HeaderMap;
 use http::request::Parts;
-use traffik_core::Answer;
 use ipnet::IpNet;
+use traffik_core::Answer;
 
 use super::{Identity, IdentityExtractor, PeerIp};
 use crate::error::IdentityError;

@@ -6,9 +6,7 @@ use std::time::Duration;
 
 use foldhash::fast::RandomState;
 use parking_lot::Mutex;
-use traffik_core::{
-    Answer, Backend, Decision, Error, ErrorKind, Key, Limit, Strategy, Visitor,
-};
+use traffik_core::{Answer, Backend, Decision, Error, ErrorKind, Key, Limit, Strategy, Visitor};
 
 use super::shard::{Shard, expiry_s, hash_key};
 
