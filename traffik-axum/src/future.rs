@@ -34,8 +34,10 @@ pin_project! {
             quotas: Vec<Quota>,
             headers: QuotaHeaders,
         },
+        // Boxed: a denial is rarer than a pass, and a smaller future is
+        // cheaper to move on every request.
         Ready {
-            response: Option<Response>,
+            response: Option<Box<Response>>,
         },
         Waiting {
             future: BoxFuture<'static, Result<Response, Infallible>>,
@@ -59,7 +61,7 @@ impl<F> ResponseFuture<F> {
     pub(crate) fn ready(response: Response) -> Self {
         ResponseFuture {
             state: State::Ready {
-                response: Some(response),
+                response: Some(Box::new(response)),
             },
         }
     }
@@ -96,7 +98,7 @@ where
                 Poll::Ready(Ok(response))
             }
             StateProjection::Ready { response } => match response.take() {
-                Some(response) => Poll::Ready(Ok(response)),
+                Some(response) => Poll::Ready(Ok(*response)),
                 None => Poll::Pending,
             },
             StateProjection::Waiting { future } => future.as_mut().poll(cx),

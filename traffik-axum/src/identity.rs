@@ -27,6 +27,7 @@ use std::future::Future;
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Arc;
 
+use arrayvec::ArrayString;
 use http::request::Parts;
 use traffik_core::Answer;
 
@@ -86,27 +87,24 @@ impl Identity {
     }
 }
 
-/// Dotted decimal without the formatting machinery: the common key.
+/// Dotted decimal without the formatting machinery (or a UTF-8 check): the
+/// common key.
 fn write_ipv4(out: &mut impl fmt::Write, ip: std::net::Ipv4Addr) -> fmt::Result {
-    let mut text = [0u8; 15];
-    let mut len = 0;
+    // At most 15 bytes: "255.255.255.255" fits exactly.
+    let mut text = ArrayString::<15>::new();
     for (i, octet) in ip.octets().into_iter().enumerate() {
         if i > 0 {
-            text[len] = b'.';
-            len += 1;
+            text.push('.');
         }
         if octet >= 100 {
-            text[len] = b'0' + octet / 100;
-            len += 1;
+            text.push(char::from(b'0' + octet / 100));
         }
         if octet >= 10 {
-            text[len] = b'0' + octet / 10 % 10;
-            len += 1;
+            text.push(char::from(b'0' + octet / 10 % 10));
         }
-        text[len] = b'0' + octet % 10;
-        len += 1;
+        text.push(char::from(b'0' + octet % 10));
     }
-    out.write_str(std::str::from_utf8(&text[..len]).map_err(|_| fmt::Error)?)
+    out.write_str(&text)
 }
 
 impl fmt::Display for Identity {
@@ -245,48 +243,40 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for RequestIdentity {
     }
 }
 
-/// Keys are short: most fit on the stack. Longer ones spill to a `String`.
-pub(crate) struct KeyBuf {
-    bytes: [u8; 64],
-    len: usize,
-    spill: Option<String>,
-}
-
-impl Default for KeyBuf {
-    fn default() -> KeyBuf {
-        KeyBuf::new()
-    }
+/// Keys are short: most fit on the stack, as a string that never needs a
+/// UTF-8 check. Longer ones spill to a `String`.
+pub(crate) enum KeyBuf {
+    Stack(ArrayString<64>),
+    Heap(String),
 }
 
 impl KeyBuf {
     pub(crate) fn new() -> KeyBuf {
-        KeyBuf {
-            bytes: [0; 64],
-            len: 0,
-            spill: None,
-        }
+        KeyBuf::Stack(ArrayString::new())
     }
 
+    #[inline]
     pub(crate) fn as_str(&self) -> &str {
-        match &self.spill {
-            Some(text) => text,
-            None => std::str::from_utf8(&self.bytes[..self.len]).unwrap_or_default(),
+        match self {
+            KeyBuf::Stack(text) => text,
+            KeyBuf::Heap(text) => text,
         }
     }
 }
 
 impl fmt::Write for KeyBuf {
+    #[inline]
     fn write_str(&mut self, text: &str) -> fmt::Result {
-        if let Some(spill) = &mut self.spill {
-            spill.push_str(text);
-        } else if self.len + text.len() <= self.bytes.len() {
-            self.bytes[self.len..self.len + text.len()].copy_from_slice(text.as_bytes());
-            self.len += text.len();
-        } else {
-            let mut spill = String::with_capacity(self.len + text.len() + 16);
-            spill.push_str(std::str::from_utf8(&self.bytes[..self.len]).unwrap_or_default());
-            spill.push_str(text);
-            self.spill = Some(spill);
+        match self {
+            KeyBuf::Stack(stack) => {
+                if stack.try_push_str(text).is_err() {
+                    let mut heap = String::with_capacity(stack.len() + text.len() + 16);
+                    heap.push_str(stack);
+                    heap.push_str(text);
+                    *self = KeyBuf::Heap(heap);
+                }
+            }
+            KeyBuf::Heap(heap) => heap.push_str(text),
         }
         Ok(())
     }

@@ -61,9 +61,6 @@ where
     }
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
-        // Take the service that was driven to readiness; leave a clone.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
         let shared = &self.shared;
         let (mut parts, body) = request.into_parts();
         let mut run = Run::default();
@@ -73,7 +70,9 @@ where
                     run.identity = Some(identity);
                     match run.rules_now(shared, &parts) {
                         Step::Pass => {
-                            let future = inner.call(Request::from_parts(parts, body));
+                            // Decided at once: call the service that was
+                            // driven to readiness, no clone needed.
+                            let future = self.inner.call(Request::from_parts(parts, body));
                             return ResponseFuture::inner(future, run.quotas, shared.headers);
                         }
                         Step::Respond(response) => return ResponseFuture::ready(response),
@@ -84,6 +83,9 @@ where
                 None => {}
             }
         }
+        // Take the service that was driven to readiness; leave a clone.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
         let shared = Arc::clone(shared);
         ResponseFuture::waiting(Box::pin(async move {
             if run.identity.is_none() {

@@ -1,11 +1,12 @@
 //! traffik: a rate limiter for Rust services, in one dependency.
 //!
 //! ```
+//! # #[cfg(feature = "memory")]
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use traffik::memory::MemoryBackend;
 //! use traffik::{SlidingWindowLog, Throttle};
 //!
-//! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let logins = Throttle::builder("login", "5 per 15 minutes".parse()?)
 //!     .strategy(SlidingWindowLog)
 //!     .build(MemoryBackend::new())?;
@@ -14,6 +15,8 @@
 //! assert_eq!(decision.remaining(), 4);
 //! # Ok(())
 //! # }
+//! # #[cfg(not(feature = "memory"))]
+//! # fn main() {}
 //! ```
 //!
 //! Six exact strategies, each a pure function of (rate, state, now, cost);

@@ -1,0 +1,88 @@
+//! Instructions per request through an axum router, for callgrind:
+//! `valgrind --tool=callgrind target/release/axum-instructions CONFIG N`.
+//! Run it with two values of N; the difference of the totals over the
+//! difference of N is the cost of one request, setup excluded. The configs
+//! are those of `benches/axum_layer.rs`.
+
+use std::hint::black_box;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::routing::get;
+use http::Request;
+use tower::ServiceExt;
+use tower_governor::GovernorLayer;
+use tower_governor::governor::GovernorConfigBuilder;
+use traffik_axum::{KeyScope, PeerIp, QuotaHeaders, Rule, ThrottleLayer};
+use traffik_backends::memory::MemoryBackend;
+use traffik_core::{Gcra, Throttle};
+
+fn request() -> Request<Body> {
+    let peer: SocketAddr = "203.0.113.7:40000".parse().unwrap();
+    Request::builder()
+        .uri("/")
+        .extension(ConnectInfo(peer))
+        .body(Body::empty())
+        .unwrap()
+}
+
+fn route() -> Router {
+    Router::new().route("/", get(|| async { "ok" }))
+}
+
+fn traffik(headers: QuotaHeaders) -> Router {
+    let throttle = Throttle::builder("api", "1000000000/min".parse().unwrap())
+        .strategy(Gcra::new())
+        .build(MemoryBackend::new())
+        .unwrap();
+    let rule = Rule::new(throttle).scope(KeyScope::Global);
+    let layer = ThrottleLayer::builder(PeerIp::new());
+    route().layer(layer.rule(rule).quota_headers(headers).build())
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let config = args.next().unwrap_or_else(|| "bare".into());
+    let n: u64 = args.next().and_then(|n| n.parse().ok()).unwrap_or(10_000);
+    let app = match config.as_str() {
+        "bare" => route(),
+        "tower_governor" => {
+            let config = GovernorConfigBuilder::default()
+                .per_nanosecond(1)
+                .burst_size(u32::MAX)
+                .finish()
+                .unwrap();
+            route().layer(GovernorLayer::new(Arc::new(config)))
+        }
+        "tower_governor_with_headers" => {
+            let mut builder = GovernorConfigBuilder::default();
+            builder.per_nanosecond(1).burst_size(u32::MAX);
+            let config = builder.use_headers().finish().unwrap();
+            route().layer(GovernorLayer::new(Arc::new(config)))
+        }
+        "traffik" => traffik(QuotaHeaders::DenialsOnly),
+        "traffik_with_headers" => traffik(QuotaHeaders::Ietf),
+        other => panic!("unknown config {other}"),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    // The clock calibrates on its first read, for a time that depends on
+    // the machine: do it outside the measured loop.
+    black_box(traffik_core::Clock::now_ms(&traffik_core::SystemClock));
+    measured(&runtime, &app, 1);
+    measured(&runtime, &app, n);
+}
+
+/// The requests (`--toggle-collect=*measured*` counts only them).
+#[inline(never)]
+fn measured(runtime: &tokio::runtime::Runtime, app: &Router, n: u64) {
+    runtime.block_on(async {
+        for _ in 0..n {
+            black_box(app.clone().oneshot(request()).await.unwrap());
+        }
+    });
+}
