@@ -17,9 +17,11 @@
 //!   the throttle's failure policy turns into allow, deny or an error. Keys
 //!   already tracked keep working. Evicting live keys instead would hand
 //!   their owners a fresh budget, which is what a flood would be after.
-//! - **Memory per key**: the identity inline up to 24 bytes, a 4-byte scope
-//!   number, a 4-byte expiry and the strategy's state: 48 bytes for the
-//!   fixed-size strategies but the sliding window counter (56).
+//! - **Memory per key**: the identity inline up to 24 bytes, a 4-byte slot
+//!   of the shard's scope directory (the throttles whose keys it holds; a
+//!   slot is freed with its last key, so nothing grows for ever), a 4-byte
+//!   expiry and the strategy's state: 48 bytes for the fixed-size
+//!   strategies but the sliding window counter (56).
 
 mod backend;
 mod shard;

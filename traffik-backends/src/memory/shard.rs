@@ -294,15 +294,10 @@ impl Shard {
     #[inline]
     pub(super) fn table_mut<S: Strategy>(&mut self) -> (&mut Table<S::State>, &mut Scopes) {
         let slot = &mut self.tables[S::KIND.index()];
+        let table = slot.get_or_insert_with(|| Box::new(Table::<S::State>::default()));
         // The slot of a strategy only ever holds that strategy's table.
-        if !matches!(slot, Some(table) if table.as_any().is::<Table<S::State>>()) {
-            *slot = Some(Box::new(Table::<S::State>::default()));
-        }
-        let Some(table) = slot
-            .as_mut()
-            .and_then(|table| table.as_any_mut().downcast_mut::<Table<S::State>>())
-        else {
-            unreachable!("the slot was just given a table of this strategy")
+        let Some(table) = table.as_any_mut().downcast_mut::<Table<S::State>>() else {
+            unreachable!("the slot of a strategy holds a table of its state")
         };
         (table, &mut self.scopes)
     }
