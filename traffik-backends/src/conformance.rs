@@ -184,10 +184,26 @@ pub async fn decisions_match_the_pure_strategies<B: Backend + Clone>(backend: &B
 ///
 /// On the first decision that differs, naming the strategy, rate and step.
 pub async fn parity<B: Backend + Clone>(backend: &B, rates: &[&str], steps: usize) {
+    parity_at(backend, rates, steps, START_MS).await;
+}
+
+/// [`parity`] with the clock starting at `start_ms`: near the end of a
+/// backend's exact range (2^53 ms for the Redis scripts, whose numbers are
+/// Lua doubles) or of time itself (`u64::MAX`). Costs include `u64::MAX`.
+///
+/// # Panics
+///
+/// On the first decision that differs, naming the strategy, rate and step.
+pub async fn parity_at<B: Backend + Clone>(
+    backend: &B,
+    rates: &[&str],
+    steps: usize,
+    start_ms: u64,
+) {
     for text in rates {
         let rate = rate(text);
         for (index, strategy) in strategies().into_iter().enumerate() {
-            let clock = ManualClock::new(START_MS);
+            let clock = ManualClock::new(start_ms);
             let throttle = throttle(backend, "parity", rate, strategy.clone(), &clock);
             let mut oracle = Oracle::new(strategy.clone(), rate);
             let mut sequence =
@@ -201,11 +217,12 @@ pub async fn parity<B: Backend + Clone>(backend: &B, rates: &[&str], steps: usiz
                     _ => sequence.next(span),
                 };
                 clock.advance(Duration::from_millis(advance));
-                let cost = match sequence.next(10) {
+                let cost = match sequence.next(11) {
                     0 => 0,
                     1 => capacity + 1,
                     2 => 1 + sequence.next(capacity),
                     3 => 1 + sequence.next(capacity.min(3)),
+                    4 => u64::MAX - sequence.next(3),
                     _ => 1,
                 };
                 let expected = oracle.hit(traffik_core::Clock::now_ms(&clock), cost);

@@ -190,3 +190,17 @@ async fn decides_synchronously_and_says_it_is_local() {
             .is_allowed()
     );
 }
+
+/// At the end of time (a clock a second short of `u64::MAX` ms) and with
+/// costs up to `u64::MAX`, decisions are still exactly the pure functions'.
+#[tokio::test]
+async fn parity_at_the_end_of_time() {
+    let backend = MemoryBackend::builder().sweep_interval(None).build();
+    traffik_backends::conformance::parity_at(
+        &backend,
+        &["5/s", "3/1s", "10/250ms", "26000000/d"],
+        200,
+        u64::MAX - 1_000,
+    )
+    .await;
+}

@@ -59,6 +59,22 @@ async fn scripts_match_the_rust_strategies_on_large_rates() {
     .await;
 }
 
+/// Near the top of Lua's exact integers (2^53 ms), with costs up to
+/// `u64::MAX`, the scripts still agree with the Rust functions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripts_match_the_rust_strategies_near_the_end_of_luas_exact_range() {
+    let server = RedisServer::start();
+    let backend = client_time(&server.url());
+    let start = (1u64 << 53) - (1u64 << 40) + 123;
+    conformance::parity_at(
+        &backend,
+        &["5/s", "7919/h", "26000000/d", "3/7ms"],
+        120,
+        start,
+    )
+    .await;
+}
+
 fn throttle(
     backend: &RedisBackend,
     kind: StrategyKind,

@@ -138,6 +138,17 @@ pub const fn window_end_ms(now_ms: u64, period_ms: u64) -> u64 {
     (now_ms - now_ms % period_ms).saturating_add(period_ms)
 }
 
+/// How long from `now_ms` until `end_ms`: `u64::MAX` (never) for an end
+/// that saturated at the end of time, since such a window never closes.
+#[inline]
+pub(crate) const fn until(end_ms: u64, now_ms: u64) -> u64 {
+    if end_ms == u64::MAX {
+        u64::MAX
+    } else {
+        end_ms.saturating_sub(now_ms)
+    }
+}
+
 /// Whether the window ending at `end_ms` is over at `now_ms`. A window whose
 /// end saturated at `u64::MAX` never is.
 #[inline]

@@ -14,6 +14,9 @@ use traffik_core::{Answer, Backend, Decision, Error, ErrorKind, Key, Limit};
 use super::error::{from_redis, timeout};
 use super::scripts::{Scripts, decision};
 
+/// The largest time the scripts compute with exactly (Lua doubles).
+const LUA_EXACT_MS: u64 = (1 << 53) - 1;
+
 /// Where the scripts take the current time from.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -249,7 +252,9 @@ impl RedisBackend {
         let (reduced_count, reduced_period) = limit.rate().reduced();
         match self.inner.time {
             TimeSource::Server => invocation.arg(""),
-            TimeSource::Client => invocation.arg(now_ms),
+            // Lua numbers are exact below 2^53 ms (the year 287,396): later
+            // times stand still there, which only ever restricts.
+            TimeSource::Client => invocation.arg(now_ms.min(LUA_EXACT_MS)),
         };
         invocation
             .arg(limit.rate().count())

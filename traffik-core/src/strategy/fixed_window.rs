@@ -1,5 +1,5 @@
 use super::state::{decode_words, encode_words};
-use super::{State, Storage, Strategy, StrategyKind, window_end_ms, window_over};
+use super::{State, Storage, Strategy, StrategyKind, until, window_end_ms, window_over};
 use crate::{Decision, Rate};
 
 /// Counts hits in windows of one period, aligned to multiples of the period
@@ -50,8 +50,9 @@ impl Strategy for FixedWindow {
             state.window_end_ms = window_end_ms(now_ms, rate.period_ms());
             state.count = 0;
         }
-        // A state from the future (the clock went back) counts until its end.
-        let until_end = state.window_end_ms.saturating_sub(now_ms);
+        // A state from the future (the clock went back) counts until its end;
+        // the last window of time never ends.
+        let until_end = until(state.window_end_ms, now_ms);
         let reset = |count: u64| if count == 0 { 0 } else { until_end };
         let remaining = limit.saturating_sub(state.count);
         if cost > limit {

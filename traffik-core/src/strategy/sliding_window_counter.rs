@@ -1,5 +1,5 @@
 use super::state::{decode_words, encode_words};
-use super::{State, Storage, Strategy, StrategyKind, window_end_ms, window_over};
+use super::{State, Storage, Strategy, StrategyKind, until, window_end_ms, window_over};
 use crate::{Decision, Rate};
 
 /// Two aligned fixed windows, the previous one weighted by how much of it the
@@ -113,9 +113,9 @@ impl Strategy for SlidingWindowCounter {
 fn reset_after(state: &SlidingWindowCounterState, period: u64, now_ms: u64) -> u64 {
     let end = state.window_end_ms;
     if state.current > 0 {
-        end.saturating_add(period).saturating_sub(now_ms)
+        until(end.saturating_add(period), now_ms)
     } else if state.previous > 0 {
-        end.saturating_sub(now_ms)
+        until(end, now_ms)
     } else {
         0
     }

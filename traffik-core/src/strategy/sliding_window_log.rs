@@ -1,7 +1,7 @@
 use std::collections::VecDeque;
 
 use super::state::{parse_decimal, push_decimal};
-use super::{State, Strategy, StrategyKind, window_over};
+use super::{State, Strategy, StrategyKind, until, window_over};
 use crate::{Decision, Rate};
 
 /// Remembers every admitted hit of the last period and admits a hit only if
@@ -83,9 +83,10 @@ impl Strategy for SlidingWindowLog {
             state.total = state.total.saturating_sub(spent);
         }
         let reset = |state: &SlidingWindowLogState| {
-            state.entries.back().map_or(0, |&(at, _)| {
-                at.saturating_add(period).saturating_sub(now_ms)
-            })
+            state
+                .entries
+                .back()
+                .map_or(0, |&(at, _)| until(at.saturating_add(period), now_ms))
         };
         let remaining = limit.saturating_sub(state.total);
         if cost > limit {
@@ -111,7 +112,7 @@ impl Strategy for SlidingWindowLog {
         let mut retry = reset(state);
         for &(at, spent) in &state.entries {
             if spent >= to_free {
-                retry = at.saturating_add(period).saturating_sub(now_ms);
+                retry = until(at.saturating_add(period), now_ms);
                 break;
             }
             to_free -= spent;
