@@ -235,12 +235,26 @@ mod tests {
             ("memory://host", "takes no host"),
             ("memory://?shards=x", "needs a whole number"),
             ("memory://?colour=1", "unknown memory:// option"),
-            ("memcached://no-port", "is not host:port"),
             ("mongodb://x", "unknown backend url scheme"),
         ] {
             let err = AnyBackend::from_url(url).await.unwrap_err();
             assert_eq!(err.kind(), ErrorKind::Config, "{url}");
             assert!(err.to_string().contains(needle), "{url}: {err}");
+        }
+        #[cfg(feature = "memcached")]
+        {
+            let err = AnyBackend::from_url("memcached://no-port")
+                .await
+                .unwrap_err();
+            assert!(err.to_string().contains("is not host:port"), "{err}");
+        }
+        #[cfg(not(feature = "memcached"))]
+        {
+            let err = AnyBackend::from_url("memcached://h:1").await.unwrap_err();
+            assert!(
+                err.to_string().contains("needs the `memcached` feature"),
+                "{err}"
+            );
         }
         #[cfg(feature = "memcached")]
         for url in [

@@ -27,9 +27,12 @@ pub const START_MS: u64 = 1_700_000_000_123;
 /// the case ends.
 ///
 /// ```no_run
+/// # #[cfg(feature = "memory")]
+/// # mod cases {
 /// use traffik_backends::memory::MemoryBackend;
 ///
 /// traffik_backends::conformance_tests!(async { (MemoryBackend::new(), ()) });
+/// # }
 /// # fn main() {}
 /// ```
 #[macro_export]

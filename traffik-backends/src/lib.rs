@@ -8,6 +8,7 @@
 //! | `conformance` | no | `conformance_tests!`: the suite every backend must pass |
 //!
 //! ```
+//! # #[cfg(feature = "memory")]
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! use traffik_backends::AnyBackend;
 //! use traffik_core::{SlidingWindowLog, Throttle};
