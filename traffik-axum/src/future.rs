@@ -4,7 +4,7 @@ use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 
 use axum::response::Response;
 use pin_project_lite::pin_project;
@@ -93,9 +93,13 @@ where
                 quotas,
                 headers,
             } => {
-                let Ok(mut response) = ready!(future.poll(cx));
-                write(response.headers_mut(), quotas, *headers);
-                Poll::Ready(Ok(response))
+                // The response is written in place: moving it out and back
+                // costs two copies of it per request.
+                let mut poll = future.poll(cx);
+                if let Poll::Ready(Ok(response)) = &mut poll {
+                    write(response.headers_mut(), quotas, *headers);
+                }
+                poll
             }
             StateProjection::Ready { response } => match response.take() {
                 Some(response) => Poll::Ready(Ok(*response)),

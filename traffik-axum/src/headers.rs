@@ -6,8 +6,11 @@ use std::fmt::Write as _;
 
 use std::sync::Arc;
 
+use http::header::Entry;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use traffik_core::{Decision, Limit};
+
+use crate::key::TextBuf;
 
 /// Which quota headers responses carry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -52,21 +55,6 @@ impl Policy {
     }
 }
 
-/// Appends the decimal digits of `n`, without the formatting machinery.
-fn push_u64(out: &mut String, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.push_str(std::str::from_utf8(&digits[at..]).unwrap_or("0"));
-}
-
 /// The `RateLimit-Policy` member of a throttle under `limit`.
 pub(crate) fn policy_member(policy: &Policy, limit: &Limit) -> HeaderValue {
     let mut member = String::with_capacity(policy.label.len() + 24);
@@ -98,20 +86,31 @@ fn sf_string(out: &mut String, text: &str) {
     out.push('"');
 }
 
-fn insert(headers: &mut HeaderMap, name: HeaderName, value: &str) {
+fn insert(headers: &mut HeaderMap, name: &HeaderName, value: &str) {
     if let Ok(value) = HeaderValue::from_str(value) {
         headers.insert(name, value);
     }
 }
 
 /// Adds list members to a structured-field list, after those a layer
-/// nearer the handler already wrote.
-fn append(headers: &mut HeaderMap, name: HeaderName, members: &str) {
-    let combined = match headers.get(&name).and_then(|v| v.to_str().ok()) {
-        Some(existing) if !existing.is_empty() => format!("{existing}, {members}"),
-        _ => members.to_owned(),
-    };
-    insert(headers, name, &combined);
+/// nearer the handler already wrote (one lookup of the field).
+fn append(field: Entry<'_, HeaderValue>, members: &str) {
+    match field {
+        Entry::Occupied(mut field) => {
+            let combined = match field.get().to_str() {
+                Ok(existing) if !existing.is_empty() => format!("{existing}, {members}"),
+                _ => members.to_owned(),
+            };
+            if let Ok(value) = HeaderValue::try_from(combined) {
+                field.insert(value);
+            }
+        }
+        Entry::Vacant(field) => {
+            if let Ok(value) = HeaderValue::from_str(members) {
+                field.insert(value);
+            }
+        }
+    }
 }
 
 /// The seconds `t` reports: until a hit of the same cost passes when denied
@@ -126,60 +125,57 @@ pub(crate) fn t_seconds(decision: &Decision) -> u64 {
     seconds_up(ms)
 }
 
+/// The field names, made once (`from_static` checks the name on every call).
+static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+static X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+static X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+static X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+
+/// Writes the quota fields of `quotas` on a response.
 pub(crate) fn write(headers: &mut HeaderMap, quotas: &[Quota], mode: QuotaHeaders) {
     let Some(first) = quotas.first() else {
         return;
     };
-    let policy_name = HeaderName::from_static("ratelimit-policy");
-    let state_name = HeaderName::from_static("ratelimit");
-    let mut state = String::with_capacity(32 * quotas.len());
+    // On the stack: one copy into the field's value, no other allocation.
+    let mut state = TextBuf::<128>::new();
+    let mut digits = itoa::Buffer::new();
     for quota in quotas {
         if !state.is_empty() {
             state.push_str(", ");
         }
         state.push_str(&quota.policy.label);
         state.push_str(";r=");
-        push_u64(&mut state, quota.decision.remaining());
+        state.push_str(digits.format(quota.decision.remaining()));
         state.push_str(";t=");
-        push_u64(&mut state, t_seconds(&quota.decision));
+        state.push_str(digits.format(t_seconds(&quota.decision)));
     }
-    if quotas.len() == 1 && !headers.contains_key(&policy_name) {
+    match headers.entry(&RATELIMIT_POLICY) {
         // The common case: the member made once, shared, no copy.
-        headers.insert(policy_name, first.member.clone());
-    } else {
-        let members: Vec<&str> = quotas
-            .iter()
-            .filter_map(|q| q.member.to_str().ok())
-            .collect();
-        append(headers, policy_name, &members.join(", "));
+        Entry::Vacant(field) if quotas.len() == 1 => {
+            field.insert(first.member.clone());
+        }
+        field => {
+            let members: Vec<&str> = quotas
+                .iter()
+                .filter_map(|q| q.member.to_str().ok())
+                .collect();
+            append(field, &members.join(", "));
+        }
     }
-    if headers.contains_key(&state_name) {
-        append(headers, state_name, &state);
-    } else if let Ok(value) = HeaderValue::try_from(state) {
-        headers.insert(state_name, value);
-    }
+    append(headers.entry(&RATELIMIT), state.as_str());
     // The legacy fields hold one quota: the layer nearest the handler wins.
-    if mode == QuotaHeaders::IetfAndLegacy && !headers.contains_key("x-ratelimit-limit") {
+    if mode == QuotaHeaders::IetfAndLegacy && !headers.contains_key(&X_RATELIMIT_LIMIT) {
         // The most constrained: a denial, else the fewest remaining.
         let worst = quotas
             .iter()
             .min_by_key(|q| (q.decision.is_allowed(), q.decision.remaining()))
             .unwrap_or(first);
-        insert(
-            headers,
-            HeaderName::from_static("x-ratelimit-limit"),
-            &worst.capacity.to_string(),
-        );
-        insert(
-            headers,
-            HeaderName::from_static("x-ratelimit-remaining"),
-            &worst.decision.remaining().to_string(),
-        );
-        insert(
-            headers,
-            HeaderName::from_static("x-ratelimit-reset"),
-            &t_seconds(&worst.decision).to_string(),
-        );
+        insert(headers, &X_RATELIMIT_LIMIT, digits.format(worst.capacity));
+        let remaining = worst.decision.remaining();
+        insert(headers, &X_RATELIMIT_REMAINING, digits.format(remaining));
+        let reset = t_seconds(&worst.decision);
+        insert(headers, &X_RATELIMIT_RESET, digits.format(reset));
     }
 }
 

@@ -22,16 +22,18 @@ pub use func::FnIdentity;
 pub use header::{HeaderKey, NoFallback};
 pub use peer_ip::PeerIp;
 
-use std::fmt::{self, Write as _};
+use std::fmt;
 use std::future::Future;
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Arc;
 
-use arrayvec::ArrayString;
 use http::request::Parts;
+
+use crate::RequestHead;
 use traffik_core::Answer;
 
 use crate::error::IdentityError;
+use crate::key::{Ipv4Text, KeyBuf};
 
 /// Who a request is from, as far as throttling is concerned.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -75,36 +77,29 @@ impl Identity {
         matches!(self, Identity::Exempt)
     }
 
+    /// Writes the identity into a key buffer: an IPv4 address without the
+    /// formatting machinery, the common case.
+    #[inline]
+    pub(crate) fn push_key(&self, key: &mut KeyBuf) {
+        match self {
+            Identity::Ip(IpAddr::V4(v4)) => key.push_ipv4(*v4),
+            Identity::Key(text) => key.push_str(text),
+            other => {
+                let _ = other.write_key(key);
+            }
+        }
+    }
+
     /// Writes the identity as it appears in backend keys.
     pub fn write_key(&self, out: &mut impl fmt::Write) -> fmt::Result {
         match self {
-            Identity::Ip(IpAddr::V4(v4)) => write_ipv4(out, *v4),
+            Identity::Ip(IpAddr::V4(v4)) => out.write_str(Ipv4Text::new(*v4).as_str()),
             Identity::Ip(ip) => write!(out, "{ip}"),
             Identity::Ipv6Prefix(network, prefix) => write!(out, "{network}/{prefix}"),
             Identity::Key(key) => out.write_str(key),
             Identity::Exempt => out.write_str("exempt"),
         }
     }
-}
-
-/// Dotted decimal without the formatting machinery (or a UTF-8 check): the
-/// common key.
-fn write_ipv4(out: &mut impl fmt::Write, ip: std::net::Ipv4Addr) -> fmt::Result {
-    // At most 15 bytes: "255.255.255.255" fits exactly.
-    let mut text = ArrayString::<15>::new();
-    for (i, octet) in ip.octets().into_iter().enumerate() {
-        if i > 0 {
-            text.push('.');
-        }
-        if octet >= 100 {
-            text.push(char::from(b'0' + octet / 100));
-        }
-        if octet >= 10 {
-            text.push(char::from(b'0' + octet / 10 % 10));
-        }
-        text.push(char::from(b'0' + octet % 10));
-    }
-    out.write_str(&text)
 }
 
 impl fmt::Display for Identity {
@@ -117,8 +112,7 @@ impl fmt::Display for Identity {
 /// async: look an API key up in a database, say).
 ///
 /// ```
-/// use http::request::Parts;
-/// use traffik_axum::{Identity, IdentityError, IdentityExtractor};
+/// use traffik_axum::{Identity, IdentityError, IdentityExtractor, RequestHead};
 /// use traffik_core::Answer;
 ///
 /// /// The tenant, looked up asynchronously.
@@ -127,15 +121,15 @@ impl fmt::Display for Identity {
 /// impl IdentityExtractor for Tenant {
 ///     fn identify(
 ///         &self,
-///         parts: &Parts,
+///         request: RequestHead<'_>,
 ///     ) -> Answer<impl Future<Output = Result<Identity, IdentityError>> + Send> {
-///         let host = parts.uri.host().unwrap_or("").to_owned();
+///         let host = request.uri().host().unwrap_or("").to_owned();
 ///         Answer::pending(async move { Ok(Identity::key(host)) })
 ///     }
 /// }
 /// ```
 pub trait IdentityExtractor: Send + Sync + 'static {
-    /// The identity of the request whose head is `parts`: ready at once
+    /// The identity of the request whose head is `request`: ready at once
     /// ([`Answer::now`]) when it is known without waiting, as for every
     /// built-in extractor, so the middleware decides without boxing a
     /// future; pending otherwise. A pending answer must do nothing until it
@@ -146,7 +140,7 @@ pub trait IdentityExtractor: Send + Sync + 'static {
     /// error's message (a configuration mistake, not the client's).
     fn identify(
         &self,
-        parts: &Parts,
+        request: RequestHead<'_>,
     ) -> Answer<impl Future<Output = Result<Identity, IdentityError>> + Send>;
 
     /// Whether the identity is worth keeping in the request's extensions
@@ -168,9 +162,9 @@ pub trait IdentityExtractor: Send + Sync + 'static {
 impl<I: IdentityExtractor> IdentityExtractor for Arc<I> {
     fn identify(
         &self,
-        parts: &Parts,
+        request: RequestHead<'_>,
     ) -> Answer<impl Future<Output = Result<Identity, IdentityError>> + Send> {
-        (**self).identify(parts)
+        (**self).identify(request)
     }
 
     const CACHE: bool = I::CACHE;
@@ -232,7 +226,7 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for RequestIdentity {
             return Ok(RequestIdentity(identity.clone()));
         }
         PeerIp::new()
-            .resolve(parts)
+            .resolve(RequestHead::from(&*parts))
             .map(RequestIdentity)
             .map_err(|_| {
                 (
@@ -241,51 +235,6 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for RequestIdentity {
                 )
             })
     }
-}
-
-/// Keys are short: most fit on the stack, as a string that never needs a
-/// UTF-8 check. Longer ones spill to a `String`.
-pub(crate) enum KeyBuf {
-    Stack(ArrayString<64>),
-    Heap(String),
-}
-
-impl KeyBuf {
-    pub(crate) fn new() -> KeyBuf {
-        KeyBuf::Stack(ArrayString::new())
-    }
-
-    #[inline]
-    pub(crate) fn as_str(&self) -> &str {
-        match self {
-            KeyBuf::Stack(text) => text,
-            KeyBuf::Heap(text) => text,
-        }
-    }
-}
-
-impl fmt::Write for KeyBuf {
-    #[inline]
-    fn write_str(&mut self, text: &str) -> fmt::Result {
-        match self {
-            KeyBuf::Stack(stack) => {
-                if stack.try_push_str(text).is_err() {
-                    let mut heap = String::with_capacity(stack.len() + text.len() + 16);
-                    heap.push_str(stack);
-                    heap.push_str(text);
-                    *self = KeyBuf::Heap(heap);
-                }
-            }
-            KeyBuf::Heap(heap) => heap.push_str(text),
-        }
-        Ok(())
-    }
-}
-
-/// Appends `:suffix` to a key.
-pub(crate) fn push_suffix(key: &mut KeyBuf, suffix: &str) {
-    let _ = key.write_char(':');
-    let _ = key.write_str(suffix);
 }
 
 #[cfg(test)]
@@ -304,14 +253,5 @@ mod tests {
         for text in ["0.0.0.0", "255.255.255.255", "10.0.100.9", "1.20.199.255"] {
             assert_eq!(Identity::ip(text.parse().unwrap(), 64).to_string(), text);
         }
-    }
-
-    #[test]
-    fn key_buffers_spill_past_64_bytes() {
-        let mut key = KeyBuf::new();
-        let _ = key.write_str("a".repeat(60).as_str());
-        push_suffix(&mut key, "route/with/a/long/path");
-        assert_eq!(key.as_str().len(), 60 + 1 + 22);
-        assert!(key.as_str().ends_with(":route/with/a/long/path"));
     }
 }

@@ -32,8 +32,10 @@
 
 mod error;
 mod future;
+mod head;
 mod headers;
 mod identity;
+mod key;
 mod layer;
 mod rejection;
 mod rule;
@@ -43,6 +45,7 @@ mod websocket;
 
 pub use error::IdentityError;
 pub use future::ResponseFuture;
+pub use head::RequestHead;
 pub use headers::QuotaHeaders;
 pub use identity::{
     ClientIp, FnIdentity, HeaderKey, Identity, IdentityExtractor, NoFallback, PeerIp,

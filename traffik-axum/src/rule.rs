@@ -7,11 +7,12 @@ use std::sync::Arc;
 
 use axum::extract::MatchedPath;
 use http::HeaderValue;
-use http::request::Parts;
 use traffik_core::{Answer, Backend, Clock, Decision, Error, Limit, Throttle};
 
+use crate::RequestHead;
 use crate::headers::{Policy, Quota, policy_member};
-use crate::identity::{Identity, KeyBuf, push_suffix};
+use crate::identity::Identity;
+use crate::key::{Ipv4Text, KeyBuf};
 
 pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -68,7 +69,7 @@ pub enum KeyScope {
     /// The identity, the method and the route template.
     MethodRoute,
     /// The identity and whatever the function returns.
-    Custom(Arc<dyn Fn(&Parts) -> String + Send + Sync>),
+    Custom(Arc<dyn Fn(RequestHead<'_>) -> String + Send + Sync>),
 }
 
 impl fmt::Debug for KeyScope {
@@ -83,7 +84,7 @@ impl fmt::Debug for KeyScope {
 }
 
 type LimitFn = Arc<dyn Fn(&Identity) -> BoxFuture<'static, Option<Limit>> + Send + Sync>;
-type CostFn = Arc<dyn Fn(&Parts) -> BoxFuture<'static, u64> + Send + Sync>;
+type CostFn = Arc<dyn Fn(RequestHead<'_>) -> BoxFuture<'static, u64> + Send + Sync>;
 
 /// One throttle on a [`ThrottleLayer`](crate::ThrottleLayer): the throttle,
 /// how it keys requests, and optionally a limit per identity and a cost per
@@ -105,8 +106,8 @@ type CostFn = Arc<dyn Fn(&Parts) -> BoxFuture<'static, u64> + Send + Sync>;
 ///         async move { vip.then_some(premium) }
 ///     })
 ///     // Uploads cost one per started megabyte.
-///     .cost_by(|parts| {
-///         let bytes = parts.headers.get("content-length")
+///     .cost_by(|request| {
+///         let bytes = request.headers().get("content-length")
 ///             .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
 ///             .unwrap_or(0);
 ///         async move { 1 + bytes / 1_000_000 }
@@ -176,10 +177,10 @@ impl Rule {
     /// The cost of a request (default 1). The function may be async.
     pub fn cost_by<F, Fut>(mut self, function: F) -> Rule
     where
-        F: Fn(&Parts) -> Fut + Send + Sync + 'static,
+        F: Fn(RequestHead<'_>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = u64> + Send + 'static,
     {
-        self.cost_by = Some(Arc::new(move |parts| Box::pin(function(parts))));
+        self.cost_by = Some(Arc::new(move |request| Box::pin(function(request))));
         self
     }
 
@@ -203,26 +204,25 @@ impl Rule {
         }
     }
 
-    /// The key of a request: the identity, then what the scope adds.
-    pub(crate) fn key(&self, identity: &Identity, parts: &Parts) -> KeyBuf {
+    /// The key of a request: the identity, then what the scope adds. A
+    /// global key of a text or IPv4 identity is not copied into a buffer.
+    #[inline]
+    pub(crate) fn key<'a>(&self, identity: &'a Identity, request: RequestHead<'_>) -> Key<'a> {
+        if let KeyScope::Global = self.scope {
+            return Key::of(identity);
+        }
         let mut key = KeyBuf::new();
-        let _ = identity.write_key(&mut key);
-        let route = || {
-            parts
-                .extensions
-                .get::<MatchedPath>()
-                .map_or("*", MatchedPath::as_str)
-        };
+        identity.push_key(&mut key);
         match &self.scope {
             KeyScope::Global => {}
-            KeyScope::Route => push_suffix(&mut key, route()),
+            KeyScope::Route => key.push_suffix(route(request)),
             KeyScope::MethodRoute => {
-                push_suffix(&mut key, parts.method.as_str());
-                push_suffix(&mut key, route());
+                key.push_suffix(request.method().as_str());
+                key.push_suffix(route(request));
             }
-            KeyScope::Custom(function) => push_suffix(&mut key, &function(parts)),
+            KeyScope::Custom(function) => key.push_suffix(&function(request)),
         }
-        key
+        Key::Built(key)
     }
 
     /// Orders rules tightest first: rates compared as hits per millisecond
@@ -231,5 +231,49 @@ impl Rule {
         let (a, b) = (self.throttle.limit().rate(), other.throttle.limit().rate());
         (u128::from(a.count()) * u128::from(b.period_ms()))
             .cmp(&(u128::from(b.count()) * u128::from(a.period_ms())))
+    }
+}
+
+/// The route template of a request; `*` when it matched none, so random
+/// paths cannot create keys.
+fn route(request: RequestHead<'_>) -> &str {
+    request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("*", MatchedPath::as_str)
+}
+
+/// A request's key for one rule.
+pub(crate) enum Key<'a> {
+    /// The identity's own text.
+    Text(&'a str),
+    /// An IPv4 address, written on the stack.
+    Ipv4(Ipv4Text),
+    /// Built from the identity and the scope.
+    Built(KeyBuf),
+}
+
+impl<'a> Key<'a> {
+    /// The key of an identity alone.
+    #[inline]
+    fn of(identity: &'a Identity) -> Key<'a> {
+        match identity {
+            Identity::Key(text) => Key::Text(text),
+            Identity::Ip(std::net::IpAddr::V4(ip)) => Key::Ipv4(Ipv4Text::new(*ip)),
+            other => {
+                let mut key = KeyBuf::new();
+                other.push_key(&mut key);
+                Key::Built(key)
+            }
+        }
+    }
+
+    #[inline]
+    pub(crate) fn as_str(&self) -> &str {
+        match self {
+            Key::Text(text) => text,
+            Key::Ipv4(ip) => ip.as_str(),
+            Key::Built(key) => key.as_str(),
+        }
     }
 }

@@ -7,11 +7,11 @@ use std::task::{Context, Poll};
 
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
-use http::request::Parts;
-use http::{HeaderValue, Request, StatusCode, header};
+use http::{Extensions, HeaderValue, Request, StatusCode, header};
 use tower::Service;
 use traffik_core::{Decision, Error, Limit, Reason};
 
+use crate::RequestHead;
 use crate::future::ResponseFuture;
 use crate::headers::Quota;
 use crate::identity::{Identity, IdentityCache, IdentityExtractor};
@@ -60,19 +60,21 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<Body>) -> Self::Future {
+    #[inline]
+    fn call(&mut self, mut request: Request<Body>) -> Self::Future {
         let shared = &self.shared;
-        let (mut parts, body) = request.into_parts();
         let mut run = Run::default();
+        // The request is read in place: splitting it into head and body and
+        // joining them again would copy the head twice.
         if shared.decides_at_once {
-            match identify_now(shared, &mut parts) {
+            match identify_now(shared, &mut request) {
                 Some(Ok(identity)) => {
                     run.identity = Some(identity);
-                    match run.rules_now(shared, &parts) {
+                    match run.rules_now(shared, RequestHead::from(&request)) {
                         Step::Pass => {
                             // Decided at once: call the service that was
                             // driven to readiness, no clone needed.
-                            let future = self.inner.call(Request::from_parts(parts, body));
+                            let future = self.inner.call(request);
                             return ResponseFuture::inner(future, run.quotas, shared.headers);
                         }
                         Step::Respond(response) => return ResponseFuture::ready(response),
@@ -88,6 +90,9 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let shared = Arc::clone(shared);
         ResponseFuture::waiting(Box::pin(async move {
+            // The body is not `Sync`: the head is borrowed across the waits
+            // on its own.
+            let (mut parts, body) = request.into_parts();
             if run.identity.is_none() {
                 match identify(&shared, &mut parts).await {
                     Ok(identity) => {
@@ -96,7 +101,7 @@ where
                     Err(error) => return Ok(identity_error(&error)),
                 }
             }
-            if let Some(response) = run.rules(&shared, &parts).await {
+            if let Some(response) = run.rules(&shared, RequestHead::from(&parts)).await {
                 return Ok(response);
             }
             let mut response = inner.call(Request::from_parts(parts, body)).await?;
@@ -129,7 +134,7 @@ enum Step {
 impl Run {
     /// Runs the rules that can decide at once, stopping at the first that
     /// cannot (it has not been charged).
-    fn rules_now<I>(&mut self, shared: &Shared<I>, parts: &Parts) -> Step {
+    fn rules_now<I>(&mut self, shared: &Shared<I>, request: RequestHead<'_>) -> Step {
         let Some(identity) = &self.identity else {
             return Step::Pending;
         };
@@ -137,7 +142,7 @@ impl Run {
             return Step::Pass;
         }
         while let Some(rule) = shared.rules.get(self.next) {
-            let key = rule.key(identity, parts);
+            let key = rule.key(identity, request);
             // A pending answer has done nothing yet: the async path asks again.
             let Ok(outcome) = rule.throttle.hit(key.as_str(), None, 1).into_ready() else {
                 return Step::Pending;
@@ -151,7 +156,7 @@ impl Run {
     }
 
     /// Runs the remaining rules; `Some` when the request is answered here.
-    async fn rules<I>(&mut self, shared: &Shared<I>, parts: &Parts) -> Option<Response> {
+    async fn rules<I>(&mut self, shared: &Shared<I>, request: RequestHead<'_>) -> Option<Response> {
         let identity = self.identity.clone()?;
         let identity = &identity;
         if identity.is_exempt() {
@@ -159,13 +164,13 @@ impl Run {
         }
         while let Some(rule) = shared.rules.get(self.next) {
             self.next += 1;
-            let key = rule.key(identity, parts);
+            let key = rule.key(identity, request);
             let limit = match &rule.limit_by {
                 Some(limit_by) => limit_by(identity).await,
                 None => None,
             };
             let cost = match &rule.cost_by {
-                Some(cost_by) => cost_by(parts).await,
+                Some(cost_by) => cost_by(request).await,
                 None => 1,
             };
             let outcome = rule.throttle.hit(key.as_str(), limit.as_ref(), cost).await;
@@ -218,27 +223,29 @@ fn settle<I>(
 
 /// Keeps the identity in the request's extensions for the next layer with
 /// the same extractor and for the handler, when it is worth keeping.
-fn keep<I: IdentityExtractor>(shared: &Shared<I>, parts: &mut Parts, identity: &Identity) {
+fn keep<I: IdentityExtractor>(
+    shared: &Shared<I>,
+    extensions: &mut Extensions,
+    identity: &Identity,
+) {
     if !I::CACHE {
         return;
     }
     let extractor = I::cache_id(&shared.identity);
-    match parts.extensions.get_mut::<IdentityCache>() {
+    match extensions.get_mut::<IdentityCache>() {
         Some(cache) => cache.insert(extractor, identity.clone()),
         None => {
-            parts
-                .extensions
-                .insert(IdentityCache::new(extractor, identity.clone()));
+            extensions.insert(IdentityCache::new(extractor, identity.clone()));
         }
     }
 }
 
 /// The identity another layer with the same extractor kept, if any.
-fn cached<I: IdentityExtractor>(shared: &Shared<I>, parts: &Parts) -> Option<Identity> {
+fn cached<I: IdentityExtractor>(shared: &Shared<I>, extensions: &Extensions) -> Option<Identity> {
     if !I::CACHE {
         return None;
     }
-    let cache = parts.extensions.get::<IdentityCache>()?;
+    let cache = extensions.get::<IdentityCache>()?;
     cache.get(I::cache_id(&shared.identity)).cloned()
 }
 
@@ -246,15 +253,19 @@ fn cached<I: IdentityExtractor>(shared: &Shared<I>, parts: &Parts) -> Option<Ide
 /// extractor that can tell at once.
 fn identify_now<I: IdentityExtractor>(
     shared: &Shared<I>,
-    parts: &mut Parts,
+    request: &mut Request<Body>,
 ) -> Option<Result<Identity, crate::IdentityError>> {
-    if let Some(found) = cached(shared, parts) {
+    if let Some(found) = cached(shared, request.extensions()) {
         return Some(Ok(found));
     }
     // A pending answer has done nothing yet: the async path asks again.
-    let result = shared.identity.identify(parts).into_ready().ok()?;
+    let result = shared
+        .identity
+        .identify(RequestHead::from(&*request))
+        .into_ready()
+        .ok()?;
     if let Ok(identity) = &result {
-        keep(shared, parts, identity);
+        keep(shared, request.extensions_mut(), identity);
     }
     Some(result)
 }
@@ -263,16 +274,16 @@ fn identify_now<I: IdentityExtractor>(
 /// same extractor already found it.
 async fn identify<I: IdentityExtractor>(
     shared: &Shared<I>,
-    parts: &mut Parts,
+    parts: &mut http::request::Parts,
 ) -> Result<Identity, crate::IdentityError> {
     if !I::CACHE {
-        return shared.identity.identify(parts).await;
+        return shared.identity.identify(RequestHead::from(&*parts)).await;
     }
-    if let Some(found) = cached(shared, parts) {
+    if let Some(found) = cached(shared, &parts.extensions) {
         return Ok(found);
     }
-    let identity = shared.identity.identify(parts).await?;
-    keep(shared, parts, &identity);
+    let identity = shared.identity.identify(RequestHead::from(&*parts)).await?;
+    keep(shared, &mut parts.extensions, &identity);
     Ok(identity)
 }
 

@@ -234,8 +234,8 @@ fn app_with_order(remote: Counting, local: Counting) -> Router {
 #[tokio::test]
 async fn exempt_requests_make_zero_backend_calls() {
     let backend = Counting::local();
-    let identity = FnIdentity::new(|parts| {
-        if parts.uri.path() == "/other" {
+    let identity = FnIdentity::new(|request| {
+        if request.uri().path() == "/other" {
             Identity::Exempt
         } else {
             Identity::key("everyone")
@@ -386,9 +386,9 @@ async fn limits_per_identity_and_costs_per_request() {
             let vip = matches!(identity, Identity::Key(key) if key.starts_with("vip"));
             async move { vip.then_some(premium) }
         })
-        .cost_by(|parts| {
-            let cost = parts
-                .headers
+        .cost_by(|request| {
+            let cost = request
+                .headers()
                 .get("x-cost")
                 .and_then(|v| v.to_str().ok()?.parse().ok())
                 .unwrap_or(1);

@@ -2,11 +2,11 @@ use std::net::IpAddr;
 use std::str::FromStr;
 
 use http::HeaderMap;
-use http::request::Parts;
 use ipnet::IpNet;
 use traffik_core::Answer;
 
 use super::{Identity, IdentityExtractor, PeerIp};
+use crate::RequestHead;
 use crate::error::IdentityError;
 
 /// The client's IP address behind trusted reverse proxies.
@@ -108,10 +108,10 @@ impl ClientIp {
 }
 
 impl ClientIp {
-    fn resolve(&self, parts: &Parts) -> Result<Identity, IdentityError> {
-        let peer = PeerIp::peer(parts).ok_or_else(IdentityError::missing_connect_info)?;
+    fn resolve(&self, request: RequestHead<'_>) -> Result<Identity, IdentityError> {
+        let peer = PeerIp::peer(request).ok_or_else(IdentityError::missing_connect_info)?;
         Ok(Identity::ip(
-            self.client(peer.ip(), &parts.headers),
+            self.client(peer.ip(), request.headers()),
             self.ipv6_prefix,
         ))
     }
@@ -120,9 +120,9 @@ impl ClientIp {
 impl IdentityExtractor for ClientIp {
     fn identify(
         &self,
-        parts: &Parts,
+        request: RequestHead<'_>,
     ) -> Answer<impl Future<Output = Result<Identity, IdentityError>> + Send> {
-        Answer::now(self.resolve(parts))
+        Answer::now(self.resolve(request))
     }
 }
 

@@ -1,9 +1,9 @@
 use std::future::Future;
 
-use http::request::Parts;
 use traffik_core::Answer;
 
 use super::{Identity, IdentityExtractor};
+use crate::RequestHead;
 use crate::error::IdentityError;
 
 /// Any closure of the request head as the identity.
@@ -12,11 +12,11 @@ use crate::error::IdentityError;
 /// use traffik_axum::{FnIdentity, Identity};
 ///
 /// // Health checks are never throttled; everyone else by their tenant header.
-/// let identity = FnIdentity::new(|parts| {
-///     if parts.uri.path() == "/health" {
+/// let identity = FnIdentity::new(|request| {
+///     if request.uri().path() == "/health" {
 ///         return Identity::Exempt;
 ///     }
-///     let tenant = parts.headers.get("x-tenant").and_then(|v| v.to_str().ok());
+///     let tenant = request.headers().get("x-tenant").and_then(|v| v.to_str().ok());
 ///     Identity::key(tenant.unwrap_or("anonymous"))
 /// });
 /// ```
@@ -29,9 +29,9 @@ pub struct FnIdentity<F> {
 
 impl<F> FnIdentity<F>
 where
-    F: Fn(&Parts) -> Identity + Send + Sync + 'static,
+    F: Fn(RequestHead<'_>) -> Identity + Send + Sync + 'static,
 {
-    /// The identity is `function(parts)`.
+    /// The identity is `function(request)`.
     pub fn new(function: F) -> FnIdentity<F> {
         FnIdentity { function }
     }
@@ -39,12 +39,12 @@ where
 
 impl<F> IdentityExtractor for FnIdentity<F>
 where
-    F: Fn(&Parts) -> Identity + Send + Sync + 'static,
+    F: Fn(RequestHead<'_>) -> Identity + Send + Sync + 'static,
 {
     fn identify(
         &self,
-        parts: &Parts,
+        request: RequestHead<'_>,
     ) -> Answer<impl Future<Output = Result<Identity, IdentityError>> + Send> {
-        Answer::now(Ok((self.function)(parts)))
+        Answer::now(Ok((self.function)(request)))
     }
 }

@@ -1,10 +1,10 @@
 use http::HeaderName;
 use std::future::Future;
 
-use http::request::Parts;
 use traffik_core::Answer;
 
 use super::{Identity, IdentityExtractor};
+use crate::RequestHead;
 use crate::error::IdentityError;
 
 /// A request header (an API key, a tenant id) as the identity, and another
@@ -32,7 +32,7 @@ pub struct NoFallback;
 impl IdentityExtractor for NoFallback {
     fn identify(
         &self,
-        _parts: &Parts,
+        _request: RequestHead<'_>,
     ) -> Answer<impl Future<Output = Result<Identity, IdentityError>> + Send> {
         Answer::now(Err(missing()))
     }
@@ -65,9 +65,9 @@ impl HeaderKey {
 }
 
 impl<F> HeaderKey<F> {
-    fn value<'a>(&self, parts: &'a Parts) -> Option<&'a str> {
-        parts
-            .headers
+    fn value<'a>(&self, request: RequestHead<'a>) -> Option<&'a str> {
+        request
+            .headers()
             .get(&self.name)
             .and_then(|value| value.to_str().ok())
             .map(str::trim)
@@ -78,11 +78,11 @@ impl<F> HeaderKey<F> {
 impl<F: IdentityExtractor> IdentityExtractor for HeaderKey<F> {
     fn identify(
         &self,
-        parts: &Parts,
+        request: RequestHead<'_>,
     ) -> Answer<impl Future<Output = Result<Identity, IdentityError>> + Send> {
-        match self.value(parts) {
+        match self.value(request) {
             Some(value) => Answer::ready(Ok(Identity::key(value))),
-            None => self.fallback.identify(parts),
+            None => self.fallback.identify(request),
         }
     }
 }

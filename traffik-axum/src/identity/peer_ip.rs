@@ -1,10 +1,10 @@
 use std::net::SocketAddr;
 
 use axum::extract::ConnectInfo;
-use http::request::Parts;
 use traffik_core::Answer;
 
 use super::{Identity, IdentityExtractor};
+use crate::RequestHead;
 use crate::error::IdentityError;
 
 /// The TCP peer's IP address, from axum's `ConnectInfo<SocketAddr>`.
@@ -36,15 +36,15 @@ impl PeerIp {
         self
     }
 
-    pub(crate) fn peer(parts: &Parts) -> Option<SocketAddr> {
-        parts
-            .extensions
+    pub(crate) fn peer(request: RequestHead<'_>) -> Option<SocketAddr> {
+        request
+            .extensions()
             .get::<ConnectInfo<SocketAddr>>()
             .map(|info| info.0)
     }
 
-    pub(crate) fn resolve(&self, parts: &Parts) -> Result<Identity, IdentityError> {
-        let peer = PeerIp::peer(parts).ok_or_else(IdentityError::missing_connect_info)?;
+    pub(crate) fn resolve(&self, request: RequestHead<'_>) -> Result<Identity, IdentityError> {
+        let peer = PeerIp::peer(request).ok_or_else(IdentityError::missing_connect_info)?;
         Ok(Identity::ip(peer.ip(), self.ipv6_prefix))
     }
 }
@@ -52,9 +52,9 @@ impl PeerIp {
 impl IdentityExtractor for PeerIp {
     fn identify(
         &self,
-        parts: &Parts,
+        request: RequestHead<'_>,
     ) -> Answer<impl Future<Output = Result<Identity, IdentityError>> + Send> {
-        Answer::now(self.resolve(parts))
+        Answer::now(self.resolve(request))
     }
 
     /// One extension lookup: cheaper than keeping it.
