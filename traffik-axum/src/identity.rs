@@ -3,7 +3,7 @@
 //! | extractor | identity |
 //! |---|---|
 //! | [`PeerIp`] | the TCP peer's address, from axum's `ConnectInfo` |
-//! | [`ClientIp`] | the client behind trusted proxies (`Forwarded`, `X-Forwarded-For`, `X-Real-IP`, walked from the right) |
+//! | [`ClientIp`] | the client behind proxies, from the one source the deployment names ([`IpSource`]) |
 //! | [`HeaderKey`] | a header such as an API key, with a fallback |
 //! | [`FnIdentity`] | any closure |
 //!
@@ -11,31 +11,51 @@
 //! network), so a client cannot rotate through its subnet for fresh budgets.
 //! Any extractor may return [`Identity::Exempt`] to bypass throttling with
 //! zero backend calls.
+//!
+//! Each kind of identity writes its keys under its own tag (`ip:`, `net:`,
+//! `h:`, `k:`), and text identities carry their length, so an address, a
+//! header value, a closure's key and a route can never make the same key.
 
+mod cache;
 mod client_ip;
 mod func;
 mod header;
 mod peer_ip;
+mod proxy;
 
-pub use client_ip::ClientIp;
+pub(crate) use cache::{cached, keep};
+pub use client_ip::{ClientIp, OnBadSource};
 pub use func::FnIdentity;
 pub use header::{HeaderKey, NoFallback};
 pub use peer_ip::PeerIp;
+pub use proxy::IpSource;
 
 use std::fmt;
 use std::future::Future;
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Arc;
 
+use http::HeaderName;
 use http::request::Parts;
-
-use crate::RequestHead;
 use traffik_core::Answer;
 
+use crate::RequestHead;
 use crate::error::IdentityError;
 use crate::key::{Ipv4Text, KeyBuf};
+use cache::IdentityCache;
 
 /// Who a request is from, as far as throttling is concerned.
+///
+/// Its key (what [`write_key`](Identity::write_key) writes, the identity
+/// part of backend keys) is tagged by kind:
+///
+/// | identity | key |
+/// |---|---|
+/// | `Ip(203.0.113.7)` | `ip:203.0.113.7` |
+/// | `Ip(2001:db8::1)` (no grouping) | `ip:2001:db8::1` |
+/// | `Ipv6Prefix(2001:db8:1:2::, 64)` | `net:2001:db8:1:2::/64` |
+/// | `Header(x-api-key, "abc")` | `h:x-api-key:3:abc` |
+/// | `Key("user-42")` | `k:7:user-42` |
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Identity {
@@ -43,7 +63,10 @@ pub enum Identity {
     Ip(IpAddr),
     /// An IPv6 network: the address masked to `prefix` bits.
     Ipv6Prefix(Ipv6Addr, u8),
-    /// Any other key: an API key, a user id, …
+    /// The value of a request header (an API key, a tenant id), with the
+    /// header's name: the same value in two headers is two identities.
+    Header(HeaderName, Arc<str>),
+    /// Any other key: a user id, a tenant, …
     Key(Arc<str>),
     /// Not throttled at all: no backend is asked.
     Exempt,
@@ -55,7 +78,8 @@ impl Identity {
         Identity::Key(key.into())
     }
 
-    /// An IP address, with IPv6 grouped to `ipv6_prefix` bits (128: no grouping).
+    /// An IP address, with IPv6 grouped to `ipv6_prefix` bits (128: no
+    /// grouping). An IPv4-mapped IPv6 address is the IPv4 address it is.
     pub fn ip(ip: IpAddr, ipv6_prefix: u8) -> Identity {
         let IpAddr::V6(v6) = ip else {
             return Identity::Ip(ip);
@@ -77,26 +101,35 @@ impl Identity {
         matches!(self, Identity::Exempt)
     }
 
+    /// The text of a header or key identity.
+    pub fn text(&self) -> Option<&str> {
+        match self {
+            Identity::Header(_, text) | Identity::Key(text) => Some(text),
+            _ => None,
+        }
+    }
+
     /// Writes the identity into a key buffer: an IPv4 address without the
     /// formatting machinery, the common case.
     #[inline]
     pub(crate) fn push_key(&self, key: &mut KeyBuf) {
         match self {
             Identity::Ip(IpAddr::V4(v4)) => key.push_ipv4(*v4),
-            Identity::Key(text) => key.push_str(text),
             other => {
                 let _ = other.write_key(key);
             }
         }
     }
 
-    /// Writes the identity as it appears in backend keys.
+    /// Writes the identity as it appears in backend keys, tagged by kind
+    /// (see the table on [`Identity`]).
     pub fn write_key(&self, out: &mut impl fmt::Write) -> fmt::Result {
         match self {
             Identity::Ip(IpAddr::V4(v4)) => out.write_str(Ipv4Text::new(*v4).as_str()),
-            Identity::Ip(ip) => write!(out, "{ip}"),
-            Identity::Ipv6Prefix(network, prefix) => write!(out, "{network}/{prefix}"),
-            Identity::Key(key) => out.write_str(key),
+            Identity::Ip(ip) => write!(out, "ip:{ip}"),
+            Identity::Ipv6Prefix(network, prefix) => write!(out, "net:{network}/{prefix}"),
+            Identity::Header(name, value) => write!(out, "h:{name}:{}:{value}", value.len()),
+            Identity::Key(key) => write!(out, "k:{}:{key}", key.len()),
             Identity::Exempt => out.write_str("exempt"),
         }
     }
@@ -174,36 +207,6 @@ impl<I: IdentityExtractor> IdentityExtractor for Arc<I> {
     }
 }
 
-/// The identities found for a request, by extractor (the address of its
-/// `Arc`), kept in the request's extensions.
-#[derive(Clone, Debug)]
-pub(crate) struct IdentityCache {
-    entries: Vec<(usize, Identity)>,
-}
-
-impl IdentityCache {
-    pub(crate) fn new(extractor: usize, identity: Identity) -> IdentityCache {
-        IdentityCache {
-            entries: vec![(extractor, identity)],
-        }
-    }
-
-    pub(crate) fn get(&self, extractor: usize) -> Option<&Identity> {
-        self.entries
-            .iter()
-            .find(|(id, _)| *id == extractor)
-            .map(|(_, identity)| identity)
-    }
-
-    pub(crate) fn insert(&mut self, extractor: usize, identity: Identity) {
-        self.entries.push((extractor, identity));
-    }
-
-    fn latest(&self) -> Option<&Identity> {
-        self.entries.last().map(|(_, identity)| identity)
-    }
-}
-
 /// The identity a [`ThrottleLayer`](crate::ThrottleLayer) found for this
 /// request, as an axum extractor: a WebSocket handler throttles the
 /// connection's messages with it, without identifying the client again.
@@ -246,12 +249,42 @@ mod tests {
         let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
         let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().unwrap();
         assert_eq!(Identity::ip(a, 64), Identity::ip(b, 64));
-        assert_eq!(Identity::ip(a, 64).to_string(), "2001:db8:1:2::/64");
+        assert_eq!(Identity::ip(a, 64).to_string(), "net:2001:db8:1:2::/64");
         assert_ne!(Identity::ip(a, 128), Identity::ip(b, 128));
         let mapped: IpAddr = "::ffff:10.1.2.3".parse().unwrap();
-        assert_eq!(Identity::ip(mapped, 64).to_string(), "10.1.2.3");
+        assert_eq!(Identity::ip(mapped, 64).to_string(), "ip:10.1.2.3");
         for text in ["0.0.0.0", "255.255.255.255", "10.0.100.9", "1.20.199.255"] {
-            assert_eq!(Identity::ip(text.parse().unwrap(), 64).to_string(), text);
+            let identity = Identity::ip(text.parse().unwrap(), 64);
+            assert_eq!(identity.to_string(), format!("ip:{text}"));
+            let mut key = KeyBuf::new();
+            identity.push_key(&mut key);
+            assert_eq!(key.as_str(), format!("ip:{text}"));
         }
+    }
+
+    #[test]
+    fn kinds_never_share_a_key() {
+        let api_key = HeaderName::from_static("x-api-key");
+        let user = HeaderName::from_static("x-user");
+        let identities = [
+            Identity::ip("203.0.113.50".parse().unwrap(), 64),
+            Identity::Header(api_key.clone(), "203.0.113.50".into()),
+            Identity::Header(api_key.clone(), "ip:203.0.113.50".into()),
+            Identity::Header(user, "203.0.113.50".into()),
+            Identity::key("203.0.113.50"),
+            Identity::key("ip:203.0.113.50"),
+            Identity::key("h:x-api-key:12:203.0.113.50"),
+            Identity::ip("2001:db8::1".parse().unwrap(), 128),
+            Identity::ip("2001:db8::1".parse().unwrap(), 64),
+            Identity::key("net:2001:db8::/64"),
+        ];
+        let keys: std::collections::HashSet<String> =
+            identities.iter().map(ToString::to_string).collect();
+        assert_eq!(keys.len(), identities.len(), "{keys:?}");
+        // A text identity's length ends it: "a" with a suffix is not "a:b".
+        assert_ne!(
+            format!("{}|r:/x", Identity::key("a")),
+            Identity::key("a|r:/x").to_string()
+        );
     }
 }

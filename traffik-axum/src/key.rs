@@ -63,10 +63,14 @@ impl<const N: usize> TextBuf<N> {
         self.push_utf8(text.bytes());
     }
 
-    /// Appends `:suffix`.
-    pub(crate) fn push_suffix(&mut self, suffix: &str) {
+    /// Appends a part of the key's scope, `|tag:text`. The identity before
+    /// it is self-delimiting (its kind tag, and the length of a text), so
+    /// no identity can pass for an identity with a suffix.
+    pub(crate) fn push_suffix(&mut self, tag: &str, text: &str) {
+        self.push_utf8(b"|");
+        self.push_str(tag);
         self.push_utf8(b":");
-        self.push_str(suffix);
+        self.push_str(text);
     }
 
     /// Appends bytes that are UTF-8 on their own (a whole `&str`, ASCII).
@@ -102,6 +106,19 @@ impl<const N: usize> fmt::Write for TextBuf<N> {
     }
 }
 
+/// At most `max` bytes of `text`, cut at a character boundary: what an
+/// error message may quote of an input.
+pub(crate) fn prefix(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.get(..end).unwrap_or_default()
+}
+
 /// The text of every octet followed by a dot, packed little-endian into four
 /// bytes ("255." fills them), and how many of the bytes are used.
 const OCTETS: [(u32, u8); 256] = {
@@ -130,21 +147,23 @@ const OCTETS: [(u32, u8); 256] = {
     table
 };
 
-/// An IPv4 address in dotted decimal: four table lookups and four stores.
+/// An IPv4 identity's key, `ip:` and the address in dotted decimal: four
+/// table lookups and four stores.
 pub(crate) struct Ipv4Text {
-    /// ASCII digits and dots; `text[..len]` is the address.
-    text: [u8; 16],
+    /// ASCII; `text[..len]` is the key.
+    text: [u8; 20],
     len: usize,
 }
 
 impl Ipv4Text {
     #[inline]
     pub(crate) fn new(ip: Ipv4Addr) -> Ipv4Text {
-        let mut text = [0u8; 16];
-        let mut len = 0;
+        let mut text = [0u8; 20];
+        text[..3].copy_from_slice(b"ip:");
+        let mut len = 3;
         for octet in ip.octets() {
             let (packed, used) = OCTETS[usize::from(octet)];
-            // At most 12 before the last octet: the store always fits.
+            // At most 15 before the last octet: the store always fits.
             if let Some(slot) = text.get_mut(len..len + 4) {
                 slot.copy_from_slice(&packed.to_le_bytes());
             }
@@ -162,7 +181,8 @@ impl Ipv4Text {
     pub(crate) fn as_str(&self) -> &str {
         let text = self.bytes();
         debug_assert!(text.is_ascii());
-        // SAFETY: only the ASCII digits and dots of `OCTETS` are stored.
+        // SAFETY: only `ip:` and the ASCII digits and dots of `OCTETS` are
+        // stored.
         unsafe { std::str::from_utf8_unchecked(text) }
     }
 }
@@ -181,11 +201,11 @@ mod tests {
                     let mut octets = [other; 4];
                     octets[position] = octet;
                     let ip = Ipv4Addr::from(octets);
-                    assert_eq!(Ipv4Text::new(ip).as_str(), ip.to_string());
+                    assert_eq!(Ipv4Text::new(ip).as_str(), format!("ip:{ip}"));
                     let mut key = KeyBuf::new();
                     key.push_ipv4(ip);
-                    key.push_suffix("/r");
-                    assert_eq!(key.as_str(), format!("{ip}:/r"));
+                    key.push_suffix("r", "/r");
+                    assert_eq!(key.as_str(), format!("ip:{ip}|r:/r"));
                 }
             }
         }
@@ -195,12 +215,19 @@ mod tests {
     fn key_buffers_spill_past_64_bytes() {
         let mut key = KeyBuf::new();
         key.push_str("é".repeat(30).as_str());
-        key.push_suffix("route/with/a/long/path");
-        assert_eq!(key.as_str().len(), 60 + 1 + 22);
-        assert!(key.as_str().ends_with(":route/with/a/long/path"));
+        key.push_suffix("r", "route/with/a/long/path");
+        assert_eq!(key.as_str().len(), 60 + 3 + 22);
+        assert!(key.as_str().ends_with("|r:route/with/a/long/path"));
         assert!(key.as_str().starts_with("éé"));
-        key.push_suffix("more");
-        assert!(key.as_str().ends_with(":route/with/a/long/path:more"));
+        key.push_suffix("c", "more");
+        assert!(key.as_str().ends_with("|r:route/with/a/long/path|c:more"));
+    }
+
+    #[test]
+    fn prefixes_cut_at_character_boundaries() {
+        assert_eq!(prefix("abc", 64), "abc");
+        assert_eq!(prefix("ééé", 3), "é");
+        assert_eq!(prefix(&"x".repeat(10_000), 64).len(), 64);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use axum::response::Response;
 use http::StatusCode;
@@ -46,6 +47,8 @@ pub(crate) struct Shared<I> {
     pub(crate) headers_on_success: bool,
     pub(crate) rejection: Rejection,
     pub(crate) failure_status: StatusCode,
+    /// Whether a configuration mistake was logged already.
+    pub(crate) misconfiguration_logged: AtomicBool,
 }
 
 /// Throttles requests: identifies the client once, runs the layer's
@@ -204,6 +207,7 @@ impl<I: IdentityExtractor> ThrottleLayerBuilder<I> {
                 headers_on_success: self.headers_on_success,
                 rejection: self.rejection,
                 failure_status: self.failure_status,
+                misconfiguration_logged: AtomicBool::new(false),
             }),
         }
     }

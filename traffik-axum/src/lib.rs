@@ -43,13 +43,13 @@ mod service;
 #[cfg(feature = "ws")]
 mod websocket;
 
-pub use error::IdentityError;
+pub use error::{IdentityError, IdentityErrorKind};
 pub use future::ResponseFuture;
 pub use head::RequestHead;
 pub use headers::QuotaHeaders;
 pub use identity::{
-    ClientIp, FnIdentity, HeaderKey, Identity, IdentityExtractor, NoFallback, PeerIp,
-    RequestIdentity,
+    ClientIp, FnIdentity, HeaderKey, Identity, IdentityExtractor, IpSource, NoFallback,
+    OnBadSource, PeerIp, RequestIdentity,
 };
 pub use layer::{Rejection, ThrottleLayer, ThrottleLayerBuilder};
 pub use rejection::{QUOTA_EXCEEDED, Rejected};

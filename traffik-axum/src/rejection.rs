@@ -106,6 +106,23 @@ impl Rejected {
     }
 }
 
+/// An `application/problem+json` response with `detail`, for requests the
+/// layer answers without a throttle's decision.
+pub(crate) fn problem(status: StatusCode, detail: &str) -> Response {
+    let body = serde_json::json!({
+        "type": "about:blank",
+        "title": status.canonical_reason().unwrap_or("Error"),
+        "status": status.as_u16(),
+        "detail": detail,
+    });
+    let mut response = (status, body.to_string()).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    response
+}
+
 impl IntoResponse for Rejected {
     fn into_response(self) -> Response {
         self.problem_json()

@@ -102,7 +102,7 @@ type CostFn = Arc<dyn Fn(RequestHead<'_>) -> BoxFuture<'static, u64> + Send + Sy
 ///     // Premium keys get more; everyone else the throttle's own limit.
 ///     .limit_by(move |identity| {
 ///         let premium = premium.clone();
-///         let vip = matches!(identity, Identity::Key(key) if key.starts_with("vip-"));
+///         let vip = identity.text().is_some_and(|key| key.starts_with("vip-"));
 ///         async move { vip.then_some(premium) }
 ///     })
 ///     // Uploads cost one per started megabyte.
@@ -205,9 +205,9 @@ impl Rule {
     }
 
     /// The key of a request: the identity, then what the scope adds. A
-    /// global key of a text or IPv4 identity is not copied into a buffer.
+    /// global key of an IPv4 identity is not copied into a buffer.
     #[inline]
-    pub(crate) fn key<'a>(&self, identity: &'a Identity, request: RequestHead<'_>) -> Key<'a> {
+    pub(crate) fn key(&self, identity: &Identity, request: RequestHead<'_>) -> Key {
         if let KeyScope::Global = self.scope {
             return Key::of(identity);
         }
@@ -215,12 +215,12 @@ impl Rule {
         identity.push_key(&mut key);
         match &self.scope {
             KeyScope::Global => {}
-            KeyScope::Route => key.push_suffix(route(request)),
+            KeyScope::Route => key.push_suffix("r", route(request)),
             KeyScope::MethodRoute => {
-                key.push_suffix(request.method().as_str());
-                key.push_suffix(route(request));
+                key.push_suffix("m", request.method().as_str());
+                key.push_suffix("r", route(request));
             }
-            KeyScope::Custom(function) => key.push_suffix(&function(request)),
+            KeyScope::Custom(function) => key.push_suffix("c", &function(request)),
         }
         Key::Built(key)
     }
@@ -244,21 +244,18 @@ fn route(request: RequestHead<'_>) -> &str {
 }
 
 /// A request's key for one rule.
-pub(crate) enum Key<'a> {
-    /// The identity's own text.
-    Text(&'a str),
+pub(crate) enum Key {
     /// An IPv4 address, written on the stack.
     Ipv4(Ipv4Text),
     /// Built from the identity and the scope.
     Built(KeyBuf),
 }
 
-impl<'a> Key<'a> {
+impl Key {
     /// The key of an identity alone.
     #[inline]
-    fn of(identity: &'a Identity) -> Key<'a> {
+    fn of(identity: &Identity) -> Key {
         match identity {
-            Identity::Key(text) => Key::Text(text),
             Identity::Ip(std::net::IpAddr::V4(ip)) => Key::Ipv4(Ipv4Text::new(*ip)),
             other => {
                 let mut key = KeyBuf::new();
@@ -271,7 +268,6 @@ impl<'a> Key<'a> {
     #[inline]
     pub(crate) fn as_str(&self) -> &str {
         match self {
-            Key::Text(text) => text,
             Key::Ipv4(ip) => ip.as_str(),
             Key::Built(key) => key.as_str(),
         }

@@ -3,18 +3,19 @@
 use std::convert::Infallible;
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
-use http::{Extensions, HeaderValue, Request, StatusCode, header};
+use http::{HeaderValue, Request, StatusCode, header};
 use tower::Service;
 use traffik_core::{Decision, Error, Limit, Reason};
 
 use crate::RequestHead;
 use crate::future::ResponseFuture;
 use crate::headers::Quota;
-use crate::identity::{Identity, IdentityCache, IdentityExtractor};
+use crate::identity::{Identity, IdentityExtractor, cached, keep};
 use crate::layer::{Rejection, Shared};
 use crate::rejection::Rejected;
 use crate::rule::Rule;
@@ -81,7 +82,7 @@ where
                         Step::Pending => {}
                     }
                 }
-                Some(Err(error)) => return ResponseFuture::ready(identity_error(&error)),
+                Some(Err(error)) => return ResponseFuture::ready(identity_error(shared, &error)),
                 None => {}
             }
         }
@@ -98,7 +99,7 @@ where
                     Ok(identity) => {
                         run.identity = Some(identity);
                     }
-                    Err(error) => return Ok(identity_error(&error)),
+                    Err(error) => return Ok(identity_error(&shared, &error)),
                 }
             }
             if let Some(response) = run.rules(&shared, RequestHead::from(&parts)).await {
@@ -221,41 +222,13 @@ fn settle<I>(
     None
 }
 
-/// Keeps the identity in the request's extensions for the next layer with
-/// the same extractor and for the handler, when it is worth keeping.
-fn keep<I: IdentityExtractor>(
-    shared: &Shared<I>,
-    extensions: &mut Extensions,
-    identity: &Identity,
-) {
-    if !I::CACHE {
-        return;
-    }
-    let extractor = I::cache_id(&shared.identity);
-    match extensions.get_mut::<IdentityCache>() {
-        Some(cache) => cache.insert(extractor, identity.clone()),
-        None => {
-            extensions.insert(IdentityCache::new(extractor, identity.clone()));
-        }
-    }
-}
-
-/// The identity another layer with the same extractor kept, if any.
-fn cached<I: IdentityExtractor>(shared: &Shared<I>, extensions: &Extensions) -> Option<Identity> {
-    if !I::CACHE {
-        return None;
-    }
-    let cache = extensions.get::<IdentityCache>()?;
-    cache.get(I::cache_id(&shared.identity)).cloned()
-}
-
 /// The identity, if it is known without waiting: from the cache, or from an
 /// extractor that can tell at once.
 fn identify_now<I: IdentityExtractor>(
     shared: &Shared<I>,
     request: &mut Request<Body>,
 ) -> Option<Result<Identity, crate::IdentityError>> {
-    if let Some(found) = cached(shared, request.extensions()) {
+    if let Some(found) = cached(&*shared.identity, request.extensions()) {
         return Some(Ok(found));
     }
     // A pending answer has done nothing yet: the async path asks again.
@@ -265,7 +238,7 @@ fn identify_now<I: IdentityExtractor>(
         .into_ready()
         .ok()?;
     if let Ok(identity) = &result {
-        keep(shared, request.extensions_mut(), identity);
+        keep(&*shared.identity, request.extensions_mut(), identity);
     }
     Some(result)
 }
@@ -279,17 +252,32 @@ async fn identify<I: IdentityExtractor>(
     if !I::CACHE {
         return shared.identity.identify(RequestHead::from(&*parts)).await;
     }
-    if let Some(found) = cached(shared, &parts.extensions) {
+    if let Some(found) = cached(&*shared.identity, &parts.extensions) {
         return Ok(found);
     }
     let identity = shared.identity.identify(RequestHead::from(&*parts)).await?;
-    keep(shared, &mut parts.extensions, &identity);
+    keep(&*shared.identity, &mut parts.extensions, &identity);
     Ok(identity)
 }
 
-/// A request whose identity could not be found: a configuration mistake.
-fn identity_error(error: &crate::IdentityError) -> Response {
-    (StatusCode::INTERNAL_SERVER_ERROR, format!("{error}\n")).into_response()
+/// A request whose identity could not be found: `400` when it is the
+/// client's mistake, `500` (logged once per layer) when it is the
+/// deployment's. Both with a problem+json body that says what is missing.
+fn identity_error<I>(shared: &Shared<I>, error: &crate::IdentityError) -> Response {
+    let status = match error.kind() {
+        crate::IdentityErrorKind::BadRequest => StatusCode::BAD_REQUEST,
+        _ => {
+            if !shared.misconfiguration_logged.swap(true, Ordering::Relaxed) {
+                tracing::error!(
+                    target: "traffik",
+                    "traffik cannot identify clients: {error}; every request on this layer \
+                     is answered 500 until this is fixed"
+                );
+            }
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
+    };
+    crate::rejection::problem(status, error.message())
 }
 
 /// A throttle with [`FailurePolicy::Error`](traffik_core::FailurePolicy::Error)

@@ -13,8 +13,8 @@ use http::{Request, StatusCode};
 use support::{Counting, Down};
 use tower::ServiceExt;
 use traffik_axum::{
-    ClientIp, FnIdentity, HeaderKey, Identity, KeyScope, PeerIp, QuotaHeaders, Rejection, Rule,
-    ThrottleLayer,
+    ClientIp, FnIdentity, HeaderKey, Identity, IpSource, KeyScope, PeerIp, QuotaHeaders, Rejection,
+    Rule, ThrottleLayer,
 };
 use traffik_backends::memory::MemoryBackend;
 use traffik_core::{FailurePolicy, FixedWindow, Gcra, Limit, ManualClock, Throttle};
@@ -257,7 +257,7 @@ async fn exempt_requests_make_zero_backend_calls() {
 
 #[tokio::test]
 async fn a_spoofed_forwarded_for_from_an_untrusted_peer_is_ignored() {
-    let client_ip = ClientIp::trusting(["10.0.0.0/8"]).unwrap();
+    let client_ip = ClientIp::trusting(IpSource::XForwardedFor, ["10.0.0.0/8"]).unwrap();
     let app = app(ThrottleLayer::builder(client_ip)
         .rule(Rule::new(throttle("api", "3/min", MemoryBackend::new())).scope(KeyScope::Global))
         .build());
@@ -383,7 +383,7 @@ async fn limits_per_identity_and_costs_per_request() {
         .scope(KeyScope::Global)
         .limit_by(move |identity| {
             let premium = premium.clone();
-            let vip = matches!(identity, Identity::Key(key) if key.starts_with("vip"));
+            let vip = identity.text().is_some_and(|key| key.starts_with("vip"));
             async move { vip.then_some(premium) }
         })
         .cost_by(|request| {

@@ -1,57 +1,86 @@
 use std::net::IpAddr;
 use std::str::FromStr;
 
-use http::HeaderMap;
+use http::HeaderName;
 use ipnet::IpNet;
 use traffik_core::Answer;
 
+use super::proxy::{IpSource, Trust, client_from};
 use super::{Identity, IdentityExtractor, PeerIp};
 use crate::RequestHead;
 use crate::error::IdentityError;
 
-/// The client's IP address behind trusted reverse proxies.
+/// The client's IP address, from the one source the deployment names.
 ///
-/// Starts from the TCP peer (axum's `ConnectInfo`). If the peer is not a
-/// trusted proxy, the peer *is* the client: headers are ignored, so a client
-/// cannot claim another address. If it is, the proxy headers are walked **from
-/// the right** (the entries the nearest proxies appended) past every trusted
-/// address; the first untrusted address is the client. Entries further left
-/// were written by the client and are never believed.
+/// Nothing is guessed: the deployment says which header its proxy writes
+/// ([`IpSource`]) and which proxies are believed (CIDRs, or a hop count).
+/// Only that header is read; every other forwarding header is ignored, so a
+/// client cannot pick the one that suits it.
 ///
-/// The first of these headers that is present is used: RFC 7239
-/// `Forwarded` (`for=`), then `X-Forwarded-For`, then `X-Real-IP`. An entry
-/// that is not an address (`unknown`, an obfuscated `_name`) stops the walk
-/// at the last trusted hop.
+/// - **Trusting networks** ([`trusting`](ClientIp::trusting)): a request
+///   whose TCP peer is not a trusted proxy is its own client, whatever it
+///   claims. From a trusted peer, a list header (`X-Forwarded-For`,
+///   `Forwarded`) is walked from the right past trusted addresses; the first
+///   untrusted one is the client. Entries further left were written by the
+///   client and are never read.
+/// - **Trusting a hop count** ([`hops`](ClientIp::hops)): the service sits
+///   behind exactly that many proxies that each append one entry; the client
+///   is that entry from the right. The peer is not checked: only safe when
+///   the service cannot be reached except through the proxies.
+///
+/// When the source is missing, repeated where it must be single, or holds
+/// something that is not an address where the walk reads (`unknown`, an
+/// obfuscated `_name`, garbage), the request never gets a fresh identity: it
+/// is the peer's (the default, [`OnBadSource::Peer`]: every such request
+/// shares the proxy's one budget) or it is rejected with `400`
+/// ([`OnBadSource::Reject`]).
 ///
 /// ```
-/// use traffik_axum::ClientIp;
+/// use traffik_axum::{ClientIp, IpSource, OnBadSource};
 ///
-/// // Behind a load balancer in 10.0.0.0/8 and a sidecar on loopback.
-/// let client = ClientIp::trusting(["10.0.0.0/8", "127.0.0.1/32", "::1/128"])?;
+/// // nginx in 10.0.0.0/8 appends the client to X-Forwarded-For.
+/// let behind_nginx = ClientIp::trusting(IpSource::XForwardedFor, ["10.0.0.0/8"])?;
+///
+/// // Fly.io's proxy sets Fly-Client-IP; the app is only reachable through it.
+/// let on_fly = ClientIp::hops(IpSource::FlyClientIp, 1)?.on_bad_source(OnBadSource::Reject);
 /// # Ok::<(), traffik_axum::IdentityError>(())
 /// ```
+///
+/// See "Behind a proxy" in `docs/axum.md` for the source to name for common
+/// deployments.
 #[derive(Clone, Debug)]
 pub struct ClientIp {
-    trusted: Vec<IpNet>,
+    source: IpSource,
+    header: Option<HeaderName>,
+    trust: Trust,
+    on_bad: OnBadSource,
     ipv6_prefix: u8,
 }
 
-impl ClientIp {
-    /// Trusts the proxies in `networks`.
-    pub fn new(networks: impl IntoIterator<Item = IpNet>) -> ClientIp {
-        ClientIp {
-            trusted: networks.into_iter().collect(),
-            ipv6_prefix: 64,
-        }
-    }
+/// What a request from a trusted proxy gets when the named source is
+/// missing or unreadable.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum OnBadSource {
+    /// The peer's address: the proxy's, one budget shared by every such
+    /// request (the default). Health checks a load balancer sends without
+    /// the header keep working.
+    #[default]
+    Peer,
+    /// `400 Bad Request`, with a problem+json body that names the header.
+    Reject,
+}
 
-    /// Trusts the proxies in `networks`, written as CIDRs (`10.0.0.0/8`) or
-    /// single addresses.
+impl ClientIp {
+    /// The client from `source`, believing proxies in `networks`, written
+    /// as CIDRs (`10.0.0.0/8`) or single addresses.
     ///
     /// # Errors
     ///
-    /// When a network is neither.
+    /// When a network is neither (the message quotes at most its first 64
+    /// bytes), or when there is none and `source` is a header.
     pub fn trusting<'a>(
+        source: IpSource,
         networks: impl IntoIterator<Item = &'a str>,
     ) -> Result<ClientIp, IdentityError> {
         let parsed = networks
@@ -60,11 +89,61 @@ impl ClientIp {
                 IpNet::from_str(text)
                     .or_else(|_| IpAddr::from_str(text).map(IpNet::from))
                     .map_err(|_| {
-                        IdentityError::new(format!("{text:?} is not a network such as 10.0.0.0/8"))
+                        IdentityError::new(format!(
+                            "{:?} is not a network such as 10.0.0.0/8 or an address",
+                            crate::key::prefix(text, 64)
+                        ))
                     })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(ClientIp::new(parsed))
+        if parsed.is_empty() && source != IpSource::Peer {
+            return Err(IdentityError::new(
+                "no trusted proxy: the header would never be read; name the proxies' networks, \
+                 or use PeerIp when there is no proxy",
+            ));
+        }
+        Ok(ClientIp::trusting_networks(source, parsed))
+    }
+
+    /// The client from `source`, believing proxies in `networks`.
+    pub fn trusting_networks(
+        source: IpSource,
+        networks: impl IntoIterator<Item = IpNet>,
+    ) -> ClientIp {
+        ClientIp::with(source, Trust::Networks(networks.into_iter().collect()))
+    }
+
+    /// The client from `source` behind exactly `hops` proxies: for a list
+    /// header, the `hops`-th entry from the right; for a single-value
+    /// header, its value. The peer is not checked.
+    ///
+    /// # Errors
+    ///
+    /// When `hops` is 0 (there is no proxy: use [`IpSource::Peer`]).
+    pub fn hops(source: IpSource, hops: u8) -> Result<ClientIp, IdentityError> {
+        if hops == 0 {
+            return Err(IdentityError::new(
+                "a hop count of 0 means no proxy: use PeerIp or IpSource::Peer",
+            ));
+        }
+        Ok(ClientIp::with(source, Trust::Hops(hops)))
+    }
+
+    fn with(source: IpSource, trust: Trust) -> ClientIp {
+        ClientIp {
+            source,
+            header: source.header(),
+            trust,
+            on_bad: OnBadSource::default(),
+            ipv6_prefix: 64,
+        }
+    }
+
+    /// What a request whose source is missing or unreadable gets (default:
+    /// [`OnBadSource::Peer`]).
+    pub fn on_bad_source(mut self, choice: OnBadSource) -> ClientIp {
+        self.on_bad = choice;
+        self
     }
 
     /// Groups IPv6 addresses by `prefix` bits (default 64; 128: no grouping).
@@ -73,47 +152,35 @@ impl ClientIp {
         self
     }
 
-    fn trusts(&self, ip: IpAddr) -> bool {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-            v4 => v4,
-        };
-        self.trusted.iter().any(|net| net.contains(&ip))
+    /// The source this extractor reads.
+    pub fn source(&self) -> IpSource {
+        self.source
     }
 
-    /// The client address, given the peer and the request's headers.
-    pub(crate) fn client(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
-        if !self.trusts(peer) {
-            return peer;
-        }
-        let hops: Vec<Hop> = if headers.contains_key(http::header::FORWARDED) {
-            forwarded_hops(headers)
-        } else if headers.contains_key("x-forwarded-for") {
-            list_hops(headers, "x-forwarded-for")
-        } else if headers.contains_key("x-real-ip") {
-            list_hops(headers, "x-real-ip")
-        } else {
-            return peer;
+    /// The client address of a request from `peer`; `Err` when the source
+    /// is unreadable and such requests are rejected.
+    fn client(&self, peer: IpAddr, request: RequestHead<'_>) -> Result<IpAddr, IdentityError> {
+        let Some(header) = &self.header else {
+            return Ok(peer);
         };
-        let mut last_trusted = peer;
-        for hop in hops.iter().rev() {
-            match hop {
-                Hop::Ip(ip) if self.trusts(*ip) => last_trusted = *ip,
-                Hop::Ip(ip) => return *ip,
-                Hop::Opaque => return last_trusted,
-            }
+        if !self.trust.trusts(peer) {
+            return Ok(peer);
         }
-        last_trusted
+        match client_from(self.source, header, &self.trust, request.headers()) {
+            Some(client) => Ok(client),
+            None => match self.on_bad {
+                OnBadSource::Peer => Ok(peer),
+                OnBadSource::Reject => Err(IdentityError::bad_request(format!(
+                    "the {header} header is missing or does not end with a client address"
+                ))),
+            },
+        }
     }
-}
 
-impl ClientIp {
     fn resolve(&self, request: RequestHead<'_>) -> Result<Identity, IdentityError> {
         let peer = PeerIp::peer(request).ok_or_else(IdentityError::missing_connect_info)?;
-        Ok(Identity::ip(
-            self.client(peer.ip(), request.headers()),
-            self.ipv6_prefix,
-        ))
+        let client = self.client(peer.ip(), request)?;
+        Ok(Identity::ip(client, self.ipv6_prefix))
     }
 }
 
@@ -126,139 +193,117 @@ impl IdentityExtractor for ClientIp {
     }
 }
 
-/// One entry of a forwarding chain.
-enum Hop {
-    Ip(IpAddr),
-    /// `unknown`, an obfuscated identifier, or garbage.
-    Opaque,
-}
-
-/// Parses `1.2.3.4`, `1.2.3.4:80`, `2001:db8::1`, `[2001:db8::1]:443`.
-fn parse_hop(text: &str) -> Hop {
-    let text = text.trim().trim_matches('"');
-    if let Ok(ip) = text.parse::<IpAddr>() {
-        return Hop::Ip(ip);
-    }
-    if let Some(rest) = text.strip_prefix('[') {
-        if let Some((ip, _port)) = rest.split_once(']') {
-            return ip.parse().map_or(Hop::Opaque, Hop::Ip);
-        }
-    }
-    if let Some((ip, port)) = text.rsplit_once(':') {
-        if port.bytes().all(|b| b.is_ascii_digit()) {
-            if let Ok(ip) = ip.parse::<std::net::Ipv4Addr>() {
-                return Hop::Ip(IpAddr::V4(ip));
-            }
-        }
-    }
-    Hop::Opaque
-}
-
-/// Every comma-separated entry of every instance of a header, in order.
-fn list_hops(headers: &HeaderMap, name: &str) -> Vec<Hop> {
-    headers
-        .get_all(name)
-        .iter()
-        .flat_map(|value| value.to_str().unwrap_or("garbage").split(','))
-        .map(parse_hop)
-        .collect()
-}
-
-/// The `for=` of every element of every `Forwarded` header (RFC 7239), in
-/// order; an element without `for=` is opaque.
-fn forwarded_hops(headers: &HeaderMap) -> Vec<Hop> {
-    headers
-        .get_all(http::header::FORWARDED)
-        .iter()
-        .flat_map(|value| value.to_str().unwrap_or("for=garbage").split(','))
-        .map(|element| {
-            element
-                .split(';')
-                .filter_map(|pair| pair.split_once('='))
-                .find(|(name, _)| name.trim().eq_ignore_ascii_case("for"))
-                .map_or(Hop::Opaque, |(_, value)| parse_hop(value))
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
+    use std::net::SocketAddr;
+
+    use axum::extract::ConnectInfo;
+    use http::Request;
+
     use super::*;
 
-    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
+    fn identify(
+        client: &ClientIp,
+        peer: &str,
+        pairs: &[(&str, &str)],
+    ) -> Result<Identity, IdentityError> {
+        let mut request = Request::get("/");
         for (name, value) in pairs {
-            map.append(*name, value.parse().unwrap());
+            request = request.header(*name, *value);
         }
-        map
+        let peer: SocketAddr = format!("{peer}:4000").parse().unwrap();
+        let request = request.extension(ConnectInfo(peer)).body(()).unwrap();
+        client.resolve(RequestHead::from(&request))
     }
 
-    fn ip(text: &str) -> IpAddr {
-        text.parse().unwrap()
+    fn ip(text: &str) -> Identity {
+        Identity::ip(text.parse().unwrap(), 64)
     }
 
     #[test]
     fn an_untrusted_peer_is_the_client_whatever_it_claims() {
-        let client = ClientIp::trusting(["10.0.0.0/8"]).unwrap();
-        let spoofed = headers(&[("x-forwarded-for", "1.1.1.1"), ("x-real-ip", "2.2.2.2")]);
+        let client = ClientIp::trusting(IpSource::XForwardedFor, ["10.0.0.0/8"]).unwrap();
+        let spoofed = [("x-forwarded-for", "1.1.1.1"), ("x-real-ip", "2.2.2.2")];
         assert_eq!(
-            client.client(ip("203.0.113.9"), &spoofed),
-            ip("203.0.113.9")
+            identify(&client, "203.0.113.9", &spoofed),
+            Ok(ip("203.0.113.9"))
         );
     }
 
     #[test]
-    fn walks_x_forwarded_for_from_the_right_past_trusted_proxies() {
-        let client = ClientIp::trusting(["10.0.0.0/8"]).unwrap();
-        // The client wrote "6.6.6.6" itself; 203.0.113.9 is what our proxies saw.
-        let chain = headers(&[("x-forwarded-for", "6.6.6.6, 203.0.113.9, 10.0.0.2")]);
-        assert_eq!(client.client(ip("10.0.0.1"), &chain), ip("203.0.113.9"));
-        // Several header lines are one list, in order.
-        let split = headers(&[
+    fn only_the_named_header_is_read() {
+        let client = ClientIp::trusting(IpSource::XForwardedFor, ["127.0.0.1"]).unwrap();
+        let both = [
+            ("forwarded", "for=6.6.6.6"),
+            ("x-forwarded-for", "198.51.100.4"),
+        ];
+        assert_eq!(
+            identify(&client, "127.0.0.1", &both),
+            Ok(ip("198.51.100.4"))
+        );
+        let client = ClientIp::trusting(IpSource::XRealIp, ["127.0.0.1"]).unwrap();
+        let both = [
             ("x-forwarded-for", "6.6.6.6"),
-            ("x-forwarded-for", "198.51.100.7, 10.9.9.9"),
-        ]);
-        assert_eq!(client.client(ip("10.0.0.1"), &split), ip("198.51.100.7"));
-        // All trusted: the leftmost.
-        let internal = headers(&[("x-forwarded-for", "10.1.1.1, 10.0.0.2")]);
-        assert_eq!(client.client(ip("10.0.0.1"), &internal), ip("10.1.1.1"));
-    }
-
-    #[test]
-    fn reads_rfc_7239_forwarded_first() {
-        let client = ClientIp::trusting(["10.0.0.0/8", "2001:db8:ffff::/48"]).unwrap();
-        let forwarded = headers(&[
-            (
-                "forwarded",
-                r#"for=6.6.6.6, for="[2001:db8:cafe::17]:4711";proto=https, for=10.0.0.3;by=10.0.0.1"#,
-            ),
-            ("x-forwarded-for", "9.9.9.9"),
-        ]);
+            ("x-real-ip", "198.51.100.4"),
+        ];
         assert_eq!(
-            client.client(ip("10.0.0.1"), &forwarded),
-            ip("2001:db8:cafe::17")
-        );
-        // An opaque hop stops at the last trusted one.
-        let hidden = headers(&[("forwarded", "for=_hidden, for=10.0.0.3")]);
-        assert_eq!(client.client(ip("10.0.0.1"), &hidden), ip("10.0.0.3"));
-        let v4_port = headers(&[("forwarded", "For=\"192.0.2.60:8080\"")]);
-        assert_eq!(client.client(ip("10.0.0.1"), &v4_port), ip("192.0.2.60"));
-    }
-
-    #[test]
-    fn x_real_ip_from_a_trusted_proxy() {
-        let client = ClientIp::trusting(["127.0.0.1"]).unwrap();
-        let real = headers(&[("x-real-ip", "198.51.100.1")]);
-        assert_eq!(client.client(ip("127.0.0.1"), &real), ip("198.51.100.1"));
-        assert_eq!(
-            client.client(ip("127.0.0.1"), &HeaderMap::new()),
-            ip("127.0.0.1")
+            identify(&client, "127.0.0.1", &both),
+            Ok(ip("198.51.100.4"))
         );
     }
 
     #[test]
-    fn bad_networks_are_rejected() {
-        let err = ClientIp::trusting(["10.0.0.0/33"]).unwrap_err();
+    fn a_bad_source_is_the_peer_or_a_rejection_never_another_header() {
+        let peer = ClientIp::trusting(IpSource::XForwardedFor, ["127.0.0.1"]).unwrap();
+        let reject = peer.clone().on_bad_source(OnBadSource::Reject);
+        let cases: [&[(&str, &str)]; 3] = [
+            &[("forwarded", "for=6.6.6.6")],
+            &[("x-forwarded-for", "unknown"), ("x-real-ip", "6.6.6.6")],
+            &[("x-forwarded-for", "6.6.6.6, _hidden")],
+        ];
+        for pairs in cases {
+            assert_eq!(identify(&peer, "127.0.0.1", pairs), Ok(ip("127.0.0.1")));
+            let error = identify(&reject, "127.0.0.1", pairs).unwrap_err();
+            assert_eq!(error.kind(), crate::IdentityErrorKind::BadRequest);
+            assert!(error.to_string().contains("x-forwarded-for"), "{error}");
+            assert!(!error.to_string().contains("6.6.6.6"), "{error}");
+        }
+    }
+
+    #[test]
+    fn mapped_and_grouped_addresses() {
+        let client = ClientIp::trusting(IpSource::XRealIp, ["127.0.0.1"]).unwrap();
+        let mapped = [("x-real-ip", "::ffff:203.0.113.5")];
+        assert_eq!(
+            identify(&client, "127.0.0.1", &mapped),
+            Ok(ip("203.0.113.5"))
+        );
+        let a = identify(&client, "127.0.0.1", &[("x-real-ip", "2001:db8:1:2::1")]);
+        let b = identify(
+            &client,
+            "127.0.0.1",
+            &[("x-real-ip", "2001:db8:1:2:ffff::9")],
+        );
+        assert_eq!(a, b);
+        // A mapped peer is trusted as the IPv4 address it is.
+        let via_mapped = identify(
+            &client,
+            "[::ffff:127.0.0.1]",
+            &[("x-real-ip", "198.51.100.1")],
+        );
+        assert_eq!(via_mapped, Ok(ip("198.51.100.1")));
+    }
+
+    #[test]
+    fn bad_configuration_is_an_error_at_construction() {
+        let err = ClientIp::trusting(IpSource::XForwardedFor, ["10.0.0.0/33"]).unwrap_err();
         assert!(err.to_string().contains("10.0.0.0/33"), "{err}");
+        let long = "x".repeat(10_000);
+        let err = ClientIp::trusting(IpSource::XForwardedFor, [long.as_str()]).unwrap_err();
+        assert!(err.to_string().len() < 200, "{err}");
+        assert!(ClientIp::hops(IpSource::XForwardedFor, 0).is_err());
+        let none: [&str; 0] = [];
+        assert!(ClientIp::trusting(IpSource::XRealIp, none).is_err());
+        assert!(ClientIp::trusting(IpSource::Peer, none).is_ok());
     }
 }

@@ -39,7 +39,7 @@ impl IdentityExtractor for NoFallback {
 }
 
 fn missing() -> IdentityError {
-    IdentityError::new("the identity header is missing and there is no fallback")
+    IdentityError::bad_request("the header that identifies the client is missing or empty")
 }
 
 impl HeaderKey {
@@ -51,6 +51,30 @@ impl HeaderKey {
     pub fn new(name: &'static str) -> HeaderKey {
         HeaderKey {
             name: HeaderName::from_static(name),
+            fallback: NoFallback,
+        }
+    }
+
+    /// The header `name`, checked: for names that come from configuration.
+    ///
+    /// # Errors
+    ///
+    /// When `name` is not a valid header name; the message quotes at most
+    /// its first 64 bytes.
+    pub fn parse(name: &str) -> Result<HeaderKey, IdentityError> {
+        let name = HeaderName::try_from(name).map_err(|_| {
+            IdentityError::new(format!(
+                "{:?} is not a header name",
+                crate::key::prefix(name, 64)
+            ))
+        })?;
+        Ok(HeaderKey::named(name))
+    }
+
+    /// The header `name`.
+    pub fn named(name: HeaderName) -> HeaderKey {
+        HeaderKey {
+            name,
             fallback: NoFallback,
         }
     }
@@ -81,7 +105,7 @@ impl<F: IdentityExtractor> IdentityExtractor for HeaderKey<F> {
         request: RequestHead<'_>,
     ) -> Answer<impl Future<Output = Result<Identity, IdentityError>> + Send> {
         match self.value(request) {
-            Some(value) => Answer::ready(Ok(Identity::key(value))),
+            Some(value) => Answer::ready(Ok(Identity::Header(self.name.clone(), value.into()))),
             None => self.fallback.identify(request),
         }
     }
