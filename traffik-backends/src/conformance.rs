@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use traffik_core::{
-    AnyStrategy, Backend, Decision, Gcra, LeakyBucket, Limit, ManualClock, Rate, Reason,
-    StrategyKind, Throttle, TokenBucket,
+    AnyStrategy, Backend, Decision, Decisions, FixedWindow, Gcra, LeakyBucket, Limit, ManualClock,
+    Rate, Reason, SlidingWindowCounter, StrategyKind, Throttle, ThrottleGroup, TokenBucket,
 };
 
 /// Where the manual clock of every case starts: a time well after the epoch,
@@ -404,4 +404,144 @@ pub async fn a_limit_per_call_overrides_the_throttle_limit<B: Backend + Clone>(b
         admitted += u64::from(decision.is_allowed());
     }
     assert_eq!(admitted, 5);
+}
+
+fn group<B: Backend + Clone>(
+    throttles: Vec<Throttle<B, ManualClock>>,
+) -> ThrottleGroup<B, ManualClock> {
+    ThrottleGroup::new(throttles).unwrap_or_else(|error| panic!("conformance group: {error}"))
+}
+
+async fn hit_group<B: Backend>(group: &ThrottleGroup<B, ManualClock>, identity: &str) -> Decisions {
+    match group.hit(identity).await {
+        Ok(decisions) => decisions,
+        Err(error) => panic!("backend failed on the group for {identity}: {error}"),
+    }
+}
+
+/// A group admits when every throttle does and then charges each; when one
+/// denies, none is charged. Every strategy, as the tight limit and as the
+/// loose one, in either order.
+pub async fn a_group_charges_all_or_nothing<B: Backend + Clone>(backend: &B) {
+    for tight_strategy in strategies() {
+        for loose_strategy in [AnyStrategy::from(Gcra::new()), FixedWindow.into()] {
+            for tight_first in [true, false] {
+                let clock = ManualClock::new(START_MS);
+                let tight = throttle(
+                    backend,
+                    "tight",
+                    rate("2/min"),
+                    tight_strategy.clone(),
+                    &clock,
+                );
+                let loose = throttle(
+                    backend,
+                    "loose",
+                    rate("20/min"),
+                    loose_strategy.clone(),
+                    &clock,
+                );
+                let capacity = tight_strategy.capacity(&rate("2/min"));
+                let (members, t, l) = if tight_first {
+                    (vec![tight.clone(), loose.clone()], 0, 1)
+                } else {
+                    (vec![loose.clone(), tight.clone()], 1, 0)
+                };
+                let limits = group(members);
+                for n in 0..capacity {
+                    let decisions = hit_group(&limits, "client").await;
+                    assert!(decisions.is_allowed(), "{tight_strategy} hit {n}");
+                    assert_eq!(decisions.as_slice().len(), 2);
+                }
+                let denied = hit_group(&limits, "client").await;
+                assert!(
+                    !denied.is_allowed(),
+                    "{tight_strategy}: over the tight limit"
+                );
+                assert_eq!(
+                    denied.violated().collect::<Vec<_>>(),
+                    [t],
+                    "{tight_strategy}"
+                );
+                assert!(denied.retry_after() > Duration::ZERO, "{tight_strategy}");
+                // The loose limit shows its quota as it stands: charged by
+                // the admitted requests only.
+                let loose_capacity = loose_strategy.capacity(&rate("20/min"));
+                let shown = denied.get(l).map(Decision::remaining);
+                assert_eq!(
+                    shown,
+                    Some(loose_capacity - capacity),
+                    "{tight_strategy} shown"
+                );
+                let peek = loose.peek("client").await.unwrap_or_else(|e| panic!("{e}"));
+                assert_eq!(
+                    peek.remaining(),
+                    loose_capacity - capacity - 1,
+                    "{tight_strategy} peek"
+                );
+                // Once the loose limit alone denies, the tight one is spared too.
+                clock.advance(Duration::from_secs(60));
+                let fresh = hit_group(&limits, "other").await;
+                assert!(fresh.is_allowed());
+                let tight_peek = tight.peek("other").await.unwrap_or_else(|e| panic!("{e}"));
+                assert_eq!(tight_peek.remaining(), capacity - 2, "{tight_strategy}");
+            }
+        }
+    }
+}
+
+/// 32 tasks race on one client's group of "10/s" and "50/min" (mixed
+/// strategies) at one instant: never more admitted than either limit, and
+/// the loose limit is charged by exactly the admitted requests.
+pub async fn concurrent_groups_never_exceed_any_limit<B: Backend + Clone>(backend: &B) {
+    let mixes: [(AnyStrategy, AnyStrategy); 3] = [
+        (Gcra::new().into(), FixedWindow.into()),
+        (TokenBucket::new().into(), SlidingWindowCounter.into()),
+        (FixedWindow.into(), Gcra::new().into()),
+    ];
+    for (burst_strategy, minute_strategy) in mixes {
+        let clock = ManualClock::new(START_MS);
+        let burst = throttle(
+            backend,
+            "burst",
+            rate("10/s"),
+            burst_strategy.clone(),
+            &clock,
+        );
+        let minute = throttle(
+            backend,
+            "minute",
+            rate("50/min"),
+            minute_strategy.clone(),
+            &clock,
+        );
+        let limits = group(vec![minute.clone(), burst]);
+        let tasks: Vec<_> = (0..32)
+            .map(|_| {
+                let limits = limits.clone();
+                tokio::spawn(async move {
+                    let mut admitted = 0u64;
+                    for _ in 0..4 {
+                        admitted += u64::from(hit_group(&limits, "shared").await.is_allowed());
+                    }
+                    admitted
+                })
+            })
+            .collect();
+        let mut admitted = 0;
+        for task in tasks {
+            admitted += task.await.unwrap_or_else(|e| panic!("task failed: {e}"));
+        }
+        let what = format!("{burst_strategy} + {minute_strategy}");
+        assert_eq!(admitted, burst_strategy.capacity(&rate("10/s")), "{what}");
+        let left = minute
+            .peek("shared")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            left.remaining() + 1,
+            50 - admitted,
+            "{what}: the minute limit was overcharged"
+        );
+    }
 }

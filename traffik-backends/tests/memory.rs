@@ -6,6 +6,7 @@ use std::time::Duration;
 use traffik_backends::memory::MemoryBackend;
 use traffik_core::{
     Clock, ErrorKind, FailurePolicy, FixedWindow, Gcra, ManualClock, Reason, Throttle,
+    ThrottleGroup,
 };
 
 traffik_backends::conformance_tests!(async {
@@ -17,6 +18,26 @@ traffik_backends::conformance_tests!(async {
         (),
     )
 });
+
+// Groups: all or nothing, exact under concurrency (the Redis and Memcached
+// suites get these cases when their combined decisions land).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_group_charges_all_or_nothing() {
+    let backend = MemoryBackend::builder()
+        .shards(8)
+        .sweep_interval(None)
+        .build();
+    traffik_backends::conformance::a_group_charges_all_or_nothing(&backend).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_groups_never_exceed_any_limit() {
+    let backend = MemoryBackend::builder()
+        .shards(8)
+        .sweep_interval(None)
+        .build();
+    traffik_backends::conformance::concurrent_groups_never_exceed_any_limit(&backend).await;
+}
 
 const START: u64 = 1_700_000_000_000;
 
@@ -203,4 +224,93 @@ async fn parity_at_the_end_of_time() {
         u64::MAX - 1_000,
     )
     .await;
+}
+
+fn named(
+    backend: &MemoryBackend,
+    clock: &ManualClock,
+    name: &str,
+    rate: &str,
+) -> Throttle<MemoryBackend, ManualClock> {
+    Throttle::builder(name, rate.parse().unwrap())
+        .strategy(FixedWindow)
+        .failure_policy(FailurePolicy::Error)
+        .clock(clock.clone())
+        .build(backend.clone())
+        .unwrap()
+}
+
+#[test]
+fn a_group_is_checked_when_it_is_built() {
+    let clock = ManualClock::new(START);
+    let one = MemoryBackend::builder().sweep_interval(None).build();
+    let other = MemoryBackend::builder().sweep_interval(None).build();
+    let a = named(&one, &clock, "a", "1/s");
+    let b = named(&one, &clock, "b", "1/min");
+    assert!(ThrottleGroup::new([a.clone(), b.clone()]).is_ok());
+    let twice = ThrottleGroup::new([a.clone(), a.clone()]).unwrap_err();
+    assert!(twice.to_string().contains("twice"), "{twice}");
+    let apart = ThrottleGroup::new([a, named(&other, &clock, "c", "1/s")]).unwrap_err();
+    assert!(apart.to_string().contains("different stores"), "{apart}");
+    let none: [Throttle<MemoryBackend, ManualClock>; 0] = [];
+    assert!(ThrottleGroup::new(none).is_err());
+}
+
+#[test]
+fn a_group_without_room_for_its_keys_charges_nothing() {
+    let backend = MemoryBackend::builder()
+        .shards(1)
+        .max_keys(3)
+        .sweep_interval(None)
+        .build();
+    let clock = ManualClock::new(START);
+    let a = named(&backend, &clock, "a", "5/min");
+    let b = named(&backend, &clock, "b", "5/min");
+    a.hit("k1").into_ready().ok().unwrap().unwrap();
+    a.hit("k2").into_ready().ok().unwrap().unwrap();
+    // One key of room left; the group needs two.
+    let limits = ThrottleGroup::new([a.clone(), b]).unwrap();
+    let error = limits.hit("k3").into_ready().ok().unwrap().unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Capacity);
+    assert_eq!(backend.len(), 2, "a key was stored for a refused decision");
+}
+
+#[test]
+fn groups_over_many_shards_never_deadlock() {
+    // Threads decide groups whose keys fall in shards in every order.
+    let backend = MemoryBackend::builder()
+        .shards(4)
+        .sweep_interval(None)
+        .build();
+    let clock = ManualClock::new(START);
+    let throttles: Vec<_> = (0..6)
+        .map(|i| named(&backend, &clock, &format!("t{i}"), "1000000/min"))
+        .collect();
+    let forward = ThrottleGroup::new(throttles.clone()).unwrap();
+    let backward = ThrottleGroup::new(throttles.into_iter().rev()).unwrap();
+    std::thread::scope(|scope| {
+        for worker in 0..4 {
+            let group = if worker % 2 == 0 { &forward } else { &backward };
+            scope.spawn(move || {
+                for n in 0..2_000 {
+                    let identity = format!("id{}", n % 37);
+                    let decisions = group.hit(&identity).into_ready().ok().unwrap().unwrap();
+                    assert!(decisions.is_allowed());
+                }
+            });
+        }
+    });
+    // Every group call charged all six throttles once.
+    let total: u64 = (0..37)
+        .map(|id| {
+            let decision = forward.throttles()[0]
+                .peek(&format!("id{id}"))
+                .into_ready()
+                .ok()
+                .unwrap()
+                .unwrap();
+            1_000_000 - 1 - decision.remaining()
+        })
+        .sum();
+    assert_eq!(total, 4 * 2_000);
 }

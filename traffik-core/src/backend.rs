@@ -65,6 +65,69 @@ pub trait Backend: Send + Sync + 'static {
         now_ms: u64,
     ) -> Answer<impl Future<Output = Result<(), Error>> + Send>;
 
+    /// Decides every hit of one request at once, **all or nothing**: when
+    /// every hit would be admitted, all are charged; when any would be
+    /// denied, none is. The decisions come in the order of `hits`. After a
+    /// denial, the hits that would have passed report their state as it
+    /// stands, uncharged (a peek of cost 0), and the others their denial.
+    ///
+    /// The keys must be distinct: a repeated key is an
+    /// [`ErrorKind::Config`](crate::ErrorKind::Config) error.
+    ///
+    /// The provided implementation peeks every hit, then hits them one by
+    /// one, stopping at a denial. It is **not atomic**: a concurrent caller
+    /// can slip in between the peeks and the hits, and a hit denied then
+    /// leaves the earlier ones charged (never more admitted than a limit
+    /// allows: each hit is atomic on its own). The built-in backends override it with an atomic one (the
+    /// in-memory backend under its shard locks, Redis in one script);
+    /// override it in yours when the store can do better.
+    fn hit_all<'a>(
+        &'a self,
+        hits: Vec<Hit<'a>>,
+        now_ms: u64,
+    ) -> Answer<impl Future<Output = Result<Vec<Decision>, Error>> + Send + 'a> {
+        Answer::pending(async move {
+            check_distinct(&hits)?;
+            let mut decisions = Vec::with_capacity(hits.len());
+            for hit in &hits {
+                decisions.push(self.peek(hit.key, hit.limit, now_ms, hit.cost).await?);
+            }
+            if decisions.iter().all(Decision::is_allowed) {
+                for (i, hit) in hits.iter().enumerate() {
+                    decisions[i] = self.hit(hit.key, hit.limit, now_ms, hit.cost).await?;
+                    if !decisions[i].is_allowed() {
+                        // Another caller got there first: stop charging;
+                        // the rest show their quota as it stands.
+                        for (later, decision) in hits.iter().zip(&mut decisions).skip(i + 1) {
+                            *decision = self.peek(later.key, later.limit, now_ms, 0).await?;
+                        }
+                        break;
+                    }
+                }
+            } else {
+                for (hit, decision) in hits.iter().zip(&mut decisions) {
+                    if decision.is_allowed() {
+                        *decision = self.peek(hit.key, hit.limit, now_ms, 0).await?;
+                    }
+                }
+            }
+            Ok(decisions)
+        })
+    }
+
+    /// Whether `other` keeps its state in the same store as `self`, so that
+    /// one [`hit_all`](Backend::hit_all) can decide keys of both. A
+    /// [`ThrottleGroup`](crate::ThrottleGroup) checks it when it is built.
+    /// Default: `false` (groups of your backend's throttles are refused
+    /// until you say when they share a store).
+    fn same_store(&self, other: &Self) -> bool
+    where
+        Self: Sized,
+    {
+        let _ = other;
+        false
+    }
+
     /// Whether the store lives in this process (its answers are ready at
     /// once). Middleware runs local throttles before remote ones. Default:
     /// `false`.
@@ -104,7 +167,52 @@ impl<B: Backend + ?Sized> Backend for Arc<B> {
         (**self).reset(key, limit, now_ms)
     }
 
+    fn hit_all<'a>(
+        &'a self,
+        hits: Vec<Hit<'a>>,
+        now_ms: u64,
+    ) -> Answer<impl Future<Output = Result<Vec<Decision>, Error>> + Send + 'a> {
+        (**self).hit_all(hits, now_ms)
+    }
+
+    /// Two `Arc`s share a store when they point at one backend (`B` may be
+    /// unsized, so its own `same_store` cannot be asked).
+    fn same_store(&self, other: &Self) -> bool {
+        Arc::ptr_eq(self, other)
+    }
+
     fn is_local(&self) -> bool {
         (**self).is_local()
     }
+}
+
+/// One hit of a combined decision ([`Backend::hit_all`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Hit<'a> {
+    /// The key.
+    pub key: Key<'a>,
+    /// Its limit.
+    pub limit: &'a Limit,
+    /// What the request costs under this limit.
+    pub cost: u64,
+}
+
+/// A [`Config`](crate::ErrorKind::Config) error when a key is repeated.
+pub fn check_distinct(hits: &[Hit<'_>]) -> Result<(), Error> {
+    for (i, hit) in hits.iter().enumerate() {
+        let repeated = hits[..i].iter().any(|earlier| {
+            earlier.key.scope().same(hit.key.scope())
+                && earlier.key.identity() == hit.key.identity()
+        });
+        if repeated {
+            return Err(Error::new(
+                crate::ErrorKind::Config,
+                format!(
+                    "one request hits the throttle {:?} twice with the same key",
+                    hit.key.scope().name()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }

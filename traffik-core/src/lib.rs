@@ -28,15 +28,17 @@ pub mod backend;
 pub mod clock;
 pub mod decision;
 pub mod error;
+pub mod group;
 pub mod limit;
 pub mod rate;
 pub mod strategy;
 pub mod throttle;
 
-pub use backend::{Answer, Backend, Key, Scope};
+pub use backend::{Answer, Backend, Hit, Key, Scope, check_distinct};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use decision::{Decision, Reason};
 pub use error::{ConfigError, Error, ErrorKind, RateError, RateErrorKind};
+pub use group::{Decisions, ThrottleGroup};
 pub use limit::Limit;
 pub use rate::Rate;
 pub use strategy::{

@@ -171,18 +171,27 @@ impl<B: Backend, C: Clock> Throttle<B, C> {
     fn settle(&self, outcome: Result<Decision, Error>, capacity: u64) -> Result<Decision, Error> {
         match outcome {
             Ok(decision) => Ok(decision),
-            Err(error) => {
-                self.failures.fetch_add(1, Ordering::Relaxed);
-                match self.policy {
-                    FailurePolicy::Allow => Ok(Decision::backend_failure(true, capacity, 0)),
-                    FailurePolicy::Deny => Ok(Decision::backend_failure(
-                        false,
-                        capacity,
-                        self.failure_retry_after_ms,
-                    )),
-                    FailurePolicy::Error => Err(error),
-                }
-            }
+            Err(error) => self.on_failure(error, capacity),
+        }
+    }
+
+    /// What the failure policy makes of a backend error, counted.
+    pub(crate) fn on_failure(&self, error: Error, capacity: u64) -> Result<Decision, Error> {
+        self.failure_decision(capacity).ok_or(error)
+    }
+
+    /// The decision the failure policy gives a failed decision (`None`
+    /// under `FailurePolicy::Error`), counted.
+    pub(crate) fn failure_decision(&self, capacity: u64) -> Option<Decision> {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        match self.policy {
+            FailurePolicy::Allow => Some(Decision::backend_failure(true, capacity, 0)),
+            FailurePolicy::Deny => Some(Decision::backend_failure(
+                false,
+                capacity,
+                self.failure_retry_after_ms,
+            )),
+            FailurePolicy::Error => None,
         }
     }
 }

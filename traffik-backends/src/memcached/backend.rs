@@ -195,6 +195,11 @@ impl Backend for MemcachedBackend {
     ) -> Answer<impl Future<Output = Result<(), Error>> + Send> {
         Answer::pending(self.forget(key, limit, now_ms))
     }
+
+    /// Clones of one backend share its store.
+    fn same_store(&self, other: &MemcachedBackend) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
 }
 
 impl MemcachedBackendBuilder {

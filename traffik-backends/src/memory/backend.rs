@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use foldhash::fast::RandomState;
 use parking_lot::Mutex;
-use traffik_core::{Answer, Backend, Decision, Error, ErrorKind, Key, Limit, Strategy, Visitor};
+use traffik_core::{
+    Answer, Backend, Decision, Error, ErrorKind, Hit, Key, Limit, Strategy, Visitor, check_distinct,
+};
 
 use super::shard::{Shard, expiry_s, hash_key};
 
@@ -116,9 +118,14 @@ impl MemoryBackend {
     #[inline]
     fn locate(&self, key: &Key<'_>) -> (u64, &Mutex<Shard>) {
         let hash = hash_key(&self.inner.hasher, key.scope().hash(), key.identity());
-        // The index uses the low and the top bits; the shard takes the middle.
-        let shard = (hash >> 32) as usize & self.inner.shard_mask;
-        (hash, &self.inner.shards[shard].0)
+        (hash, &self.inner.shards[self.shard_of(hash)].0)
+    }
+
+    /// The shard of a key's hash: the index uses the low and the top bits;
+    /// the shard takes the middle.
+    #[inline]
+    fn shard_of(&self, hash: u64) -> usize {
+        (hash >> 32) as usize & self.inner.shard_mask
     }
 
     /// One decision.
@@ -154,55 +161,231 @@ impl Visitor for Apply<'_> {
 
     #[inline]
     fn visit<S: Strategy>(self, strategy: &S) -> Result<Decision, Error> {
-        let Apply {
-            backend,
-            key,
-            limit,
-            now,
-            cost,
-        } = self;
-        let inner = &backend.inner;
-        let (hash, shard) = backend.locate(key);
-        let identity = key.identity();
-        let rate = limit.rate();
+        let (hash, shard) = self.backend.locate(self.key);
         let mut shard = shard.lock();
-        shard.latest_ms = shard.latest_ms.max(now);
-        if let Some(slot) = shard.scopes.find(key.scope()) {
-            let (table, _) = shard.table_mut::<S>();
-            if let Some(at) = table.find(hash, slot, identity) {
-                let entry = table.entry_mut(at);
-                let decision = strategy.hit(rate, &mut entry.state, now, cost);
-                if decision.reset_after_ms() == 0 {
-                    shard.remove::<S>(at, hash, &inner.hasher);
-                } else {
-                    entry.expires_s = expiry_s(now, decision.reset_after_ms());
-                }
-                return Ok(decision);
+        apply_locked(self, strategy, hash, &mut shard)
+    }
+}
+
+/// One hit on a shard whose lock the caller holds.
+#[inline]
+fn apply_locked<S: Strategy>(
+    apply: Apply<'_>,
+    strategy: &S,
+    hash: u64,
+    shard: &mut Shard,
+) -> Result<Decision, Error> {
+    let Apply {
+        backend,
+        key,
+        limit,
+        now,
+        cost,
+    } = apply;
+    let inner = &backend.inner;
+    let identity = key.identity();
+    let rate = limit.rate();
+    shard.latest_ms = shard.latest_ms.max(now);
+    if let Some(slot) = shard.scopes.find(key.scope()) {
+        let (table, _) = shard.table_mut::<S>();
+        if let Some(at) = table.find(hash, slot, identity) {
+            let entry = table.entry_mut(at);
+            let decision = strategy.hit(rate, &mut entry.state, now, cost);
+            if decision.reset_after_ms() == 0 {
+                shard.remove::<S>(at, hash, &inner.hasher);
+            } else {
+                entry.expires_s = expiry_s(now, decision.reset_after_ms());
             }
-        }
-        let mut state = S::State::default();
-        let decision = strategy.hit(rate, &mut state, now, cost);
-        if decision.reset_after_ms() == 0 {
             return Ok(decision);
         }
-        let len = shard.len();
-        if len >= shard.next_sweep_len.min(inner.shard_cap) {
-            let at_cap = len >= inner.shard_cap;
-            // At the cap, sweep at most once a second: a flood must not turn
-            // every new key into a full scan.
-            if !at_cap || shard.last_sweep_s < now / 1_000 {
-                shard.sweep(now, &inner.hasher);
+    }
+    let mut state = S::State::default();
+    let decision = strategy.hit(rate, &mut state, now, cost);
+    if decision.reset_after_ms() == 0 {
+        return Ok(decision);
+    }
+    let len = shard.len();
+    if len >= shard.next_sweep_len.min(inner.shard_cap) {
+        let at_cap = len >= inner.shard_cap;
+        // At the cap, sweep at most once a second: a flood must not turn
+        // every new key into a full scan.
+        if !at_cap || shard.last_sweep_s < now / 1_000 {
+            shard.sweep(now, &inner.hasher);
+        }
+        if shard.len() >= inner.shard_cap {
+            return Err(Error::new(
+                ErrorKind::Capacity,
+                format!("the in-memory backend holds its maximum of keys; {key} is new"),
+            ));
+        }
+    }
+    let expires = expiry_s(now, decision.reset_after_ms());
+    shard.insert::<S>(hash, key.scope(), identity, expires, state, &inner.hasher);
+    Ok(decision)
+}
+
+/// The decision a hit of `cost` would get on a shard whose lock the caller
+/// holds, without counting it.
+struct ObserveLocked<'a> {
+    shard: &'a Shard,
+    hash: u64,
+    key: &'a Key<'a>,
+    limit: &'a Limit,
+    now: u64,
+    cost: u64,
+}
+
+impl Visitor for ObserveLocked<'_> {
+    type Output = Decision;
+
+    fn visit<S: Strategy>(self, strategy: &S) -> Decision {
+        let rate = self.limit.rate();
+        let found = self.shard.scopes.find(self.key.scope()).and_then(|slot| {
+            let table = self.shard.table::<S>()?;
+            let at = table.find(self.hash, slot, self.key.identity())?;
+            Some(strategy.peek(rate, &table.entry(at).state, self.now, self.cost))
+        });
+        found.unwrap_or_else(|| strategy.peek(rate, &S::State::default(), self.now, self.cost))
+    }
+}
+
+/// Whether a key is stored, on a locked shard.
+struct Present<'a> {
+    shard: &'a Shard,
+    hash: u64,
+    key: &'a Key<'a>,
+}
+
+impl Visitor for Present<'_> {
+    type Output = bool;
+
+    fn visit<S: Strategy>(self, _: &S) -> bool {
+        self.shard
+            .scopes
+            .find(self.key.scope())
+            .is_some_and(|slot| {
+                self.shard
+                    .table::<S>()
+                    .and_then(|table| table.find(self.hash, slot, self.key.identity()))
+                    .is_some()
+            })
+    }
+}
+
+/// One hit of a combined decision on a locked shard.
+struct ApplyLocked<'a> {
+    apply: Apply<'a>,
+    hash: u64,
+    shard: &'a mut Shard,
+}
+
+impl Visitor for ApplyLocked<'_> {
+    type Output = Result<Decision, Error>;
+
+    fn visit<S: Strategy>(self, strategy: &S) -> Result<Decision, Error> {
+        apply_locked(self.apply, strategy, self.hash, self.shard)
+    }
+}
+
+impl MemoryBackend {
+    /// Every hit at once, all or nothing, under the locks of every shard
+    /// involved, taken in ascending order (so two combined decisions never
+    /// wait for each other in a cycle).
+    fn decide_all(&self, hits: &[Hit<'_>], now: u64) -> Result<Vec<Decision>, Error> {
+        check_distinct(hits)?;
+        let located: Vec<(u64, usize)> = hits
+            .iter()
+            .map(|hit| {
+                let hash = hash_key(
+                    &self.inner.hasher,
+                    hit.key.scope().hash(),
+                    hit.key.identity(),
+                );
+                (hash, self.shard_of(hash))
+            })
+            .collect();
+        let mut order: Vec<usize> = located.iter().map(|&(_, shard)| shard).collect();
+        order.sort_unstable();
+        order.dedup();
+        let mut guards: Vec<_> = order
+            .iter()
+            .map(|&index| self.inner.shards[index].0.lock())
+            .collect();
+        let guard_of = |shard: usize| order.binary_search(&shard).unwrap_or(0);
+        // What each hit would get, on the state as it stands.
+        let mut decisions: Vec<Decision> = hits
+            .iter()
+            .zip(&located)
+            .map(|(hit, &(hash, shard))| {
+                hit.limit.strategy().visit(ObserveLocked {
+                    shard: &guards[guard_of(shard)],
+                    hash,
+                    key: &hit.key,
+                    limit: hit.limit,
+                    now,
+                    cost: hit.cost,
+                })
+            })
+            .collect();
+        if !decisions.iter().all(Decision::is_allowed) {
+            // None is charged: those that would pass show their quota as it is.
+            for ((hit, &(hash, shard)), decision) in hits.iter().zip(&located).zip(&mut decisions) {
+                if decision.is_allowed() {
+                    *decision = hit.limit.strategy().visit(ObserveLocked {
+                        shard: &guards[guard_of(shard)],
+                        hash,
+                        key: &hit.key,
+                        limit: hit.limit,
+                        now,
+                        cost: 0,
+                    });
+                }
             }
-            if shard.len() >= inner.shard_cap {
-                return Err(Error::new(
-                    ErrorKind::Capacity,
-                    format!("the in-memory backend holds its maximum of keys; {key} is new"),
-                ));
+            return Ok(decisions);
+        }
+        // Every hit passes. Room for the new keys first, so that no hit is
+        // charged when one cannot be stored.
+        for (i, &shard) in order.iter().enumerate() {
+            let new_keys = hits
+                .iter()
+                .zip(&located)
+                .filter(|(_, located)| located.1 == shard)
+                .filter(|(hit, located)| {
+                    !hit.limit.strategy().visit(Present {
+                        shard: &guards[i],
+                        hash: located.0,
+                        key: &hit.key,
+                    })
+                })
+                .count();
+            let guard = &mut guards[i];
+            if guard.len().saturating_add(new_keys) > self.inner.shard_cap {
+                guard.sweep(now, &self.inner.hasher);
+                if guard.len().saturating_add(new_keys) > self.inner.shard_cap {
+                    return Err(Error::new(
+                        ErrorKind::Capacity,
+                        "the in-memory backend holds its maximum of keys; a combined decision \
+                         needs room for its new keys",
+                    ));
+                }
             }
         }
-        let expires = expiry_s(now, decision.reset_after_ms());
-        shard.insert::<S>(hash, key.scope(), identity, expires, state, &inner.hasher);
-        Ok(decision)
+        // Charge them all. The locks are still held, so each hit decides as
+        // it was observed.
+        for ((hit, &(hash, shard)), decision) in hits.iter().zip(&located).zip(&mut decisions) {
+            *decision = hit.limit.strategy().visit(ApplyLocked {
+                apply: Apply {
+                    backend: self,
+                    key: &hit.key,
+                    limit: hit.limit,
+                    now,
+                    cost: hit.cost,
+                },
+                hash,
+                shard: &mut guards[guard_of(shard)],
+            })?;
+        }
+        Ok(decisions)
     }
 }
 
@@ -266,6 +449,18 @@ impl Backend for MemoryBackend {
         cost: u64,
     ) -> Answer<Pending<Result<Decision, Error>>> {
         Answer::ready(self.decide(&key, limit, now_ms, cost))
+    }
+
+    fn hit_all<'a>(
+        &'a self,
+        hits: Vec<Hit<'a>>,
+        now_ms: u64,
+    ) -> Answer<Pending<Result<Vec<Decision>, Error>>> {
+        Answer::ready(self.decide_all(&hits, now_ms))
+    }
+
+    fn same_store(&self, other: &MemoryBackend) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
     }
 
     fn is_local(&self) -> bool {

@@ -336,6 +336,11 @@ impl Backend for RedisBackend {
     ) -> Answer<impl Future<Output = Result<(), Error>> + Send> {
         Answer::pending(self.delete(key, limit))
     }
+
+    /// Clones of one backend share its store.
+    fn same_store(&self, other: &RedisBackend) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
 }
 
 impl RedisBackendBuilder {
