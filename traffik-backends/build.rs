@@ -1,9 +1,14 @@
 //! Registers the Redis scripts: every `src/redis/scripts/<strategy>.lua` is
 //! the script of the strategy of that name (traffik-core's
-//! `StrategyKind::as_str`), sent as `lib/prelude.lua`, then each library a
-//! `-- uses: <lib>` line names (`lib/<lib>.lua`), then the file itself. A
-//! `-- keys: <n>` line says how many Redis keys it takes (default 1).
-//! Adding a strategy's script is adding its file: no Rust changes here.
+//! `StrategyKind::as_str`), sent as `lib/prelude.lua`, `lib/args.lua`, then
+//! each library a `-- uses: <lib>` line names (`lib/<lib>.lua`), then the
+//! file itself. A `-- keys: <n>` line says how many Redis keys it takes
+//! (default 1). Adding a strategy's script is adding its file: no Rust
+//! changes here.
+//!
+//! The group script (`GROUP`) decides several limits in one call: the
+//! prelude, then each strategy's libraries and file wrapped in a function of
+//! the arguments `args.lua` would have read, then `lib/group.lua`.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -24,14 +29,20 @@ fn main() {
          /// `src/redis/scripts`.\n\
          pub(super) const SCRIPTS: &[(&str, usize, &str)] = &[\n",
     );
-    for path in files {
+    let include = |path: &Path| format!("include_str!({:?})", path.display().to_string());
+    let mut group = vec![
+        include(&dir.join("lib/prelude.lua")),
+        "\"local now = now_ms()\\nlocal strategies = {}\\n\"".to_owned(),
+    ];
+    let mut key_counts = Vec::new();
+    for (position, path) in files.iter().enumerate() {
         println!("cargo:rerun-if-changed={}", path.display());
         let name = path
             .file_stem()
             .and_then(|s| s.to_str())
             .expect("a utf-8 name");
-        let text = fs::read_to_string(&path).expect("a readable script");
-        let mut parts = vec![dir.join("lib/prelude.lua")];
+        let text = fs::read_to_string(path).expect("a readable script");
+        let mut parts = vec![dir.join("lib/prelude.lua"), dir.join("lib/args.lua")];
         let mut keys = 1usize;
         for line in text.lines() {
             if let Some(n) = line.trim().strip_prefix("-- keys:") {
@@ -51,10 +62,15 @@ fn main() {
             }
         }
         parts.push(path.clone());
-        let includes: Vec<String> = parts
-            .iter()
-            .map(|p| format!("include_str!({:?})", p.display().to_string()))
-            .collect();
+        let includes: Vec<String> = parts.iter().map(|p| include(p)).collect();
+        // In the group script: the libraries and the file, in a function.
+        group.push(format!(
+            "\"strategies[{}] = function(KEYS, count, period, drain, unit, burst, cost, peek, margin)\\n\"",
+            position + 1
+        ));
+        group.extend(includes.iter().skip(2).cloned());
+        group.push("\"\\nend\\n\"".to_owned());
+        key_counts.push(keys.to_string());
         let _ = writeln!(
             out,
             "    ({name:?}, {keys}, concat!({})),",
@@ -62,6 +78,17 @@ fn main() {
         );
     }
     out.push_str("];\n");
+    group.push(format!(
+        "\"local key_counts = {{{}}}\\n\"",
+        key_counts.join(", ")
+    ));
+    group.push(include(&dir.join("lib/group.lua")));
+    let _ = writeln!(
+        out,
+        "/// The group script: every limit of one request in one call.\n\
+         pub(super) const GROUP: &str = concat!({});",
+        group.join(", ")
+    );
     let target = Path::new(&env::var("OUT_DIR").expect("cargo sets it")).join("redis_scripts.rs");
     fs::write(target, out).expect("OUT_DIR is writable");
 }

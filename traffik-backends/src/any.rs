@@ -2,7 +2,7 @@
 
 use std::future::Future;
 
-use traffik_core::{Answer, Backend, Decision, Error, ErrorKind, Key, Limit};
+use traffik_core::{Answer, Backend, Decision, Error, ErrorKind, Hit, Key, Limit};
 
 #[cfg(feature = "memcached")]
 use crate::memcached::MemcachedBackend;
@@ -184,6 +184,52 @@ impl Backend for AnyBackend {
         now_ms: u64,
     ) -> Answer<impl Future<Output = Result<(), Error>> + Send> {
         each!(self, backend => backend.reset(key, limit, now_ms))
+    }
+
+    fn hit_all<'a>(
+        &'a self,
+        hits: Vec<Hit<'a>>,
+        now_ms: u64,
+    ) -> Answer<impl Future<Output = Result<Vec<Decision>, Error>> + Send + 'a> {
+        // `hits` moves into one call: the in-memory answer is taken here,
+        // ready, and the remote ones are awaited.
+        #[cfg(feature = "memory")]
+        #[allow(irrefutable_let_patterns)]
+        if let AnyBackend::Memory(backend) = self {
+            let outcome = backend
+                .hit_all(hits, now_ms)
+                .into_ready()
+                .unwrap_or_else(|_| {
+                    Err(Error::new(
+                        ErrorKind::Other,
+                        "the in-memory backend did not decide at once",
+                    ))
+                });
+            return Answer::ready(outcome);
+        }
+        Answer::pending(async move {
+            match self {
+                #[cfg(feature = "memory")]
+                AnyBackend::Memory(_) => Err(Error::new(ErrorKind::Other, "unreachable")),
+                #[cfg(feature = "redis")]
+                AnyBackend::Redis(backend) => backend.hit_all(hits, now_ms).await,
+                #[cfg(feature = "memcached")]
+                AnyBackend::Memcached(backend) => backend.hit_all(hits, now_ms).await,
+            }
+        })
+    }
+
+    fn same_store(&self, other: &AnyBackend) -> bool {
+        match (self, other) {
+            #[cfg(feature = "memory")]
+            (AnyBackend::Memory(a), AnyBackend::Memory(b)) => a.same_store(b),
+            #[cfg(feature = "redis")]
+            (AnyBackend::Redis(a), AnyBackend::Redis(b)) => a.same_store(b),
+            #[cfg(feature = "memcached")]
+            (AnyBackend::Memcached(a), AnyBackend::Memcached(b)) => a.same_store(b),
+            #[allow(unreachable_patterns)]
+            _ => false,
+        }
     }
 
     fn is_local(&self) -> bool {

@@ -10,7 +10,7 @@
 //! - **Time**: by default the scripts read the Redis server's clock (`TIME`),
 //!   so application hosts with skewed clocks still share one correct limit;
 //!   [`TimeSource::Client`] uses the throttle's clock instead.
-//! - **Keys**: `{namespace:name:identity}:strategy` (and `…:strategy:1` for
+//! - **Keys**: `namespace:name:{identity}:strategy` (and `…:strategy:1` for
 //!   a script that takes a second key, as the sliding window log does). The
 //!   braces are a hash tag, so every key of a decision lives in one Redis
 //!   Cluster slot. Every key has a TTL: the time until its quota
@@ -28,4 +28,5 @@ mod scripts;
 
 pub use backend::{RedisBackend, RedisBackendBuilder, TimeSource};
 pub use redis;
+pub use scripts::group_source as group_script_source;
 pub use scripts::source as script_source;

@@ -246,7 +246,7 @@ async fn long_ttls_follow_the_throttles_clock() {
     assert!(throttle.hit("k").await.unwrap().is_allowed());
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
     stream
-        .write_all(b"mg {traffik:t-gcra:k}:gcra t\r\n")
+        .write_all(b"mg traffik:t-gcra:{k}:gcra t\r\n")
         .unwrap();
     let mut line = String::new();
     BufReader::new(stream).read_line(&mut line).unwrap();

@@ -19,26 +19,6 @@ traffik_backends::conformance_tests!(async {
     )
 });
 
-// Groups: all or nothing, exact under concurrency (the Redis and Memcached
-// suites get these cases when their combined decisions land).
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_group_charges_all_or_nothing() {
-    let backend = MemoryBackend::builder()
-        .shards(8)
-        .sweep_interval(None)
-        .build();
-    traffik_backends::conformance::a_group_charges_all_or_nothing(&backend).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_groups_never_exceed_any_limit() {
-    let backend = MemoryBackend::builder()
-        .shards(8)
-        .sweep_interval(None)
-        .build();
-    traffik_backends::conformance::concurrent_groups_never_exceed_any_limit(&backend).await;
-}
-
 const START: u64 = 1_700_000_000_000;
 
 fn throttle(
@@ -313,4 +293,13 @@ fn groups_over_many_shards_never_deadlock() {
         })
         .sum();
     assert_eq!(total, 4 * 2_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn groups_are_charged_exactly_under_concurrency() {
+    let backend = MemoryBackend::builder()
+        .shards(8)
+        .sweep_interval(None)
+        .build();
+    traffik_backends::conformance::concurrent_groups_charge_exactly(&backend).await;
 }

@@ -30,6 +30,13 @@ mod standalone {
     });
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn groups_are_charged_exactly_under_concurrency() {
+    let server = RedisServer::start();
+    let backend = client_time(&server.url());
+    traffik_backends::conformance::concurrent_groups_charge_exactly(&backend).await;
+}
+
 mod cluster {
     use super::*;
     traffik_backends::conformance_tests!(async {
@@ -159,8 +166,9 @@ async fn noscript_reloads_transparently() {
     assert_eq!(throttle.hit("k").await.unwrap().remaining(), 1);
 }
 
-/// Every key carries the namespace, a hash tag, and a TTL: at most two
-/// periods (the sliding window counter keeps the previous window).
+/// Every key carries the namespace, the identity as its hash tag, and a TTL:
+/// at most two periods (the sliding window counter keeps the previous
+/// window).
 #[tokio::test]
 async fn every_key_has_a_ttl() {
     let server = RedisServer::start();
@@ -177,7 +185,8 @@ async fn every_key_has_a_ttl() {
     let keys: Vec<&str> = keys.lines().collect();
     assert!(keys.len() >= 36, "{keys:?}");
     for key in keys {
-        assert!(key.starts_with("{traffik:t-"), "{key}");
+        assert!(key.starts_with("traffik:t-"), "{key}");
+        assert!(key.contains(":{id-"), "the hash tag is the identity: {key}");
         let ttl: i64 = server.cli(&["pttl", key]).trim().parse().unwrap();
         assert!(ttl > 0 && ttl <= 2 * 3_600_000, "{key} has pttl {ttl}");
     }

@@ -42,14 +42,15 @@
 #[cfg(any(feature = "memory", feature = "redis", feature = "memcached"))]
 pub use traffik_backends::AnyBackend;
 pub use traffik_core::{
-    Answer, AnyStrategy, Backend, Clock, ConfigError, DEFAULT_NAMESPACE, Decision, Error,
-    ErrorKind, FailurePolicy, FixedWindow, Gcra, Key, LeakyBucket, Limit, ManualClock, Rate,
-    RateError, RateErrorKind, Reason, Scope, SlidingWindowCounter, SlidingWindowLog, State,
-    Storage, Strategy, StrategyKind, SystemClock, Throttle, ThrottleBuilder, TokenBucket, Visitor,
+    Answer, AnyStrategy, Backend, Clock, ConfigError, DEFAULT_NAMESPACE, Decision, Decisions,
+    Error, ErrorKind, FailurePolicy, FixedWindow, Gcra, Hit, Key, LeakyBucket, Limit, ManualClock,
+    Rate, RateError, RateErrorKind, Reason, Scope, SlidingWindowCounter, SlidingWindowLog, State,
+    Storage, Strategy, StrategyKind, SystemClock, Throttle, ThrottleBuilder, ThrottleGroup,
+    TokenBucket, Visitor,
 };
 
 /// The core's modules, for the items not re-exported at the top.
-pub use traffik_core::{backend, clock, decision, error, limit, rate, strategy, throttle};
+pub use traffik_core::{backend, clock, decision, error, group, limit, rate, strategy, throttle};
 
 /// The conformance suite every backend runs.
 #[cfg(feature = "conformance")]

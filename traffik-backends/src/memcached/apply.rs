@@ -15,7 +15,7 @@ const MAX_RELATIVE_TTL_S: u64 = 30 * 24 * 3_600;
 pub(super) struct Apply<'a> {
     pub(super) pool: &'a Pool,
     pub(super) server: usize,
-    /// `{namespace:name:identity}:strategy`, escaped.
+    /// `namespace:name:{identity}:strategy`, escaped.
     pub(super) base: &'a str,
     pub(super) limit: &'a Limit,
     pub(super) now: u64,
@@ -25,11 +25,70 @@ pub(super) struct Apply<'a> {
     pub(super) cas_retries: u32,
 }
 
+/// What an admitted hit wrote, to take it back when a later limit of the
+/// same request denies.
+pub(super) enum Charge {
+    /// Nothing was written (a peek, a denial, a cost of 0).
+    None,
+    /// `cost` was added to this counter.
+    Counter { key: String, cost: u64 },
+    /// The blob was `before` (missing: `None`) and is now `after`.
+    Blob {
+        before: Option<Vec<u8>>,
+        after: Vec<u8>,
+    },
+}
+
 impl Apply<'_> {
     pub(super) async fn run(&self) -> Result<Decision, Error> {
+        Ok(self.run_charged().await?.0)
+    }
+
+    /// The decision, and what it wrote.
+    pub(super) async fn run_charged(&self) -> Result<(Decision, Charge), Error> {
         match self.limit.strategy().storage() {
             Storage::Counters { windows } => self.counters(usize::from(windows.max(1))).await,
             Storage::Blob => self.blob().await,
+        }
+    }
+
+    /// Takes back what an admitted hit wrote: a counter is decremented (exact,
+    /// whatever else happened since); a blob is put back as it was when it
+    /// still holds what the hit wrote. If another hit changed it since, the
+    /// charge stays: the limit is over-charged by one hit, never
+    /// under-charged. Returns whether the charge was taken back.
+    pub(super) async fn refund(&self, charge: Charge) -> Result<bool, Error> {
+        let mut commands = Vec::with_capacity(128);
+        match charge {
+            Charge::None => Ok(true),
+            Charge::Counter { key, cost } => {
+                command::decr(&mut commands, &key, cost);
+                self.pool.exchange(self.server, &commands, 1).await?;
+                Ok(true)
+            }
+            Charge::Blob { before, after } => {
+                command::get(&mut commands, self.base, true);
+                let replies = self.pool.exchange(self.server, &commands, 1).await?;
+                let cas = match &replies[0] {
+                    Reply::Value {
+                        data,
+                        cas: Some(cas),
+                    } if *data == after => *cas,
+                    _ => return Ok(false),
+                };
+                commands.clear();
+                match &before {
+                    Some(before) => {
+                        // Keep the TTL the key had before the hit would
+                        // have been enough: the hit's own is an upper bound.
+                        let ttl = self.ttl(self.limit.rate().period_ms().saturating_mul(2));
+                        command::set(&mut commands, self.base, before, ttl, Some(cas));
+                    }
+                    None => command::delete(&mut commands, self.base, Some(cas)),
+                }
+                let replies = self.pool.exchange(self.server, &commands, 1).await?;
+                Ok(matches!(replies[0], Reply::Done))
+            }
         }
     }
 
@@ -49,7 +108,7 @@ impl Apply<'_> {
     /// makes it with its TTL when new). The strategy decides on the counts
     /// as they were before the hit; a denied hit takes its cost back. A cost
     /// above the capacity, or a peek, only reads: no counter can wrap.
-    async fn counters(&self, windows: usize) -> Result<Decision, Error> {
+    async fn counters(&self, windows: usize) -> Result<(Decision, Charge), Error> {
         let rate = self.limit.rate();
         let period = rate.period_ms();
         let end = window_end_ms(self.now, period);
@@ -95,14 +154,22 @@ impl Apply<'_> {
             command::decr(&mut take_back, &newest, self.cost);
             self.pool.exchange(self.server, &take_back, 1).await?;
         }
-        Ok(decision)
+        let charge = if counting && decision.is_allowed() {
+            Charge::Counter {
+                key: newest,
+                cost: self.cost,
+            }
+        } else {
+            Charge::None
+        };
+        Ok((decision, charge))
     }
 
     /// A blob: `mg` with its CAS token, the strategy on the decoded state,
     /// and `ms` with the token (or in add mode when there was none). Another
     /// writer in between makes the store fail, and the loop starts over from
     /// the new state: no update is ever lost. Denials write nothing.
-    async fn blob(&self) -> Result<Decision, Error> {
+    async fn blob(&self) -> Result<(Decision, Charge), Error> {
         let strategy = self.limit.strategy();
         let mut commands = Vec::with_capacity(256);
         let mut encoded = Vec::with_capacity(64);
@@ -126,14 +193,20 @@ impl Apply<'_> {
                 )
                 .map_err(|error| Error::new(ErrorKind::Protocol, "memcached").with_source(error))?;
             if !changed {
-                return Ok(decision);
+                return Ok((decision, Charge::None));
             }
             commands.clear();
             let ttl = self.ttl(decision.reset_after_ms());
             command::set(&mut commands, self.base, &encoded, ttl, cas);
             let replies = self.pool.exchange(self.server, &commands, 1).await?;
             match replies[0] {
-                Reply::Done => return Ok(decision),
+                Reply::Done => {
+                    let charge = Charge::Blob {
+                        before: stored.map(<[u8]>::to_vec),
+                        after: encoded.clone(),
+                    };
+                    return Ok((decision, charge));
+                }
                 Reply::Conflict | Reply::Missing => continue,
                 ref other => return Err(unexpected(other, "ms")),
             }

@@ -5,9 +5,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use traffik_core::strategy::window_end_ms;
-use traffik_core::{Answer, Backend, Decision, Error, ErrorKind, Key, Limit, Storage};
+use traffik_core::{
+    Answer, Backend, Decision, Error, ErrorKind, Hit, Key, Limit, Storage, check_distinct,
+};
 
-use super::apply::Apply;
+use super::apply::{Apply, Charge};
 use super::client::command;
 use super::pool::{Pool, Server};
 use super::servers::{Servers, addresses};
@@ -55,10 +57,17 @@ fn config(message: String) -> Error {
     Error::new(ErrorKind::Config, message)
 }
 
-/// `{namespace:name:identity}:strategy`, with bytes memcached does not allow
-/// in keys (space, control characters) and `%` written as `%XX`.
+/// `namespace:name:{tag}rest:strategy` (the braces around the identity's
+/// tag, which picks the server: every key of one client on one server),
+/// with bytes memcached does not allow in keys (space, control characters)
+/// and `%` written as `%XX`.
 fn base_key(key: &Key<'_>, limit: &Limit) -> Result<String, Error> {
-    let raw = format!("{{{key}}}:{}", limit.strategy().kind());
+    let (tag, rest) = key.tag_and_rest();
+    let raw = format!(
+        "{}:{{{tag}}}{rest}:{}",
+        key.scope().prefix(),
+        limit.strategy().kind()
+    );
     let mut out = String::with_capacity(raw.len());
     for c in raw.chars() {
         if c <= ' ' || c == '\u{7f}' || c == '%' {
@@ -140,6 +149,84 @@ impl MemcachedBackend {
         .await
     }
 
+    /// A group's hits one by one, each atomic on its own; at the first
+    /// denial the earlier ones are taken back ([`Apply::refund`]).
+    async fn decide_all(&self, hits: Vec<Hit<'_>>, now: u64) -> Result<Vec<Decision>, Error> {
+        check_distinct(&hits)?;
+        let inner = &self.inner;
+        let bases = hits
+            .iter()
+            .map(|hit| base_key(&hit.key, hit.limit))
+            .collect::<Result<Vec<String>, Error>>()?;
+        let apply = |i: usize, cost: u64, peek: bool| Apply {
+            pool: &inner.pool,
+            server: inner.servers.of(&bases[i]),
+            base: &bases[i],
+            limit: hits[i].limit,
+            now,
+            cost,
+            peek,
+            ttl_margin_s: inner.ttl_margin_s,
+            cas_retries: inner.cas_retries,
+        };
+        // A peek first: a request some limit denies charges nothing.
+        let mut peeks = Vec::with_capacity(hits.len());
+        for (i, hit) in hits.iter().enumerate() {
+            peeks.push(apply(i, hit.cost, true).run().await?);
+        }
+        if !peeks.iter().all(Decision::is_allowed) {
+            for (i, decision) in peeks.iter_mut().enumerate() {
+                if decision.is_allowed() {
+                    *decision = apply(i, 0, true).run().await?;
+                }
+            }
+            return Ok(peeks);
+        }
+        // Every limit would admit: charge them in order. A concurrent
+        // request can still take the last of a quota in between; then the
+        // hits already charged are taken back.
+        let mut decisions = Vec::with_capacity(hits.len());
+        let mut charges = Vec::with_capacity(hits.len());
+        for (i, hit) in hits.iter().enumerate() {
+            let (decision, charge) = match apply(i, hit.cost, false).run_charged().await {
+                Ok(outcome) => outcome,
+                Err(error) => {
+                    self.refund_all(&apply, charges).await;
+                    return Err(error);
+                }
+            };
+            decisions.push(decision);
+            if !decision.is_allowed() {
+                self.refund_all(&apply, charges).await;
+                // The others show their quota as it stands.
+                for j in 0..hits.len() {
+                    if j != i {
+                        let shown = apply(j, 0, true).run().await?;
+                        match decisions.get_mut(j) {
+                            Some(slot) => *slot = shown,
+                            None => decisions.push(shown),
+                        }
+                    }
+                }
+                return Ok(decisions);
+            }
+            charges.push((i, charge));
+        }
+        Ok(decisions)
+    }
+
+    /// Takes back the charges of a group's admitted hits, newest first. A
+    /// refund that fails leaves its charge: over-charged, never over-admitted.
+    async fn refund_all<'b>(
+        &self,
+        apply: &impl Fn(usize, u64, bool) -> Apply<'b>,
+        charges: Vec<(usize, Charge)>,
+    ) {
+        for (i, charge) in charges.into_iter().rev() {
+            let _ = apply(i, 0, false).refund(charge).await;
+        }
+    }
+
     async fn forget(&self, key: Key<'_>, limit: &Limit, now: u64) -> Result<(), Error> {
         let base = base_key(&key, limit)?;
         let server = self.inner.servers.of(&base);
@@ -194,6 +281,17 @@ impl Backend for MemcachedBackend {
         now_ms: u64,
     ) -> Answer<impl Future<Output = Result<(), Error>> + Send> {
         Answer::pending(self.forget(key, limit, now_ms))
+    }
+
+    /// Each hit is atomic on its own (a counter's arithmetic, a blob's CAS);
+    /// at the first denial, the hits already admitted are taken back. See
+    /// [`MemcachedBackend`] for what that guarantees.
+    fn hit_all<'a>(
+        &'a self,
+        hits: Vec<Hit<'a>>,
+        now_ms: u64,
+    ) -> Answer<impl Future<Output = Result<Vec<Decision>, Error>> + Send + 'a> {
+        Answer::pending(self.decide_all(hits, now_ms))
     }
 
     /// Clones of one backend share its store.
@@ -281,7 +379,7 @@ mod tests {
         let scope = Scope::new("ns", "api").unwrap();
         let limit = Limit::new("1/s".parse().unwrap(), Gcra::new()).unwrap();
         let key = base_key(&Key::new(&scope, "a b%c\u{e9}"), &limit).unwrap();
-        assert_eq!(key, "{ns:api:a%20b%25c\u{e9}}:gcra");
+        assert_eq!(key, "ns:api:{a%20b%25c\u{e9}}:gcra");
         let long = "x".repeat(10_000);
         let error = base_key(&Key::new(&scope, &long), &limit).unwrap_err();
         assert_eq!(error.kind(), ErrorKind::Config);

@@ -81,16 +81,37 @@ impl Servers {
     /// The server of a key: the highest score for the part of the key
     /// between braces (every key of one decision shares it).
     pub(super) fn of(&self, key: &str) -> usize {
-        let tag = key.split_once('}').map_or(key, |(tag, _)| tag).as_bytes();
+        let tag = hash_tag(key).as_bytes();
         (0..self.seeds.len())
             .max_by_key(|&i| stable_hash(self.seeds[i], tag))
             .unwrap_or(0)
     }
 }
 
+/// What places a key, as in Redis Cluster: the text between the first `{`
+/// and the next `}` when it is not empty, else the whole key.
+fn hash_tag(key: &str) -> &str {
+    let Some((_, after)) = key.split_once('{') else {
+        return key;
+    };
+    match after.split_once('}') {
+        Some((tag, _)) if !tag.is_empty() => tag,
+        _ => key,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hash_tags_are_read_as_redis_reads_them() {
+        assert_eq!(hash_tag("ns:api:{ip:1.2.3.4}|r:/x:gcra"), "ip:1.2.3.4");
+        assert_eq!(hash_tag("{t:x}:fixed_window:123"), "t:x");
+        assert_eq!(hash_tag("ns:api:{}x:gcra"), "ns:api:{}x:gcra");
+        assert_eq!(hash_tag("ns:api:{open"), "ns:api:{open");
+        assert_eq!(hash_tag("plain"), "plain");
+    }
 
     #[test]
     fn urls() {

@@ -9,7 +9,7 @@ use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::{Client, Cmd};
 use tokio::sync::OnceCell;
-use traffik_core::{Answer, Backend, Decision, Error, ErrorKind, Key, Limit};
+use traffik_core::{Answer, Backend, Decision, Error, ErrorKind, Hit, Key, Limit, check_distinct};
 
 use super::error::{from_redis, timeout};
 use super::scripts::{Scripts, decision};
@@ -171,7 +171,8 @@ impl RedisBackend {
         }
     }
 
-    /// Connects now and loads the six scripts, rather than on first use.
+    /// Connects now and loads the scripts (one per strategy, and the group
+    /// script), rather than on first use.
     ///
     /// # Errors
     ///
@@ -180,7 +181,7 @@ impl RedisBackend {
     pub async fn warm_up(&self) -> Result<(), Error> {
         let scripts = &self.inner.scripts;
         self.bounded("loading the scripts", async {
-            for script in scripts.all() {
+            for script in scripts.all().iter().chain([scripts.group()]) {
                 let mut connection = self.connection().await?;
                 script
                     .load_async(&mut connection)
@@ -294,12 +295,57 @@ impl RedisBackend {
     }
 }
 
-/// The Redis keys of one decision: `{namespace:name:identity}:strategy`, and
-/// as many more as the script takes (`…:strategy:1`, …). The hash tag keeps
-/// them all in one cluster slot.
+impl RedisBackend {
+    /// Every hit of one request in one call of the group script, all or
+    /// nothing.
+    async fn run_all(&self, hits: Vec<Hit<'_>>, now_ms: u64) -> Result<Vec<Decision>, Error> {
+        check_distinct(&hits)?;
+        let mut invocation = self.inner.scripts.group().prepare_invoke();
+        match self.inner.time {
+            TimeSource::Server => invocation.arg(""),
+            TimeSource::Client => invocation.arg(now_ms.min(LUA_EXACT_MS)),
+        };
+        invocation.arg(self.inner.ttl_margin_ms).arg(hits.len());
+        for hit in &hits {
+            for key in keys(&hit.key, hit.limit) {
+                invocation.key(key);
+            }
+            let rate = hit.limit.rate();
+            let (reduced_count, reduced_period) = rate.reduced();
+            invocation
+                .arg(Scripts::group_position(hit.limit.strategy()))
+                .arg(rate.count())
+                .arg(rate.period_ms())
+                .arg(reduced_count)
+                .arg(reduced_period)
+                .arg(hit.limit.capacity())
+                .arg(hit.cost);
+        }
+        let reply: Vec<i64> = self
+            .bounded("a combined decision", async {
+                let mut connection = self.connection().await?;
+                invocation
+                    .invoke_async(&mut connection)
+                    .await
+                    .map_err(from_redis)
+            })
+            .await?;
+        if reply.len() != 6 * hits.len() {
+            return Err(super::error::bad_reply(&reply));
+        }
+        reply.chunks_exact(6).map(decision).collect()
+    }
+}
+
+/// The Redis keys of one decision: `namespace:name:{tag}rest:strategy`, and
+/// as many more as the script takes (`…:strategy:1`, …). The braces are a
+/// Redis Cluster hash tag around the identity's tag (the client), so every
+/// key of one client, under every throttle, lives in one slot and one
+/// script call can decide them all.
 fn keys(key: &Key<'_>, limit: &Limit) -> Vec<String> {
     let kind = limit.strategy().kind();
-    let base = format!("{{{key}}}:{kind}");
+    let (tag, rest) = key.tag_and_rest();
+    let base = format!("{}:{{{tag}}}{rest}:{kind}", key.scope().prefix());
     let extra = Scripts::keys(limit.strategy()).saturating_sub(1);
     let mut keys = Vec::with_capacity(1 + extra);
     keys.extend((1..=extra).map(|n| format!("{base}:{n}")));
@@ -335,6 +381,17 @@ impl Backend for RedisBackend {
         _now_ms: u64,
     ) -> Answer<impl Future<Output = Result<(), Error>> + Send> {
         Answer::pending(self.delete(key, limit))
+    }
+
+    /// One call of the group script: every limit in one round trip, all or
+    /// nothing, atomic (Redis runs a script alone). All keys of one client
+    /// share a hash tag, so on a cluster they sit in one slot.
+    fn hit_all<'a>(
+        &'a self,
+        hits: Vec<Hit<'a>>,
+        now_ms: u64,
+    ) -> Answer<impl Future<Output = Result<Vec<Decision>, Error>> + Send + 'a> {
+        Answer::pending(self.run_all(hits, now_ms))
     }
 
     /// Clones of one backend share its store.

@@ -67,9 +67,17 @@ pub fn source(kind: StrategyKind) -> &'static str {
     SCRIPTS[AnyStrategy::from(kind).visit(ScriptOf)].2
 }
 
+/// The Lua source of the group script, which decides every limit of one
+/// request in one call (its arguments and reply are described in the
+/// source), for audits and benchmarks.
+pub fn group_source() -> &'static str {
+    GROUP
+}
+
 /// Every script, each knowing its SHA1 for `EVALSHA`.
 pub(super) struct Scripts {
     all: Vec<Script>,
+    group: Script,
 }
 
 impl Scripts {
@@ -79,7 +87,19 @@ impl Scripts {
                 .iter()
                 .map(|(_, _, source)| Script::new(source))
                 .collect(),
+            group: Script::new(GROUP),
         }
+    }
+
+    /// The group script.
+    pub(super) fn group(&self) -> &Script {
+        &self.group
+    }
+
+    /// A strategy's position in the group script's table (from 1).
+    #[inline]
+    pub(super) fn group_position(strategy: &AnyStrategy) -> usize {
+        strategy.visit(ScriptOf) + 1
     }
 
     /// The script of a strategy.

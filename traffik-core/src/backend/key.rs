@@ -90,16 +90,44 @@ impl Scope {
 /// One key to throttle: a [`Scope`] and an identity (a user id, an IP, …).
 ///
 /// Renders as `namespace:name:identity`.
+///
+/// The identity's **tag** is the part that names the client (by default the
+/// whole identity). Stores that spread keys over nodes place a key by its
+/// tag, so every key of one client, under every throttle, sits together and
+/// one call can decide them all ([`Backend::hit_all`](crate::Backend::hit_all)).
+/// Middleware that appends a route to the identity tags the client part
+/// only.
 #[derive(Clone, Copy, Debug)]
 pub struct Key<'a> {
     scope: &'a Scope,
     identity: &'a str,
+    tag: usize,
 }
 
 impl<'a> Key<'a> {
-    /// The key for `identity` in `scope`.
+    /// The key for `identity` in `scope`, tagged by the whole identity.
     pub fn new(scope: &'a Scope, identity: &'a str) -> Key<'a> {
-        Key { scope, identity }
+        Key {
+            scope,
+            identity,
+            tag: identity.len(),
+        }
+    }
+
+    /// The key for `identity` in `scope`, tagged by its first `tag` bytes
+    /// (the whole identity when `tag` is past its end or not on a character
+    /// boundary).
+    pub fn with_tag(scope: &'a Scope, identity: &'a str, tag: usize) -> Key<'a> {
+        let tag = if identity.is_char_boundary(tag) {
+            tag
+        } else {
+            identity.len()
+        };
+        Key {
+            scope,
+            identity,
+            tag,
+        }
     }
 
     /// The scope.
@@ -110,6 +138,12 @@ impl<'a> Key<'a> {
     /// The identity.
     pub fn identity(&self) -> &'a str {
         self.identity
+    }
+
+    /// The part of the identity that places the key: the tag, and what
+    /// follows it.
+    pub fn tag_and_rest(&self) -> (&'a str, &'a str) {
+        self.identity.split_at(self.tag)
     }
 }
 
@@ -132,6 +166,13 @@ mod tests {
         assert!(!a.same(&c));
         assert_ne!(a.hash(), c.hash());
         assert_eq!(Key::new(&a, "u:42").to_string(), "app:login:u:42");
+        assert_eq!(Key::new(&a, "u:42").tag_and_rest(), ("u:42", ""));
+        assert_eq!(
+            Key::with_tag(&a, "ip:1|r:/x", 4).tag_and_rest(),
+            ("ip:1", "|r:/x")
+        );
+        assert_eq!(Key::with_tag(&a, "é", 1).tag_and_rest(), ("é", ""));
+        assert_eq!(Key::with_tag(&a, "ab", 99).tag_and_rest(), ("ab", ""));
     }
 
     #[test]

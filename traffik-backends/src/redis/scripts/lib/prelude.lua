@@ -1,4 +1,5 @@
--- traffik: shared by every strategy script (concatenated in front of it).
+-- traffik: shared by every script (concatenated in front of it): arithmetic
+-- and the clock. A single decision's script continues with args.lua.
 --
 -- Every script takes the same ARGV and returns the same reply:
 --   ARGV[1] now in ms, or '' to read the server's clock (TIME)
@@ -38,13 +39,3 @@ local function now_ms()
   end
   return tonumber(ARGV[1])
 end
-
-local count = tonumber(ARGV[2])
-local period = tonumber(ARGV[3])
-local drain = tonumber(ARGV[4])
-local unit = tonumber(ARGV[5])
-local burst = tonumber(ARGV[6])
-local cost = tonumber(ARGV[7])
-local peek = ARGV[8] == '1'
-local margin = tonumber(ARGV[9])
-local now = now_ms()
