@@ -40,6 +40,9 @@ impl fmt::Debug for Rejection {
 pub(crate) struct Shared<I> {
     pub(crate) identity: Arc<I>,
     pub(crate) rules: Vec<Rule>,
+    /// The rules by store, as positions in `rules`, in the order they run:
+    /// each group is decided in one call, all or nothing.
+    pub(crate) groups: Vec<Vec<usize>>,
     /// Every rule may decide without waiting (in-memory throttles, no
     /// dynamic limit or cost): try the path that boxes nothing first.
     pub(crate) decides_at_once: bool,
@@ -195,6 +198,7 @@ impl<I: IdentityExtractor> ThrottleLayerBuilder<I> {
                     .then_with(|| a.tighter_than(b))
             });
         }
+        let groups = groups(&self.rules);
         let decides_at_once = self.rules.iter().all(|rule| {
             rule.throttle.is_local() && rule.limit_by.is_none() && rule.cost_by.is_none()
         });
@@ -203,6 +207,7 @@ impl<I: IdentityExtractor> ThrottleLayerBuilder<I> {
                 decides_at_once,
                 identity: self.identity,
                 rules: self.rules,
+                groups,
                 headers: self.headers,
                 headers_on_success: self.headers_on_success,
                 rejection: self.rejection,
@@ -211,4 +216,26 @@ impl<I: IdentityExtractor> ThrottleLayerBuilder<I> {
             }),
         }
     }
+}
+
+/// The rules grouped by store, in order: a rule joins the first group whose
+/// throttles share its store and type and none of which is its own throttle
+/// (two rules of one throttle decide apart). A group runs where its first
+/// rule would have, so local groups stay ahead of remote ones.
+fn groups(rules: &[Rule]) -> Vec<Vec<usize>> {
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    for (i, rule) in rules.iter().enumerate() {
+        let joined = groups.iter_mut().find(|group| {
+            let first = &rules[group[0]].throttle;
+            first.joins(&*rule.throttle)
+                && group
+                    .iter()
+                    .all(|&j| !rules[j].throttle.scope().same(rule.throttle.scope()))
+        });
+        match joined {
+            Some(group) => group.push(i),
+            None => groups.push(vec![i]),
+        }
+    }
+    groups
 }

@@ -27,9 +27,27 @@ pub struct Rejected {
 }
 
 impl Rejected {
+    /// The quota that denied, the one to wait longest for when several did
+    /// (a group's throttles are decided together).
     fn denial(&self) -> &Quota {
-        // The layer stops at the first denial: it is the last quota.
-        &self.quotas[self.quotas.len() - 1]
+        let mut denials = self.quotas.iter().filter(|q| !q.decision.is_allowed());
+        let first = denials.next();
+        let longest = denials.fold(first, |longest, quota| match longest {
+            Some(l) if l.decision.retry_after_ms() >= quota.decision.retry_after_ms() => Some(l),
+            _ => Some(quota),
+        });
+        // A rejection always holds a denial; the last quota otherwise.
+        longest
+            .or(self.quotas.last())
+            .unwrap_or_else(|| unreachable!("a rejection without quotas"))
+    }
+
+    /// The names of every throttle that denied.
+    pub fn violated_policies(&self) -> impl Iterator<Item = &str> {
+        self.quotas
+            .iter()
+            .filter(|q| !q.decision.is_allowed())
+            .map(|q| &*q.policy.name)
     }
 
     /// The status the default response uses.
@@ -94,7 +112,7 @@ impl Rejected {
             "title": "Request cannot be satisfied as assigned quota has been exceeded",
             "status": self.status.as_u16(),
             "detail": self.detail(),
-            "violated-policies": [self.violated_policy()],
+            "violated-policies": self.violated_policies().collect::<Vec<_>>(),
         });
         self.respond("application/problem+json", body.to_string())
     }

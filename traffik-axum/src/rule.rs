@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use axum::extract::MatchedPath;
 use http::HeaderValue;
-use traffik_core::{Answer, Backend, Clock, Decision, Error, Limit, Throttle};
+use std::any::Any;
+
+use traffik_core::{Answer, Backend, Clock, Decision, Error, Hit, Limit, Scope, Throttle};
 
 use crate::RequestHead;
 use crate::headers::{Policy, Quota, policy_member};
@@ -19,20 +21,43 @@ pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// A decision of an erased throttle: ready at once, or a boxed future.
 pub(crate) type Decided<'a> = Answer<BoxFuture<'a, Result<Decision, Error>>>;
 
+/// The decisions of a group of erased throttles.
+pub(crate) type DecidedAll<'a> = Answer<BoxFuture<'a, Result<Vec<Decision>, Error>>>;
+
 /// A throttle with its backend and clock types erased, so one layer can hold
 /// throttles on different backends.
 pub(crate) trait ErasedThrottle: Send + Sync + 'static {
     fn name(&self) -> &str;
+    fn scope(&self) -> &Scope;
     fn limit(&self) -> &Limit;
     fn is_local(&self) -> bool;
+    fn as_any(&self) -> &dyn Any;
     /// One hit: ready at once when the backend decided at once (nothing is
     /// boxed then), a boxed future otherwise.
-    fn hit<'a>(&'a self, id: &'a str, limit: Option<&'a Limit>, cost: u64) -> Decided<'a>;
+    fn hit<'a>(
+        &'a self,
+        id: &'a str,
+        tag: usize,
+        limit: Option<&'a Limit>,
+        cost: u64,
+    ) -> Decided<'a>;
+    /// Whether `other` is a throttle of the same types on the same store:
+    /// one call of this throttle's backend can decide both.
+    fn joins(&self, other: &dyn ErasedThrottle) -> bool;
+    /// Every hit at once, all or nothing, through this throttle's backend
+    /// and clock.
+    fn hit_all<'a>(&'a self, hits: Vec<Hit<'a>>) -> DecidedAll<'a>;
+    /// What this throttle's failure policy makes of a failed decision.
+    fn failure_decision(&self, capacity: u64) -> Option<Decision>;
 }
 
 impl<B: Backend, C: Clock> ErasedThrottle for Throttle<B, C> {
     fn name(&self) -> &str {
         Throttle::name(self)
+    }
+
+    fn scope(&self) -> &Scope {
+        Throttle::scope(self)
     }
 
     fn limit(&self) -> &Limit {
@@ -43,13 +68,42 @@ impl<B: Backend, C: Clock> ErasedThrottle for Throttle<B, C> {
         self.backend().is_local()
     }
 
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
     #[inline]
-    fn hit<'a>(&'a self, id: &'a str, limit: Option<&'a Limit>, cost: u64) -> Decided<'a> {
+    fn hit<'a>(
+        &'a self,
+        id: &'a str,
+        tag: usize,
+        limit: Option<&'a Limit>,
+        cost: u64,
+    ) -> Decided<'a> {
         let limit = limit.unwrap_or_else(|| Throttle::limit(self));
-        match self.hit_with(id, limit, cost).into_ready() {
+        match self.hit_tagged(id, tag, limit, cost).into_ready() {
             Ok(outcome) => Answer::ready(outcome),
             Err(pending) => Answer::pending(Box::pin(pending)),
         }
+    }
+
+    fn joins(&self, other: &dyn ErasedThrottle) -> bool {
+        other
+            .as_any()
+            .downcast_ref::<Throttle<B, C>>()
+            .is_some_and(|other| self.backend().same_store(other.backend()))
+    }
+
+    fn hit_all<'a>(&'a self, hits: Vec<Hit<'a>>) -> DecidedAll<'a> {
+        let now = self.clock().now_ms();
+        match self.backend().hit_all(hits, now).into_ready() {
+            Ok(outcome) => Answer::ready(outcome),
+            Err(pending) => Answer::pending(Box::pin(pending)),
+        }
+    }
+
+    fn failure_decision(&self, capacity: u64) -> Option<Decision> {
+        Throttle::failure_decision(self, capacity)
     }
 }
 
@@ -213,6 +267,7 @@ impl Rule {
         }
         let mut key = KeyBuf::new();
         identity.push_key(&mut key);
+        let tag = key.as_str().len();
         match &self.scope {
             KeyScope::Global => {}
             KeyScope::Route => key.push_suffix("r", route(request)),
@@ -222,7 +277,7 @@ impl Rule {
             }
             KeyScope::Custom(function) => key.push_suffix("c", &function(request)),
         }
-        Key::Built(key)
+        Key::Built(key, tag)
     }
 
     /// Orders rules tightest first: rates compared as hits per millisecond
@@ -247,8 +302,9 @@ fn route(request: RequestHead<'_>) -> &str {
 pub(crate) enum Key {
     /// An IPv4 address, written on the stack.
     Ipv4(Ipv4Text),
-    /// Built from the identity and the scope.
-    Built(KeyBuf),
+    /// Built from the identity and the scope; the identity is the first
+    /// `tag` bytes.
+    Built(KeyBuf, usize),
 }
 
 impl Key {
@@ -260,7 +316,8 @@ impl Key {
             other => {
                 let mut key = KeyBuf::new();
                 other.push_key(&mut key);
-                Key::Built(key)
+                let tag = key.as_str().len();
+                Key::Built(key, tag)
             }
         }
     }
@@ -269,7 +326,16 @@ impl Key {
     pub(crate) fn as_str(&self) -> &str {
         match self {
             Key::Ipv4(ip) => ip.as_str(),
-            Key::Built(key) => key.as_str(),
+            Key::Built(key, _) => key.as_str(),
+        }
+    }
+
+    /// How many of the key's first bytes name the client.
+    #[inline]
+    pub(crate) fn tag(&self) -> usize {
+        match self {
+            Key::Ipv4(ip) => ip.as_str().len(),
+            Key::Built(_, tag) => *tag,
         }
     }
 }

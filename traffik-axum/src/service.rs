@@ -10,7 +10,7 @@ use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, Request, StatusCode, header};
 use tower::Service;
-use traffik_core::{Decision, Error, Limit, Reason};
+use traffik_core::{Decision, Error, Hit, Limit, Reason};
 
 use crate::RequestHead;
 use crate::future::ResponseFuture;
@@ -18,7 +18,7 @@ use crate::headers::Quota;
 use crate::identity::{Identity, IdentityExtractor, cached, keep};
 use crate::layer::{Rejection, Shared};
 use crate::rejection::Rejected;
-use crate::rule::Rule;
+use crate::rule::{DecidedAll, Key, Rule};
 
 /// The service a [`ThrottleLayer`](crate::ThrottleLayer) wraps around yours.
 pub struct ThrottleService<S, I> {
@@ -133,8 +133,8 @@ enum Step {
 }
 
 impl Run {
-    /// Runs the rules that can decide at once, stopping at the first that
-    /// cannot (it has not been charged).
+    /// Runs the groups of rules that can decide at once, stopping at the
+    /// first that cannot (it has not been charged).
     fn rules_now<I>(&mut self, shared: &Shared<I>, request: RequestHead<'_>) -> Step {
         let Some(identity) = &self.identity else {
             return Step::Pending;
@@ -142,40 +142,77 @@ impl Run {
         if identity.is_exempt() {
             return Step::Pass;
         }
-        while let Some(rule) = shared.rules.get(self.next) {
-            let key = rule.key(identity, request);
-            // A pending answer has done nothing yet: the async path asks again.
-            let Ok(outcome) = rule.throttle.hit(key.as_str(), None, 1).into_ready() else {
+        while let Some(group) = shared.groups.get(self.next) {
+            if let [one] = group.as_slice() {
+                let rule = &shared.rules[*one];
+                let key = rule.key(identity, request);
+                // A pending answer has done nothing yet: the async path asks again.
+                let answer = rule.throttle.hit(key.as_str(), key.tag(), None, 1);
+                let Ok(outcome) = answer.into_ready() else {
+                    return Step::Pending;
+                };
+                self.next += 1;
+                if let Some(response) = settle(&mut self.quotas, shared, rule, None, outcome) {
+                    return Step::Respond(response);
+                }
+                continue;
+            }
+            let keys: Vec<Key> = group
+                .iter()
+                .map(|&i| shared.rules[i].key(identity, request))
+                .collect();
+            let limits = vec![None; group.len()];
+            let costs = vec![1; group.len()];
+            let Ok(outcome) = hit_group(shared, group, &keys, &limits, &costs).into_ready() else {
                 return Step::Pending;
             };
             self.next += 1;
-            if let Some(response) = settle(&mut self.quotas, shared, rule, None, outcome) {
+            if let Some(response) = settle_group(&mut self.quotas, shared, group, &limits, outcome)
+            {
                 return Step::Respond(response);
             }
         }
         Step::Pass
     }
 
-    /// Runs the remaining rules; `Some` when the request is answered here.
+    /// Runs the remaining groups; `Some` when the request is answered here.
     async fn rules<I>(&mut self, shared: &Shared<I>, request: RequestHead<'_>) -> Option<Response> {
         let identity = self.identity.clone()?;
         let identity = &identity;
         if identity.is_exempt() {
             return None;
         }
-        while let Some(rule) = shared.rules.get(self.next) {
+        while let Some(group) = shared.groups.get(self.next) {
             self.next += 1;
-            let key = rule.key(identity, request);
-            let limit = match &rule.limit_by {
-                Some(limit_by) => limit_by(identity).await,
-                None => None,
-            };
-            let cost = match &rule.cost_by {
-                Some(cost_by) => cost_by(request).await,
-                None => 1,
-            };
-            let outcome = rule.throttle.hit(key.as_str(), limit.as_ref(), cost).await;
-            if let Some(response) = settle(&mut self.quotas, shared, rule, limit.as_ref(), outcome)
+            let mut keys = Vec::with_capacity(group.len());
+            let mut limits = Vec::with_capacity(group.len());
+            let mut costs = Vec::with_capacity(group.len());
+            for &i in group {
+                let rule = &shared.rules[i];
+                keys.push(rule.key(identity, request));
+                limits.push(match &rule.limit_by {
+                    Some(limit_by) => limit_by(identity).await,
+                    None => None,
+                });
+                costs.push(match &rule.cost_by {
+                    Some(cost_by) => cost_by(request).await,
+                    None => 1,
+                });
+            }
+            if let [one] = group.as_slice() {
+                let rule = &shared.rules[*one];
+                let (key, limit) = (&keys[0], limits[0].as_ref());
+                let outcome = rule
+                    .throttle
+                    .hit(key.as_str(), key.tag(), limit, costs[0])
+                    .await;
+                if let Some(response) = settle(&mut self.quotas, shared, rule, limit, outcome) {
+                    return Some(response);
+                }
+                continue;
+            }
+            let outcome = hit_group(shared, group, &keys, &limits, &costs).await;
+            if let Some(response) = settle_group(&mut self.quotas, shared, group, &limits, outcome)
             {
                 return Some(response);
             }
@@ -184,7 +221,33 @@ impl Run {
     }
 }
 
-/// Records a decision; `Some` when it ends the request (a denial or a
+/// One call that decides every rule of a group (rules on one store), all
+/// or nothing.
+fn hit_group<'a, I>(
+    shared: &'a Shared<I>,
+    group: &[usize],
+    keys: &'a [Key],
+    limits: &'a [Option<Limit>],
+    costs: &[u64],
+) -> DecidedAll<'a> {
+    let hits = group
+        .iter()
+        .zip(keys)
+        .zip(limits)
+        .zip(costs)
+        .map(|(((&i, key), limit), &cost)| {
+            let throttle = &shared.rules[i].throttle;
+            Hit {
+                key: traffik_core::Key::with_tag(throttle.scope(), key.as_str(), key.tag()),
+                limit: limit.as_ref().unwrap_or_else(|| throttle.limit()),
+                cost,
+            }
+        })
+        .collect();
+    shared.rules[group[0]].throttle.hit_all(hits)
+}
+
+/// Records one decision; `Some` when it ends the request (a denial or a
 /// failure under `FailurePolicy::Error`).
 fn settle<I>(
     quotas: &mut Vec<Quota>,
@@ -200,26 +263,77 @@ fn settle<I>(
     if !decision.is_allowed() {
         let mut denied = std::mem::take(quotas);
         denied.push(rule.quota(limit, decision));
-        let status = if decision.reason() == Reason::BackendFailure {
-            shared.failure_status
-        } else {
-            StatusCode::TOO_MANY_REQUESTS
-        };
-        let rejected = Rejected {
-            status,
-            quotas: denied,
-        };
-        return Some(match &shared.rejection {
-            Rejection::PlainText => rejected.plain_text(),
-            Rejection::Custom(respond) => respond(rejected),
-            _ => rejected.problem_json(),
-        });
+        return Some(reject(shared, denied));
     }
     // A decision the failure policy made knows nothing of the quota.
     if shared.headers_on_success && decision.reason() != Reason::BackendFailure {
         quotas.push(rule.quota(limit, decision));
     }
     None
+}
+
+/// Records a group's decisions; `Some` when they end the request.
+fn settle_group<I>(
+    quotas: &mut Vec<Quota>,
+    shared: &Shared<I>,
+    group: &[usize],
+    limits: &[Option<Limit>],
+    outcome: Result<Vec<Decision>, Error>,
+) -> Option<Response> {
+    let decisions = match outcome {
+        Ok(decisions) => decisions,
+        // Each throttle's failure policy; an `Error` policy answers.
+        Err(error) => {
+            let mut decisions = Vec::with_capacity(group.len());
+            for (&i, limit) in group.iter().zip(limits) {
+                let throttle = &shared.rules[i].throttle;
+                let capacity = limit
+                    .as_ref()
+                    .unwrap_or_else(|| throttle.limit())
+                    .capacity();
+                match throttle.failure_decision(capacity) {
+                    Some(decision) => decisions.push(decision),
+                    None => return Some(unavailable(&error)),
+                }
+            }
+            decisions
+        }
+    };
+    let allowed = decisions.iter().all(Decision::is_allowed);
+    if allowed && !shared.headers_on_success {
+        return None;
+    }
+    let mut shown = std::mem::take(quotas);
+    for ((&i, limit), decision) in group.iter().zip(limits).zip(decisions) {
+        if allowed && decision.reason() == Reason::BackendFailure {
+            continue;
+        }
+        shown.push(shared.rules[i].quota(limit.as_ref(), decision));
+    }
+    if allowed {
+        *quotas = shown;
+        return None;
+    }
+    Some(reject(shared, shown))
+}
+
+/// The response to a denied request, with the quotas it shows.
+fn reject<I>(shared: &Shared<I>, quotas: Vec<Quota>) -> Response {
+    let failed = quotas
+        .iter()
+        .filter(|quota| !quota.decision.is_allowed())
+        .all(|quota| quota.decision.reason() == Reason::BackendFailure);
+    let status = if failed {
+        shared.failure_status
+    } else {
+        StatusCode::TOO_MANY_REQUESTS
+    };
+    let rejected = Rejected { status, quotas };
+    match &shared.rejection {
+        Rejection::PlainText => rejected.plain_text(),
+        Rejection::Custom(respond) => respond(rejected),
+        _ => rejected.problem_json(),
+    }
 }
 
 /// The identity, if it is known without waiting: from the cache, or from an

@@ -11,7 +11,11 @@ use crate::rule::ErasedThrottle;
 
 /// One hit; borrows only what is `Sync`, so `recv`'s future stays `Send`.
 async fn hit(throttle: &dyn ErasedThrottle, key: &str) -> Result<Decision, axum::Error> {
-    throttle.hit(key, None, 1).await.map_err(axum::Error::new)
+    // The key is the identity alone: all of it names the client.
+    throttle
+        .hit(key, key.len(), None, 1)
+        .await
+        .map_err(axum::Error::new)
 }
 
 /// What happens to a message over the limit.

@@ -568,3 +568,68 @@ async fn nested_layers_add_their_quota_members() {
         r#""route";r=0;t=60, "global";r=8;t=60"#
     );
 }
+
+#[tokio::test]
+async fn stacked_limits_on_one_store_are_all_or_nothing() {
+    let store = MemoryBackend::new();
+    let layer = ThrottleLayer::builder(PeerIp::new())
+        .rule(Rule::new(throttle("burst", "2/min", store.clone())).scope(KeyScope::Global))
+        .rule(Rule::new(throttle("daily", "5/day", store.clone())).scope(KeyScope::Global))
+        .build();
+    let app = app(layer);
+    for _ in 0..2 {
+        assert_eq!(
+            send(&app, support::get("/other", PEER)).await.status(),
+            StatusCode::OK
+        );
+    }
+    for _ in 0..3 {
+        let denied = send(&app, support::get("/other", PEER)).await;
+        assert_eq!(denied.status(), StatusCode::TOO_MANY_REQUESTS);
+        // Both quotas are shown; the daily one was charged by the two
+        // admitted requests only.
+        let state = header(&denied, "ratelimit");
+        // The daily quota is the tighter rate, so it comes first.
+        assert!(state.starts_with(r#""daily";r=3;t="#), "{state}");
+        assert!(state.ends_with(r#", "burst";r=0;t=60"#), "{state}");
+        let body = body_json(denied).await;
+        assert_eq!(body["violated-policies"], serde_json::json!(["burst"]));
+    }
+    let daily = throttle("daily", "5/day", store);
+    let left = daily
+        .peek("ip:203.0.113.5")
+        .into_ready()
+        .ok()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        left.remaining(),
+        2,
+        "a denied request was charged to the daily quota"
+    );
+}
+
+#[tokio::test]
+async fn every_limit_that_denies_is_named() {
+    let store = MemoryBackend::new();
+    let layer = ThrottleLayer::builder(PeerIp::new())
+        .rule(Rule::new(throttle("a", "1/min", store.clone())).scope(KeyScope::Global))
+        .rule(Rule::new(throttle("b", "1/hour", store)).scope(KeyScope::Global))
+        .build();
+    let app = app(layer);
+    send(&app, support::get("/other", PEER)).await;
+    let denied = send(&app, support::get("/other", PEER)).await;
+    assert_eq!(denied.status(), StatusCode::TOO_MANY_REQUESTS);
+    // Retry-After is the longer wait: until the hour's window ends.
+    let hour_left = 3_600 - MINUTE / 1_000 % 3_600;
+    assert_eq!(header(&denied, "retry-after"), hour_left.to_string());
+    let body = body_json(denied).await;
+    assert_eq!(body["violated-policies"], serde_json::json!(["b", "a"]));
+}
+
+async fn body_json(response: Response) -> serde_json::Value {
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 16)
+        .await
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}

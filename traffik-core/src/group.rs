@@ -121,6 +121,32 @@ impl<B: Backend, C: Clock> ThrottleGroup<B, C> {
             .map(move |outcome| self.settle(outcome))
     }
 
+    /// One hit on every throttle, each with its own identity, tag, limit and
+    /// cost (`hits` in the group's order, one per throttle: middleware whose
+    /// keys add a route to the client). Missing hits are not decided; extra
+    /// ones are ignored.
+    pub fn hit_each<'a>(
+        &'a self,
+        hits: impl IntoIterator<Item = GroupHit<'a>>,
+    ) -> Answer<impl Future<Output = Result<Decisions, Error>> + Send + 'a> {
+        let first = &self.throttles[0];
+        let now = first.clock().now_ms();
+        let hits = self
+            .throttles
+            .iter()
+            .zip(hits)
+            .map(|(throttle, hit)| Hit {
+                key: Key::with_tag(throttle.scope(), hit.identity, hit.tag),
+                limit: hit.limit.unwrap_or_else(|| throttle.limit()),
+                cost: hit.cost,
+            })
+            .collect();
+        first
+            .backend()
+            .hit_all(hits, now)
+            .map(move |outcome| self.settle(outcome))
+    }
+
     /// The throttles, in the order they are decided.
     pub fn throttles(&self) -> &[Throttle<B, C>] {
         &self.throttles
@@ -144,6 +170,19 @@ impl<B: Backend, C: Clock> ThrottleGroup<B, C> {
             None => Err(error),
         }
     }
+}
+
+/// One throttle's part of a [`ThrottleGroup::hit_each`].
+#[derive(Clone, Copy, Debug)]
+pub struct GroupHit<'a> {
+    /// The identity (the key within the throttle).
+    pub identity: &'a str,
+    /// How many of its first bytes name the client (see [`Key::with_tag`]).
+    pub tag: usize,
+    /// The limit, when not the throttle's own.
+    pub limit: Option<&'a crate::Limit>,
+    /// The cost.
+    pub cost: u64,
 }
 
 /// The decisions of a [`ThrottleGroup`], one per throttle in its order.

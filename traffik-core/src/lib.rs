@@ -38,7 +38,7 @@ pub use backend::{Answer, Backend, Hit, Key, Scope, check_distinct};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use decision::{Decision, Reason};
 pub use error::{ConfigError, Error, ErrorKind, RateError, RateErrorKind};
-pub use group::{Decisions, ThrottleGroup};
+pub use group::{Decisions, GroupHit, ThrottleGroup};
 pub use limit::Limit;
 pub use rate::Rate;
 pub use strategy::{

@@ -137,6 +137,25 @@ impl<B: Backend, C: Clock> Throttle<B, C> {
             .map(move |outcome| self.settle(outcome, capacity))
     }
 
+    /// [`hit_with`](Throttle::hit_with) for an identity whose first `tag`
+    /// bytes name the client (see [`Key::with_tag`]): middleware that adds a
+    /// route to the identity keeps every key of one client together.
+    #[inline]
+    pub fn hit_tagged<'a>(
+        &'a self,
+        identity: &'a str,
+        tag: usize,
+        limit: &'a Limit,
+        cost: u64,
+    ) -> Answer<impl Future<Output = Result<Decision, Error>> + Send + 'a> {
+        let key = Key::with_tag(&self.scope, identity, tag);
+        let now = self.clock.now_ms();
+        let capacity = limit.capacity();
+        self.backend
+            .hit(key, limit, now, cost)
+            .map(move |outcome| self.settle(outcome, capacity))
+    }
+
     /// The decision a hit of cost 1 would get now, without counting it.
     ///
     /// Its error comes only with [`FailurePolicy::Error`], when the backend
@@ -180,9 +199,12 @@ impl<B: Backend, C: Clock> Throttle<B, C> {
         self.failure_decision(capacity).ok_or(error)
     }
 
-    /// The decision the failure policy gives a failed decision (`None`
-    /// under `FailurePolicy::Error`), counted.
-    pub(crate) fn failure_decision(&self, capacity: u64) -> Option<Decision> {
+    /// The decision this throttle's failure policy gives a decision its
+    /// backend failed to make, under a limit of `capacity` (`None` under
+    /// [`FailurePolicy::Error`]: the error is the answer), counted in
+    /// [`failures`](Throttle::failures). For callers that decide through the
+    /// backend themselves, as middleware deciding several throttles at once.
+    pub fn failure_decision(&self, capacity: u64) -> Option<Decision> {
         self.failures.fetch_add(1, Ordering::Relaxed);
         match self.policy {
             FailurePolicy::Allow => Some(Decision::backend_failure(true, capacity, 0)),
