@@ -111,6 +111,47 @@ async fn round_trips_per_decision() {
     }
 }
 
+fn group_backend(url: &str) -> MemcachedBackend {
+    MemcachedBackend::builder(url)
+        .ttl_margin(Duration::from_secs(3_600))
+        .cas_retries(1_000)
+        .build()
+        .expect("a backend")
+}
+
+/// Four OS processes with 32 tasks each decide one client's group of "10/s"
+/// and "50/min" (every strategy for the minute): exactly 10 admitted; the
+/// minute limit charged by exactly those when it is a counter, and by at
+/// most one more hit per racing task when it is a blob (a refund that finds
+/// the state changed leaves its charge).
+#[test]
+fn groups_never_exceed_a_limit_across_processes() {
+    let server = MemcachedServer::start();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    for kind in StrategyKind::ALL {
+        let admitted =
+            support::admitted_by_four_processes("memcached_group_worker", &server.url(), kind);
+        assert_eq!(admitted, 10, "{kind}");
+        let charged = runtime.block_on(support::group_charged(&group_backend(&server.url()), kind));
+        match AnyStrategy::from(kind).storage() {
+            traffik_core::Storage::Counters { .. } => assert_eq!(charged, admitted, "{kind}"),
+            traffik_core::Storage::Blob => {
+                assert!(
+                    charged >= admitted && charged <= admitted + 128,
+                    "{kind}: {charged}"
+                );
+            }
+        }
+    }
+}
+
+/// The worker process of `groups_never_exceed_a_limit_across_processes`.
+#[test]
+#[ignore = "run by groups_never_exceed_a_limit_across_processes in child processes"]
+fn memcached_group_worker() {
+    support::work_group(group_backend);
+}
+
 /// Four OS processes with 32 concurrent tasks each hit one key: the total
 /// admitted is exactly the limit, for every strategy.
 #[test]

@@ -149,8 +149,9 @@ impl MemcachedBackend {
         .await
     }
 
-    /// A group's hits one by one, each atomic on its own; at the first
-    /// denial the earlier ones are taken back ([`Apply::refund`]).
+    /// A group's hits: peeked, then charged one by one (the one with the
+    /// least left first), each atomic on its own; at a denial the charges
+    /// already made are taken back ([`Apply::refund`]).
     async fn decide_all(&self, hits: Vec<Hit<'_>>, now: u64) -> Result<Vec<Decision>, Error> {
         check_distinct(&hits)?;
         let inner = &self.inner;
@@ -182,31 +183,29 @@ impl MemcachedBackend {
             }
             return Ok(peeks);
         }
-        // Every limit would admit: charge them in order. A concurrent
-        // request can still take the last of a quota in between; then the
-        // hits already charged are taken back.
-        let mut decisions = Vec::with_capacity(hits.len());
+        // Every limit would admit: charge them, the one with the least left
+        // first. Under a race it is the one that denies, and a denial before
+        // any charge leaves nothing to take back. A concurrent request can
+        // still take the last of a later quota in between; then the charges
+        // already made are taken back.
+        let mut order: Vec<usize> = (0..hits.len()).collect();
+        order.sort_by_key(|&i| peeks[i].remaining());
+        let mut decisions = peeks;
         let mut charges = Vec::with_capacity(hits.len());
-        for (i, hit) in hits.iter().enumerate() {
-            let (decision, charge) = match apply(i, hit.cost, false).run_charged().await {
+        for (n, &i) in order.iter().enumerate() {
+            let (decision, charge) = match apply(i, hits[i].cost, false).run_charged().await {
                 Ok(outcome) => outcome,
                 Err(error) => {
                     self.refund_all(&apply, charges).await;
                     return Err(error);
                 }
             };
-            decisions.push(decision);
+            decisions[i] = decision;
             if !decision.is_allowed() {
                 self.refund_all(&apply, charges).await;
                 // The others show their quota as it stands.
-                for j in 0..hits.len() {
-                    if j != i {
-                        let shown = apply(j, 0, true).run().await?;
-                        match decisions.get_mut(j) {
-                            Some(slot) => *slot = shown,
-                            None => decisions.push(shown),
-                        }
-                    }
+                for &j in order.iter().take(n).chain(order.iter().skip(n + 1)) {
+                    decisions[j] = apply(j, 0, true).run().await?;
                 }
                 return Ok(decisions);
             }

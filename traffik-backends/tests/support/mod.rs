@@ -387,6 +387,92 @@ pub(crate) fn work<B>(
     println!("\nadmitted={admitted}");
 }
 
+/// The throttles of the group workers: a loose "50/min" of the parent's
+/// strategy and a tight "10/s" fixed window, on `backend`, at one fixed
+/// time in every process.
+pub(crate) fn group_throttles<B: traffik_core::Backend + Clone>(
+    backend: &B,
+    kind: traffik_core::StrategyKind,
+) -> (
+    traffik_core::Throttle<B, traffik_core::ManualClock>,
+    traffik_core::Throttle<B, traffik_core::ManualClock>,
+) {
+    let clock = traffik_core::ManualClock::new(traffik_backends::conformance::START_MS);
+    let make = |name: String, rate: &str, strategy: traffik_core::AnyStrategy| {
+        traffik_core::Throttle::builder(name, rate.parse().expect("a rate"))
+            .namespace("across")
+            .strategy(strategy)
+            .failure_policy(traffik_core::FailurePolicy::Error)
+            .clock(clock.clone())
+            .build(backend.clone())
+            .expect("a throttle")
+    };
+    (
+        make(format!("minute-{kind}"), "50/min", kind.into()),
+        make(
+            format!("second-{kind}"),
+            "10/s",
+            traffik_core::FixedWindow.into(),
+        ),
+    )
+}
+
+/// The worker's side for groups: 32 concurrent tasks hit one client's
+/// group of `group_throttles` four times each; the count admitted is
+/// printed for the parent.
+pub(crate) fn work_group<B>(make: impl FnOnce(&str) -> B)
+where
+    B: traffik_core::Backend + Clone,
+{
+    let url = std::env::var("TRAFFIK_WORKER_URL")
+        .expect("TRAFFIK_WORKER_URL: run by a test across processes");
+    let strategy: traffik_core::AnyStrategy = std::env::var("TRAFFIK_WORKER_STRATEGY")
+        .expect("TRAFFIK_WORKER_STRATEGY")
+        .parse()
+        .expect("a strategy");
+    let backend = make(&url);
+    let (minute, second) = group_throttles(&backend, strategy.kind());
+    let group = traffik_core::ThrottleGroup::new([minute, second]).expect("a group");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let admitted = runtime.block_on(async move {
+        let tasks: Vec<_> = (0..32)
+            .map(|_| {
+                let group = group.clone();
+                tokio::spawn(async move {
+                    let mut admitted = 0u64;
+                    for _ in 0..4 {
+                        let decisions = group.hit("group-key").await.expect("decisions");
+                        admitted += u64::from(decisions.is_allowed());
+                    }
+                    admitted
+                })
+            })
+            .collect();
+        let mut total = 0;
+        for task in tasks {
+            total += task.await.expect("a task");
+        }
+        total
+    });
+    println!("\nadmitted={admitted}");
+}
+
+/// Across four processes, how much of the loose limit of `group_throttles`
+/// was charged (its capacity less what a peek shows unspent).
+pub(crate) async fn group_charged<B: traffik_core::Backend + Clone>(
+    backend: &B,
+    kind: traffik_core::StrategyKind,
+) -> u64 {
+    let (minute, _) = group_throttles(backend, kind);
+    let left = minute.peek("group-key").await.expect("a peek");
+    let capacity = minute.limit().capacity();
+    capacity - left.remaining() - u64::from(left.is_allowed())
+}
+
 /// A server process a test can crash and start again.
 pub(crate) trait Restartable {
     fn kill(&mut self);
