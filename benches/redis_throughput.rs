@@ -155,7 +155,7 @@ fn main() {
         "EVALSHA",
         &sha,
         "1",
-        "{traffik:bench:hot}:gcra",
+        "traffik:bench:{hot}:gcra",
         "",
         &rate.count().to_string(),
         &rate.period_ms().to_string(),

@@ -26,7 +26,7 @@ mod backend;
 mod error;
 mod scripts;
 
-pub use backend::{RedisBackend, RedisBackendBuilder, TimeSource};
+pub use backend::{RedisBackend, RedisBackendBuilder, TimeSource, group_call};
 pub use redis;
 pub use scripts::group_source as group_script_source;
 pub use scripts::source as script_source;

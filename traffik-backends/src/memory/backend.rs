@@ -344,8 +344,9 @@ impl MemoryBackend {
             return Ok(decisions);
         }
         // Every hit passes. Room for the new keys first, so that no hit is
-        // charged when one cannot be stored.
-        for (i, &shard) in order.iter().enumerate() {
+        // charged when one cannot be stored (with no cap there is always room).
+        let capped = self.inner.shard_cap != usize::MAX;
+        for (i, &shard) in order.iter().enumerate().filter(|_| capped) {
             let new_keys = hits
                 .iter()
                 .zip(&located)

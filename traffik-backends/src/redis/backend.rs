@@ -300,26 +300,17 @@ impl RedisBackend {
     /// nothing.
     async fn run_all(&self, hits: Vec<Hit<'_>>, now_ms: u64) -> Result<Vec<Decision>, Error> {
         check_distinct(&hits)?;
-        let mut invocation = self.inner.scripts.group().prepare_invoke();
-        match self.inner.time {
-            TimeSource::Server => invocation.arg(""),
-            TimeSource::Client => invocation.arg(now_ms.min(LUA_EXACT_MS)),
+        let now = match self.inner.time {
+            TimeSource::Server => None,
+            TimeSource::Client => Some(now_ms),
         };
-        invocation.arg(self.inner.ttl_margin_ms).arg(hits.len());
-        for hit in &hits {
-            for key in keys(&hit.key, hit.limit) {
-                invocation.key(key);
-            }
-            let rate = hit.limit.rate();
-            let (reduced_count, reduced_period) = rate.reduced();
-            invocation
-                .arg(Scripts::group_position(hit.limit.strategy()))
-                .arg(rate.count())
-                .arg(rate.period_ms())
-                .arg(reduced_count)
-                .arg(reduced_period)
-                .arg(hit.limit.capacity())
-                .arg(hit.cost);
+        let (keys, args) = group_call(&hits, now, self.inner.ttl_margin_ms);
+        let mut invocation = self.inner.scripts.group().prepare_invoke();
+        for key in keys {
+            invocation.key(key);
+        }
+        for arg in args {
+            invocation.arg(arg);
         }
         let reply: Vec<i64> = self
             .bounded("a combined decision", async {
@@ -335,6 +326,41 @@ impl RedisBackend {
         }
         reply.chunks_exact(6).map(decision).collect()
     }
+}
+
+/// The keys and arguments of one call of the group script (see
+/// `scripts/lib/group.lua`): `now` is `None` to read the server's clock.
+/// Public for benchmarks that send the very same call; not part of the API.
+#[doc(hidden)]
+pub fn group_call(
+    hits: &[Hit<'_>],
+    now: Option<u64>,
+    margin_ms: u64,
+) -> (Vec<String>, Vec<String>) {
+    let mut keys = Vec::with_capacity(hits.len());
+    let mut args = Vec::with_capacity(3 + 7 * hits.len());
+    // Lua numbers are exact below 2^53 ms (the year 287,396): later times
+    // stand still there, which only ever restricts.
+    args.push(now.map_or_else(String::new, |now| now.min(LUA_EXACT_MS).to_string()));
+    args.push(margin_ms.to_string());
+    args.push(hits.len().to_string());
+    for hit in hits {
+        keys.extend(self::keys(&hit.key, hit.limit));
+        let rate = hit.limit.rate();
+        let (reduced_count, reduced_period) = rate.reduced();
+        for value in [
+            Scripts::group_position(hit.limit.strategy()) as u64,
+            rate.count(),
+            rate.period_ms(),
+            reduced_count,
+            reduced_period,
+            hit.limit.capacity(),
+            hit.cost,
+        ] {
+            args.push(value.to_string());
+        }
+    }
+    (keys, args)
 }
 
 /// The Redis keys of one decision: `namespace:name:{tag}rest:strategy`, and
