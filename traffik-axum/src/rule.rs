@@ -9,7 +9,9 @@ use axum::extract::MatchedPath;
 use http::HeaderValue;
 use std::any::Any;
 
-use traffik_core::{Answer, Backend, Clock, Decision, Error, Hit, Limit, Scope, Throttle};
+use traffik_core::{
+    Answer, Backend, Clock, Decision, Enforcement, Error, Hit, Limit, Scope, Throttle,
+};
 
 use crate::RequestHead;
 use crate::headers::{Policy, Quota, policy_member};
@@ -49,6 +51,8 @@ pub(crate) trait ErasedThrottle: Send + Sync + 'static {
     fn hit_all<'a>(&'a self, hits: Vec<Hit<'a>>) -> DecidedAll<'a>;
     /// What this throttle's failure policy makes of a failed decision.
     fn failure_decision(&self, capacity: u64) -> Option<Decision>;
+    /// Counts a decision made through [`hit_all`](ErasedThrottle::hit_all).
+    fn record(&self, decision: &Decision);
 }
 
 impl<B: Backend, C: Clock> ErasedThrottle for Throttle<B, C> {
@@ -88,10 +92,13 @@ impl<B: Backend, C: Clock> ErasedThrottle for Throttle<B, C> {
     }
 
     fn joins(&self, other: &dyn ErasedThrottle) -> bool {
-        other
-            .as_any()
-            .downcast_ref::<Throttle<B, C>>()
-            .is_some_and(|other| self.backend().same_store(other.backend()))
+        // A shadow throttle's denial would hold back the group: alone.
+        let enforced = |throttle: &Throttle<B, C>| throttle.enforcement() == Enforcement::Enforce;
+        enforced(self)
+            && other
+                .as_any()
+                .downcast_ref::<Throttle<B, C>>()
+                .is_some_and(|other| enforced(other) && self.backend().same_store(other.backend()))
     }
 
     fn hit_all<'a>(&'a self, hits: Vec<Hit<'a>>) -> DecidedAll<'a> {
@@ -104,6 +111,10 @@ impl<B: Backend, C: Clock> ErasedThrottle for Throttle<B, C> {
 
     fn failure_decision(&self, capacity: u64) -> Option<Decision> {
         Throttle::failure_decision(self, capacity)
+    }
+
+    fn record(&self, decision: &Decision) {
+        Throttle::record(self, decision);
     }
 }
 

@@ -265,8 +265,10 @@ fn settle<I>(
         denied.push(rule.quota(limit, decision));
         return Some(reject(shared, denied));
     }
-    // A decision the failure policy made knows nothing of the quota.
-    if shared.headers_on_success && decision.reason() != Reason::BackendFailure {
+    // A decision the failure policy made knows nothing of the quota; a
+    // shadowed one shows nothing to the client.
+    let shown = !matches!(decision.reason(), Reason::BackendFailure | Reason::Shadowed);
+    if shared.headers_on_success && shown {
         quotas.push(rule.quota(limit, decision));
     }
     None
@@ -299,6 +301,9 @@ fn settle_group<I>(
             decisions
         }
     };
+    for (&i, decision) in group.iter().zip(&decisions) {
+        shared.rules[i].throttle.record(decision);
+    }
     let allowed = decisions.iter().all(Decision::is_allowed);
     if allowed && !shared.headers_on_success {
         return None;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use traffik_backends::memory::MemoryBackend;
 use traffik_core::{
-    Clock, ErrorKind, FailurePolicy, FixedWindow, Gcra, ManualClock, Reason, Throttle,
+    Clock, Enforcement, ErrorKind, FailurePolicy, FixedWindow, Gcra, ManualClock, Reason, Throttle,
     ThrottleGroup,
 };
 
@@ -302,4 +302,159 @@ async fn groups_are_charged_exactly_under_concurrency() {
         .sweep_interval(None)
         .build();
     traffik_backends::conformance::concurrent_groups_charge_exactly(&backend).await;
+}
+
+/// A recorder that keeps counters by name and labels, for the assertions.
+#[derive(Default)]
+struct Counts(
+    std::sync::Mutex<
+        std::collections::HashMap<String, std::sync::Arc<std::sync::atomic::AtomicU64>>,
+    >,
+);
+
+impl Counts {
+    fn get(&self, name: &str, labels: &str) -> u64 {
+        let map = self.0.lock().unwrap();
+        map.get(&format!("{name}{{{labels}}}"))
+            .map_or(0, |c| c.load(std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
+impl metrics::Recorder for Counts {
+    fn describe_counter(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn describe_gauge(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn describe_histogram(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+
+    fn register_counter(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
+        let labels: Vec<String> = key
+            .labels()
+            .map(|l| format!("{}={}", l.key(), l.value()))
+            .collect();
+        let name = format!("{}{{{}}}", key.name(), labels.join(","));
+        let counter = std::sync::Arc::clone(self.0.lock().unwrap().entry(name).or_default());
+        metrics::Counter::from_arc(counter)
+    }
+
+    fn register_gauge(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+        metrics::Gauge::noop()
+    }
+
+    fn register_histogram(
+        &self,
+        _: &metrics::Key,
+        _: &metrics::Metadata<'_>,
+    ) -> metrics::Histogram {
+        metrics::Histogram::noop()
+    }
+}
+
+#[test]
+fn decisions_are_counted_by_throttle_and_outcome() {
+    let counts = Counts::default();
+    metrics::with_local_recorder(&counts, || {
+        let backend = MemoryBackend::builder().sweep_interval(None).build();
+        let clock = ManualClock::new(START);
+        let login = named(&backend, &clock, "login", "5/min");
+        for _ in 0..7 {
+            login.hit("alice").into_ready().ok().unwrap().unwrap();
+        }
+        // Every limit's decision in a group is counted too.
+        let other = named(&backend, &clock, "other", "100/min");
+        let group = ThrottleGroup::new([other, login]).unwrap();
+        group.hit("alice").into_ready().ok().unwrap().unwrap();
+    });
+    assert_eq!(
+        counts.get("traffik_decisions_total", "throttle=login,outcome=allowed"),
+        5
+    );
+    assert_eq!(
+        counts.get("traffik_decisions_total", "throttle=login,outcome=denied"),
+        3
+    );
+    assert_eq!(
+        counts.get("traffik_decisions_total", "throttle=other,outcome=allowed"),
+        1
+    );
+    // 5/min: the 5th hit left nothing (less than a fifth).
+    assert_eq!(counts.get("traffik_near_limit_total", "throttle=login"), 1);
+}
+
+#[test]
+fn shadow_mode_denies_nobody_and_counts_what_it_would_deny() {
+    let counts = Counts::default();
+    let backend = MemoryBackend::builder().sweep_interval(None).build();
+    let clock = ManualClock::new(START);
+    let trial = Throttle::builder("trial", "2/min".parse().unwrap())
+        .strategy(FixedWindow)
+        .enforcement(Enforcement::Shadow)
+        .clock(clock.clone())
+        .build(backend.clone())
+        .unwrap();
+    metrics::with_local_recorder(&counts, || {
+        for n in 0..5 {
+            let decision = trial.hit("bob").into_ready().ok().unwrap().unwrap();
+            assert!(decision.is_allowed(), "hit {n} was denied in shadow mode");
+            let expected = if n < 2 {
+                Reason::WithinLimit
+            } else {
+                Reason::Shadowed
+            };
+            assert_eq!(decision.reason(), expected);
+        }
+    });
+    assert_eq!(
+        counts.get(
+            "traffik_decisions_total",
+            "throttle=trial,outcome=shadow_denied"
+        ),
+        3
+    );
+    // A shadowed hit is not counted: the quota shows the two admitted.
+    let peek = trial.peek("bob").into_ready().ok().unwrap().unwrap();
+    assert_eq!(peek.remaining(), 0);
+    assert!(
+        ThrottleGroup::new([trial]).is_err(),
+        "a shadow throttle joined a group"
+    );
+}
+
+#[test]
+fn partial_enforcement_is_stable_per_identity_and_near_its_share() {
+    let half = Enforcement::percent(50.0);
+    let enforced = (0..10_000)
+        .filter(|n| half.enforces(&format!("client-{n}")))
+        .count();
+    assert!((4_700..=5_300).contains(&enforced), "{enforced}");
+    for n in 0..100 {
+        let id = format!("client-{n}");
+        assert_eq!(half.enforces(&id), half.enforces(&id));
+    }
+    assert!(Enforcement::percent(100.0).enforces("x"));
+    assert!(!Enforcement::percent(0.0).enforces("x"));
+    assert_eq!(
+        Enforcement::percent(250.0),
+        Enforcement::Partial { per_10k: 10_000 }
+    );
+    assert_eq!(
+        Enforcement::percent(f64::NAN),
+        Enforcement::Partial { per_10k: 0 }
+    );
 }

@@ -17,6 +17,11 @@ pub enum Reason {
     /// The backend failed and the throttle's
     /// [`FailurePolicy`](crate::FailurePolicy) decided instead.
     BackendFailure,
+    /// The throttle would have denied the hit (it was not counted), but it
+    /// runs in shadow for this identity ([`Enforcement`](crate::Enforcement)):
+    /// the hit is let through. The decision's quota figures are those of the
+    /// denial.
+    Shadowed,
 }
 
 /// The answer to one hit: allowed or not, and the quota around it.
@@ -41,6 +46,16 @@ pub struct Decision {
 }
 
 impl Decision {
+    /// A denial that shadow mode lets through: allowed, with reason
+    /// [`Reason::Shadowed`] and the denial's quota figures.
+    pub const fn shadowed(denial: Decision) -> Decision {
+        Decision {
+            allowed: true,
+            reason: Reason::Shadowed,
+            ..denial
+        }
+    }
+
     /// An admitted hit.
     pub const fn allowed(limit: u64, remaining: u64, reset_after_ms: u64) -> Decision {
         Decision {

@@ -57,8 +57,10 @@ impl<B: Backend, C: Clock> ThrottleGroup<B, C> {
     /// # Errors
     ///
     /// When there is none, when two have the same namespace and name (their
-    /// keys would be one), or when they do not share one store
-    /// ([`Backend::same_store`]): one call could not decide them all.
+    /// keys would be one), when one is not fully enforced (a shadow
+    /// throttle's denial would hold back the others), or when they do not
+    /// share one store ([`Backend::same_store`]): one call could not decide
+    /// them all.
     pub fn new(
         throttles: impl IntoIterator<Item = Throttle<B, C>>,
     ) -> Result<ThrottleGroup<B, C>, ConfigError> {
@@ -76,6 +78,13 @@ impl<B: Backend, C: Clock> ThrottleGroup<B, C> {
                 return Err(ConfigError::new(format!(
                     "the throttle {:?} is in the group twice",
                     throttle.scope().prefix()
+                )));
+            }
+            if throttle.enforcement() != crate::Enforcement::Enforce {
+                return Err(ConfigError::new(format!(
+                    "the throttle {:?} runs in shadow: a group is all or nothing, so its \
+                     denials would hold back the others; decide it on its own",
+                    throttle.name()
                 )));
             }
             if !first.backend().same_store(throttle.backend()) {
@@ -156,14 +165,25 @@ impl<B: Backend, C: Clock> ThrottleGroup<B, C> {
     /// `Error` policy anywhere makes it the group's error.
     fn settle(&self, outcome: Result<Vec<Decision>, Error>) -> Result<Decisions, Error> {
         let error = match outcome {
-            Ok(decisions) => return Ok(Decisions { decisions }),
+            Ok(decisions) => {
+                for (throttle, decision) in self.throttles.iter().zip(&decisions) {
+                    throttle.record(decision);
+                }
+                return Ok(Decisions { decisions });
+            }
             Err(error) => error,
         };
         // Every throttle counts the failure, whatever its policy.
         let each: Vec<Option<Decision>> = self
             .throttles
             .iter()
-            .map(|throttle| throttle.failure_decision(throttle.limit().capacity()))
+            .map(|throttle| {
+                let decision = throttle.failure_decision(throttle.limit().capacity());
+                if let Some(decision) = &decision {
+                    throttle.record(decision);
+                }
+                decision
+            })
             .collect();
         match each.into_iter().collect::<Option<Vec<Decision>>>() {
             Some(decisions) => Ok(Decisions { decisions }),

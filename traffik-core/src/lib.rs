@@ -20,6 +20,7 @@
 //! | feature | default | what it adds |
 //! |---|---|---|
 //! | `serde` | yes | `Rate` (de)serializes as a string such as `"100/min"` |
+//! | `metrics` | no | decisions counted through the `metrics` facade ([`observe`]) |
 //!
 //! This crate has no dependency on an async runtime, a network client or a
 //! web framework.
@@ -30,6 +31,7 @@ pub mod decision;
 pub mod error;
 pub mod group;
 pub mod limit;
+pub mod observe;
 pub mod rate;
 pub mod strategy;
 pub mod throttle;
@@ -40,6 +42,7 @@ pub use decision::{Decision, Reason};
 pub use error::{ConfigError, Error, ErrorKind, RateError, RateErrorKind};
 pub use group::{Decisions, GroupHit, ThrottleGroup};
 pub use limit::Limit;
+pub use observe::{Enforcement, Outcome};
 pub use rate::Rate;
 pub use strategy::{
     AnyStrategy, FixedWindow, Gcra, LeakyBucket, SlidingWindowCounter, SlidingWindowLog, State,

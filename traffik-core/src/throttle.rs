@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::backend::{Answer, Backend, Key, Scope};
-use crate::{AnyStrategy, Clock, ConfigError, Decision, Error, Limit, Rate, SystemClock};
+use crate::observe::{Enforcement, Instruments, Outcome};
+use crate::{AnyStrategy, Clock, ConfigError, Decision, Error, Limit, Rate, Reason, SystemClock};
 
 /// What a [`Throttle`] does when its backend fails (times out, is down, is
 /// full).
@@ -60,6 +61,8 @@ pub struct Throttle<B, C = SystemClock> {
     policy: FailurePolicy,
     failure_retry_after_ms: u64,
     failures: Arc<AtomicU64>,
+    enforcement: Enforcement,
+    instruments: Arc<Instruments>,
 }
 
 impl<B: Clone, C: Clone> Clone for Throttle<B, C> {
@@ -72,6 +75,8 @@ impl<B: Clone, C: Clone> Clone for Throttle<B, C> {
             policy: self.policy,
             failure_retry_after_ms: self.failure_retry_after_ms,
             failures: Arc::clone(&self.failures),
+            enforcement: self.enforcement,
+            instruments: Arc::clone(&self.instruments),
         }
     }
 }
@@ -87,6 +92,7 @@ impl Throttle<()> {
             clock: SystemClock,
             policy: FailurePolicy::default(),
             failure_retry_after: Duration::from_secs(1),
+            enforcement: Enforcement::default(),
         }
     }
 }
@@ -134,7 +140,7 @@ impl<B: Backend, C: Clock> Throttle<B, C> {
         let capacity = limit.capacity();
         self.backend
             .hit(key, limit, now, cost)
-            .map(move |outcome| self.settle(outcome, capacity))
+            .map(move |outcome| self.decided(identity, outcome, capacity))
     }
 
     /// [`hit_with`](Throttle::hit_with) for an identity whose first `tag`
@@ -153,7 +159,7 @@ impl<B: Backend, C: Clock> Throttle<B, C> {
         let capacity = limit.capacity();
         self.backend
             .hit(key, limit, now, cost)
-            .map(move |outcome| self.settle(outcome, capacity))
+            .map(move |outcome| self.decided(identity, outcome, capacity))
     }
 
     /// The decision a hit of cost 1 would get now, without counting it.
@@ -184,6 +190,48 @@ impl<B: Backend, C: Clock> Throttle<B, C> {
             &self.limit,
             self.clock.now_ms(),
         )
+    }
+
+    /// A hit's outcome: the failure policy for a backend error, shadow mode
+    /// for a denial not enforced for `identity`, counted.
+    #[inline]
+    fn decided(
+        &self,
+        identity: &str,
+        outcome: Result<Decision, Error>,
+        capacity: u64,
+    ) -> Result<Decision, Error> {
+        match self.settle(outcome, capacity) {
+            Ok(decision) => {
+                let decision = self.enforce(identity, decision);
+                self.instruments
+                    .record(Outcome::of(&decision), Some(&decision));
+                Ok(decision)
+            }
+            Err(error) => {
+                self.instruments.record(Outcome::FailureError, None);
+                Err(error)
+            }
+        }
+    }
+
+    /// A denial the throttle does not enforce for `identity` becomes a
+    /// [`Reason::Shadowed`] pass. Failure-policy denials are enforced.
+    #[inline]
+    pub fn enforce(&self, identity: &str, decision: Decision) -> Decision {
+        let shadowable = !decision.is_allowed() && decision.reason() != Reason::BackendFailure;
+        if shadowable && !self.enforcement.enforces(identity) {
+            Decision::shadowed(decision)
+        } else {
+            decision
+        }
+    }
+
+    /// Counts a decision made outside [`hit`](Throttle::hit), as middleware
+    /// deciding several throttles at once does.
+    pub fn record(&self, decision: &Decision) {
+        self.instruments
+            .record(Outcome::of(decision), Some(decision));
     }
 
     #[inline]
@@ -259,6 +307,11 @@ impl<B, C> Throttle<B, C> {
     pub fn failures(&self) -> u64 {
         self.failures.load(Ordering::Relaxed)
     }
+
+    /// Whether and for whom denials are enforced.
+    pub fn enforcement(&self) -> Enforcement {
+        self.enforcement
+    }
 }
 
 /// Builds a [`Throttle`]; start with [`Throttle::builder`].
@@ -272,9 +325,17 @@ pub struct ThrottleBuilder<C> {
     clock: C,
     policy: FailurePolicy,
     failure_retry_after: Duration,
+    enforcement: Enforcement,
 }
 
 impl<C: Clock> ThrottleBuilder<C> {
+    /// Whether denials are enforced (default: [`Enforcement::Enforce`]);
+    /// [`Enforcement::Shadow`] to try a limit without denying anyone.
+    pub fn enforcement(mut self, enforcement: Enforcement) -> Self {
+        self.enforcement = enforcement;
+        self
+    }
+
     /// The strategy (default: [`Gcra`](crate::Gcra) with a burst of the
     /// rate's count).
     pub fn strategy(mut self, strategy: impl Into<AnyStrategy>) -> Self {
@@ -313,6 +374,7 @@ impl<C: Clock> ThrottleBuilder<C> {
             clock,
             policy: self.policy,
             failure_retry_after: self.failure_retry_after,
+            enforcement: self.enforcement,
         }
     }
 
@@ -334,6 +396,8 @@ impl<C: Clock> ThrottleBuilder<C> {
             policy: self.policy,
             failure_retry_after_ms: retry_ms.max(1),
             failures: Arc::new(AtomicU64::new(0)),
+            enforcement: self.enforcement,
+            instruments: Arc::new(Instruments::new(&self.name)),
         })
     }
 }

@@ -34,6 +34,7 @@
 //! | `axum` | no | `axum::ThrottleLayer`: identity, 429 with `RateLimit` headers, WebSocket throttling |
 //! | `conformance` | no | `conformance`: the suite a backend of your own must pass |
 //! | `serde` | no | [`Rate`] (de)serializes as a string such as `"100/min"` |
+//! | `metrics` | no | decisions counted through the `metrics` facade (`traffik::observe`) |
 //!
 //! [`AnyBackend::from_url`] picks the backend a deployment names
 //! (`memory://`, `redis://…`, `memcached://…`), so handler code never
@@ -43,14 +44,16 @@
 pub use traffik_backends::AnyBackend;
 pub use traffik_core::{
     Answer, AnyStrategy, Backend, Clock, ConfigError, DEFAULT_NAMESPACE, Decision, Decisions,
-    Error, ErrorKind, FailurePolicy, FixedWindow, Gcra, Hit, Key, LeakyBucket, Limit, ManualClock,
-    Rate, RateError, RateErrorKind, Reason, Scope, SlidingWindowCounter, SlidingWindowLog, State,
-    Storage, Strategy, StrategyKind, SystemClock, Throttle, ThrottleBuilder, ThrottleGroup,
-    TokenBucket, Visitor,
+    Enforcement, Error, ErrorKind, FailurePolicy, FixedWindow, Gcra, Hit, Key, LeakyBucket, Limit,
+    ManualClock, Rate, RateError, RateErrorKind, Reason, Scope, SlidingWindowCounter,
+    SlidingWindowLog, State, Storage, Strategy, StrategyKind, SystemClock, Throttle,
+    ThrottleBuilder, ThrottleGroup, TokenBucket, Visitor,
 };
 
 /// The core's modules, for the items not re-exported at the top.
-pub use traffik_core::{backend, clock, decision, error, group, limit, rate, strategy, throttle};
+pub use traffik_core::{
+    backend, clock, decision, error, group, limit, observe, rate, strategy, throttle,
+};
 
 /// The conformance suite every backend runs.
 #[cfg(feature = "conformance")]
@@ -81,4 +84,6 @@ pub mod guides {
     pub struct Strategies;
     #[doc = include_str!("../../docs/performance.md")]
     pub struct Performance;
+    #[doc = include_str!("../../docs/operations.md")]
+    pub struct Operations;
 }
