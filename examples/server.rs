@@ -7,17 +7,10 @@
 //! 429 and its headers.
 
 use std::net::SocketAddr;
-use std::num::NonZeroU64;
 
-use axum::Router;
-use axum::extract::ws::{WebSocket, WebSocketUpgrade};
-use axum::response::Response;
-use axum::routing::get;
-use traffik_axum::{
-    KeyScope, OverLimit, PeerIp, RequestIdentity, Rule, ThrottleLayer, ThrottledSocket,
-};
+use metrics_exporter_prometheus::PrometheusBuilder;
 use traffik_backends::AnyBackend;
-use traffik_core::{FixedWindow, Gcra, SlidingWindowLog, Throttle};
+use traffik_examples::demo_app;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -28,57 +21,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let url = std::env::var("TRAFFIK_BACKEND").unwrap_or_else(|_| "memory://".into());
     // The deployment picks the store; nothing below depends on which.
     let backend = AnyBackend::from_url(&url).await?;
-    let throttle =
-        |name: &str, rate: &str| Throttle::builder(name, rate.parse().expect("a valid rate"));
-
-    // Every route: 120 per minute per client, whatever the route.
-    let global = ThrottleLayer::builder(PeerIp::new())
-        .rule(
-            Rule::new(throttle("global", "120/min").build(backend.clone())?)
-                .scope(KeyScope::Global),
-        )
-        .build();
-    // /items/{id}: 5 per 10 s per client, shared by every item (the route
-    // template is the key), in fixed windows.
-    let items = ThrottleLayer::builder(PeerIp::new())
-        .rule(
-            throttle("items", "5/10s")
-                .strategy(FixedWindow)
-                .build(backend.clone())?,
-        )
-        .build();
-    // /login: exactly 3 in any minute.
-    let login = ThrottleLayer::builder(PeerIp::new())
-        .rule(
-            throttle("login", "3/min")
-                .strategy(SlidingWindowLog)
-                .build(backend.clone())?,
-        )
-        .build();
-    // /ws: each message counts; 3 at once, then one every 2 s; extra
-    // messages are dropped with a notice.
-    let messages = throttle("ws", "1/2s")
-        .strategy(Gcra::with_burst(
-            NonZeroU64::new(3).unwrap_or(NonZeroU64::MIN),
-        ))
-        .build(backend.clone())?;
-
-    let app = Router::new()
-        .route("/items/{id}", get(|| async { "an item\n" }).layer(items))
-        .route("/login", get(|| async { "welcome\n" }).layer(login))
-        .route(
-            "/ws",
-            get(
-                move |upgrade: WebSocketUpgrade, identity: RequestIdentity| {
-                    echo(upgrade, identity, messages.clone())
-                },
-            ),
-        )
-        .route(
-            "/",
-            get(|| async { "traffik demo: try /items/1, /login, /ws\n" }),
-        )
-        .layer(global);
+    // Decisions are counted through the `metrics` facade; this exporter
+    // renders them for Prometheus at /metrics.
+    let metrics = PrometheusBuilder::new().install_recorder()?;
+    let app = demo_app(&backend, metrics)?;
 
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     let address = listener.local_addr()?;
@@ -98,6 +44,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     println!("  websocat ws://{address}/ws");
     println!();
+    println!("  # what was allowed and denied, per throttle:");
+    println!("  curl -s http://{address}/metrics | grep traffik_decisions_total");
+    println!();
     println!("Ctrl-C to stop.");
     axum::serve(
         listener,
@@ -108,22 +57,4 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     })
     .await?;
     Ok(())
-}
-
-async fn echo(
-    upgrade: WebSocketUpgrade,
-    RequestIdentity(identity): RequestIdentity,
-    throttle: Throttle<AnyBackend>,
-) -> Response {
-    upgrade.on_upgrade(move |socket: WebSocket| async move {
-        let notice = OverLimit::Drop {
-            notice: Some("rate limited: message dropped, retry in {retry_after}s".into()),
-        };
-        let mut socket = ThrottledSocket::new(socket, throttle, &identity, notice);
-        while let Some(Ok(message)) = socket.recv().await {
-            if socket.send(message).await.is_err() {
-                break;
-            }
-        }
-    })
 }

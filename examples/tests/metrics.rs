@@ -1,0 +1,72 @@
+//! The demo serves its decision counts at `/metrics`: a real server on a
+//! loopback port, a real HTTP client, and the Prometheus text it renders.
+
+use std::net::SocketAddr;
+
+use metrics_exporter_prometheus::PrometheusBuilder;
+use traffik_backends::AnyBackend;
+use traffik_examples::demo_app;
+
+#[tokio::test]
+async fn metrics_count_what_the_throttles_decided() {
+    let recorder = PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    metrics::set_global_recorder(recorder).expect("the only recorder of this test binary");
+    let backend = AnyBackend::from_url("memory://").await.unwrap();
+    let app = demo_app(&backend, handle).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .unwrap();
+    });
+    let http = reqwest::Client::new();
+    // /items/{id} allows 5 per 10 s: 5 pass, 2 are denied.
+    for n in 0..7 {
+        http.get(format!("http://{address}/items/{n}"))
+            .send()
+            .await
+            .unwrap();
+    }
+    // Scraping twice spends nothing.
+    http.get(format!("http://{address}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    let text = http
+        .get(format!("http://{address}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    server.abort();
+    let value = |series: &str| -> u64 {
+        text.lines()
+            .find(|line| line.starts_with(series))
+            .and_then(|line| line.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+    };
+    assert_eq!(
+        value(r#"traffik_decisions_total{throttle="items",outcome="allowed"}"#),
+        5
+    );
+    assert_eq!(
+        value(r#"traffik_decisions_total{throttle="items",outcome="denied"}"#),
+        2
+    );
+    assert_eq!(
+        value(r#"traffik_decisions_total{throttle="global",outcome="allowed"}"#),
+        7
+    );
+    assert!(
+        !text.contains("203.0.113") && !text.contains("127.0.0.1"),
+        "an identity leaked:\n{text}"
+    );
+}
