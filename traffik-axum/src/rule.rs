@@ -53,6 +53,8 @@ pub(crate) trait ErasedThrottle: Send + Sync + 'static {
     fn failure_decision(&self, capacity: u64) -> Option<Decision>;
     /// Counts a decision made through [`hit_all`](ErasedThrottle::hit_all).
     fn record(&self, decision: &Decision);
+    /// Notes that the store failed a decision (a rate-limited warning).
+    fn failed(&self, error: &Error);
 }
 
 impl<B: Backend, C: Clock> ErasedThrottle for Throttle<B, C> {
@@ -115,6 +117,10 @@ impl<B: Backend, C: Clock> ErasedThrottle for Throttle<B, C> {
 
     fn record(&self, decision: &Decision) {
         Throttle::record(self, decision);
+    }
+
+    fn failed(&self, error: &Error) {
+        Throttle::failed(self, error, self.clock().now_ms());
     }
 }
 

@@ -286,6 +286,9 @@ fn settle_group<I>(
         Ok(decisions) => decisions,
         // Each throttle's failure policy; an `Error` policy answers.
         Err(error) => {
+            for &i in group {
+                shared.rules[i].throttle.failed(&error);
+            }
             let mut decisions = Vec::with_capacity(group.len());
             for (&i, limit) in group.iter().zip(limits) {
                 let throttle = &shared.rules[i].throttle;

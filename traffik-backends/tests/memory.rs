@@ -458,3 +458,97 @@ fn partial_enforcement_is_stable_per_identity_and_near_its_share() {
         Enforcement::Partial { per_10k: 0 }
     );
 }
+
+/// Captures what a `tracing` subscriber writes, for the assertions.
+#[derive(Clone, Default)]
+struct Log(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Log {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Log {
+    fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
+
+fn capture(level: tracing::Level) -> (Log, tracing::subscriber::DefaultGuard) {
+    let log = Log::default();
+    let writer = log.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_max_level(level)
+        .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
+        .finish();
+    let guard = tracing::subscriber::set_default(subscriber);
+    (log, guard)
+}
+
+#[test]
+fn a_decision_is_a_debug_span_without_the_identity() {
+    let (log, _guard) = capture(tracing::Level::DEBUG);
+    let backend = MemoryBackend::builder().sweep_interval(None).build();
+    let clock = ManualClock::new(START);
+    let login = named(&backend, &clock, "login", "1/min");
+    login
+        .hit("alice@example.com")
+        .into_ready()
+        .ok()
+        .unwrap()
+        .unwrap();
+    login
+        .hit("alice@example.com")
+        .into_ready()
+        .ok()
+        .unwrap()
+        .unwrap();
+    let text = log.text();
+    assert_eq!(text.matches("traffik.decide").count(), 2, "{text}");
+    assert!(text.contains("throttle=\"login\""), "{text}");
+    assert!(
+        text.contains("outcome=\"allowed\"") && text.contains("outcome=\"denied\""),
+        "{text}"
+    );
+    assert!(text.contains("latency_us="), "{text}");
+    assert!(!text.contains("alice"), "the identity was logged: {text}");
+}
+
+#[test]
+fn store_failures_warn_at_most_once_a_second() {
+    let (log, _guard) = capture(tracing::Level::WARN);
+    // A full backend fails every new key: the store failing, as far as the
+    // throttle knows.
+    let backend = MemoryBackend::builder()
+        .shards(1)
+        .max_keys(1)
+        .sweep_interval(None)
+        .build();
+    let clock = ManualClock::new(START);
+    let api = named(&backend, &clock, "api", "5/min");
+    api.hit("first").into_ready().ok().unwrap().unwrap();
+    for n in 0..50 {
+        assert!(
+            api.hit(&format!("new-{n}"))
+                .into_ready()
+                .ok()
+                .unwrap()
+                .is_err()
+        );
+    }
+    assert_eq!(log.text().matches("WARN").count(), 1, "{}", log.text());
+    clock.advance(Duration::from_secs(1));
+    assert!(api.hit("newer").into_ready().ok().unwrap().is_err());
+    let text = log.text();
+    assert_eq!(text.matches("WARN").count(), 2, "{text}");
+    assert!(text.contains("skipped=49"), "{text}");
+    assert!(!text.contains("debug"), "no spans at warn level: {text}");
+}

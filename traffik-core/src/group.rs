@@ -164,6 +164,11 @@ impl<B: Backend, C: Clock> ThrottleGroup<B, C> {
     /// A backend error becomes what each throttle's failure policy says; an
     /// `Error` policy anywhere makes it the group's error.
     fn settle(&self, outcome: Result<Vec<Decision>, Error>) -> Result<Decisions, Error> {
+        if let Err(error) = &outcome {
+            for throttle in &self.throttles {
+                throttle.failed(error, throttle.clock().now_ms());
+            }
+        }
         let error = match outcome {
             Ok(decisions) => {
                 for (throttle, decision) in self.throttles.iter().zip(&decisions) {

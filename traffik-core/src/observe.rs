@@ -182,3 +182,95 @@ impl Instruments {
         let _ = (outcome, decision);
     }
 }
+
+/// The span of one decision (feature `tracing`): created only when a
+/// subscriber wants debug spans of target `traffik`, closed with the
+/// outcome and the latency. It never holds the identity.
+#[must_use]
+pub(crate) struct DecisionSpan {
+    #[cfg(feature = "tracing")]
+    inner: Option<(tracing::Span, std::time::Instant)>,
+}
+
+impl DecisionSpan {
+    #[inline]
+    pub(crate) fn start(throttle: &str) -> DecisionSpan {
+        #[cfg(feature = "tracing")]
+        {
+            // The global level first: one atomic load when no subscriber
+            // wants debug events, before the callsite's own check.
+            if tracing::level_enabled!(tracing::Level::DEBUG)
+                && tracing::enabled!(target: "traffik", tracing::Level::DEBUG)
+            {
+                let span = tracing::debug_span!(
+                    target: "traffik",
+                    "traffik.decide",
+                    throttle = throttle,
+                    outcome = tracing::field::Empty,
+                    latency_us = tracing::field::Empty,
+                );
+                return DecisionSpan {
+                    inner: Some((span, std::time::Instant::now())),
+                };
+            }
+        }
+        let _ = throttle;
+        DecisionSpan {
+            #[cfg(feature = "tracing")]
+            inner: None,
+        }
+    }
+
+    #[inline]
+    pub(crate) fn finish(self, outcome: Outcome) {
+        #[cfg(feature = "tracing")]
+        if let Some((span, started)) = self.inner {
+            span.record("outcome", outcome.as_str());
+            let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+            span.record("latency_us", micros);
+        }
+        #[cfg(not(feature = "tracing"))]
+        let _ = outcome;
+    }
+}
+
+/// Warns of store failures (feature `tracing`), at most once a second per
+/// throttle, so that an outage does not flood the logs.
+#[derive(Debug, Default)]
+pub(crate) struct FailureLog {
+    #[cfg(feature = "tracing")]
+    last_s: std::sync::atomic::AtomicU64,
+    #[cfg(feature = "tracing")]
+    skipped: std::sync::atomic::AtomicU64,
+}
+
+impl FailureLog {
+    #[inline]
+    pub(crate) fn failed(&self, throttle: &str, error: &crate::Error, now_ms: u64) {
+        #[cfg(feature = "tracing")]
+        {
+            use std::sync::atomic::Ordering;
+            let now_s = now_ms / 1_000;
+            let last = self.last_s.load(Ordering::Relaxed);
+            let due = now_s > last
+                && self
+                    .last_s
+                    .compare_exchange(last, now_s, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok();
+            if due {
+                let skipped = self.skipped.swap(0, Ordering::Relaxed);
+                tracing::warn!(
+                    target: "traffik",
+                    throttle,
+                    kind = ?error.kind(),
+                    skipped,
+                    "the store failed a decision: {error}"
+                );
+            } else {
+                self.skipped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        #[cfg(not(feature = "tracing"))]
+        let _ = (throttle, error, now_ms);
+    }
+}

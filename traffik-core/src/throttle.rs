@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::backend::{Answer, Backend, Key, Scope};
-use crate::observe::{Enforcement, Instruments, Outcome};
+use crate::observe::{DecisionSpan, Enforcement, FailureLog, Instruments, Outcome};
 use crate::{AnyStrategy, Clock, ConfigError, Decision, Error, Limit, Rate, Reason, SystemClock};
 
 /// What a [`Throttle`] does when its backend fails (times out, is down, is
@@ -63,6 +63,7 @@ pub struct Throttle<B, C = SystemClock> {
     failures: Arc<AtomicU64>,
     enforcement: Enforcement,
     instruments: Arc<Instruments>,
+    failure_log: Arc<FailureLog>,
 }
 
 impl<B: Clone, C: Clone> Clone for Throttle<B, C> {
@@ -77,6 +78,7 @@ impl<B: Clone, C: Clone> Clone for Throttle<B, C> {
             failures: Arc::clone(&self.failures),
             enforcement: self.enforcement,
             instruments: Arc::clone(&self.instruments),
+            failure_log: Arc::clone(&self.failure_log),
         }
     }
 }
@@ -137,10 +139,11 @@ impl<B: Backend, C: Clock> Throttle<B, C> {
     ) -> Answer<impl Future<Output = Result<Decision, Error>> + Send + 'a> {
         let key = Key::new(&self.scope, identity);
         let now = self.clock.now_ms();
+        let span = DecisionSpan::start(self.name());
         let capacity = limit.capacity();
         self.backend
             .hit(key, limit, now, cost)
-            .map(move |outcome| self.decided(identity, outcome, capacity))
+            .map(move |outcome| self.decided(identity, outcome, capacity, now, span))
     }
 
     /// [`hit_with`](Throttle::hit_with) for an identity whose first `tag`
@@ -156,10 +159,11 @@ impl<B: Backend, C: Clock> Throttle<B, C> {
     ) -> Answer<impl Future<Output = Result<Decision, Error>> + Send + 'a> {
         let key = Key::with_tag(&self.scope, identity, tag);
         let now = self.clock.now_ms();
+        let span = DecisionSpan::start(self.name());
         let capacity = limit.capacity();
         self.backend
             .hit(key, limit, now, cost)
-            .map(move |outcome| self.decided(identity, outcome, capacity))
+            .map(move |outcome| self.decided(identity, outcome, capacity, now, span))
     }
 
     /// The decision a hit of cost 1 would get now, without counting it.
@@ -200,19 +204,32 @@ impl<B: Backend, C: Clock> Throttle<B, C> {
         identity: &str,
         outcome: Result<Decision, Error>,
         capacity: u64,
+        now_ms: u64,
+        span: DecisionSpan,
     ) -> Result<Decision, Error> {
+        if let Err(error) = &outcome {
+            self.failed(error, now_ms);
+        }
         match self.settle(outcome, capacity) {
             Ok(decision) => {
                 let decision = self.enforce(identity, decision);
-                self.instruments
-                    .record(Outcome::of(&decision), Some(&decision));
+                let outcome = Outcome::of(&decision);
+                self.instruments.record(outcome, Some(&decision));
+                span.finish(outcome);
                 Ok(decision)
             }
             Err(error) => {
                 self.instruments.record(Outcome::FailureError, None);
+                span.finish(Outcome::FailureError);
                 Err(error)
             }
         }
+    }
+
+    /// Notes that the store failed a decision at `now_ms`: a warning (feature
+    /// `tracing`), at most one a second per throttle.
+    pub fn failed(&self, error: &Error, now_ms: u64) {
+        self.failure_log.failed(self.name(), error, now_ms);
     }
 
     /// A denial the throttle does not enforce for `identity` becomes a
@@ -398,6 +415,7 @@ impl<C: Clock> ThrottleBuilder<C> {
             failures: Arc::new(AtomicU64::new(0)),
             enforcement: self.enforcement,
             instruments: Arc::new(Instruments::new(&self.name)),
+            failure_log: Arc::new(FailureLog::default()),
         })
     }
 }
