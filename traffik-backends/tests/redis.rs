@@ -339,3 +339,35 @@ async fn unix_sockets_and_passwords() {
     );
     let _ = std::fs::remove_file(socket);
 }
+
+/// A wrong or missing password is a configuration error, not an unavailable
+/// store, with the client's error as its source: for a missing password the
+/// server's own words; for a wrong one the client's (redis-rs reports a
+/// refused AUTH without the server's WRONGPASS line).
+#[tokio::test]
+async fn refused_credentials_are_configuration_errors_with_the_servers_words() {
+    use std::error::Error as _;
+    let server = RedisServer::start_with_args(&["--requirepass", "s3cret"]);
+    let clock = ManualClock::new(conformance::START_MS);
+    for (url, said) in [
+        (
+            format!("redis://:wrong@127.0.0.1:{}", server.port),
+            ["authentication failed"; 2],
+        ),
+        // The server answers NOAUTH, or, to a command as large as a script,
+        // "unauthenticated multibulk length".
+        (server.url(), ["NOAUTH", "unauthenticated"]),
+    ] {
+        let backend = RedisBackend::builder(url.as_str()).build().unwrap();
+        let throttle = throttle(&backend, StrategyKind::FixedWindow, "2/min", &clock);
+        let error = throttle.hit("k").await.unwrap_err();
+        assert_eq!(
+            error.kind(),
+            traffik_core::ErrorKind::Config,
+            "{url}: {error}"
+        );
+        let message = error.to_string();
+        assert!(said.iter().any(|s| message.contains(s)), "{url}: {message}");
+        assert!(error.source().is_some(), "{url}: the cause is lost");
+    }
+}

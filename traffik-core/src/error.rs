@@ -139,7 +139,7 @@ impl fmt::Display for ErrorKind {
             ErrorKind::Capacity => "backend at capacity",
             ErrorKind::Protocol => "backend protocol error",
             ErrorKind::Contention => "too much contention on one key",
-            ErrorKind::Config => "invalid limit",
+            ErrorKind::Config => "invalid configuration",
             ErrorKind::Other => "backend error",
         })
     }
