@@ -83,6 +83,11 @@ impl Rejected {
             (Reason::BackendFailure, _) => {
                 "the rate limiter is unavailable; retry later".to_owned()
             }
+            (Reason::Contended, Some(wait)) => format!(
+                "too many concurrent requests for the policy {:?} to decide; retry in {} s",
+                self.violated_policy(),
+                seconds_up(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX)).max(1)
+            ),
             (_, Some(wait)) => format!(
                 "quota of policy {:?} exceeded; retry in {} s",
                 self.violated_policy(),

@@ -49,8 +49,9 @@ pub(crate) trait ErasedThrottle: Send + Sync + 'static {
     /// Every hit at once, all or nothing, through this throttle's backend
     /// and clock.
     fn hit_all<'a>(&'a self, hits: Vec<Hit<'a>>) -> DecidedAll<'a>;
-    /// What this throttle's failure policy makes of a failed decision.
-    fn failure_decision(&self, capacity: u64) -> Option<Decision>;
+    /// What a backend error means for this throttle's decision (`None`: the
+    /// error is the answer).
+    fn decision_for_error(&self, error: &Error, capacity: u64) -> Option<Decision>;
     /// Counts a decision made through [`hit_all`](ErasedThrottle::hit_all).
     fn record(&self, decision: &Decision);
     /// Notes that the store failed a decision (a rate-limited warning).
@@ -111,8 +112,8 @@ impl<B: Backend, C: Clock> ErasedThrottle for Throttle<B, C> {
         }
     }
 
-    fn failure_decision(&self, capacity: u64) -> Option<Decision> {
-        Throttle::failure_decision(self, capacity)
+    fn decision_for_error(&self, error: &Error, capacity: u64) -> Option<Decision> {
+        Throttle::decision_for_error(self, error, capacity)
     }
 
     fn record(&self, decision: &Decision) {

@@ -296,7 +296,7 @@ fn settle_group<I>(
                     .as_ref()
                     .unwrap_or_else(|| throttle.limit())
                     .capacity();
-                match throttle.failure_decision(capacity) {
+                match throttle.decision_for_error(&error, capacity) {
                     Some(decision) => decisions.push(decision),
                     None => return Some(unavailable(&error)),
                 }

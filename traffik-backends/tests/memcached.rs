@@ -184,9 +184,10 @@ fn memcached_worker() {
     });
 }
 
-/// When the retries run out, the decision is an error, never an allow.
+/// When the retries run out, the decision is a denial ([`Reason::Contended`]),
+/// never an error for the failure policy to turn into an allow.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn contention_beyond_the_retries_is_an_error() {
+async fn contention_beyond_the_retries_is_a_denial() {
     let server = MemcachedServer::start();
     let backend = MemcachedBackend::builder(server.url())
         .cas_retries(0)
@@ -198,25 +199,23 @@ async fn contention_beyond_the_retries_is_an_error() {
         .map(|_| {
             let throttle = throttle.clone();
             tokio::spawn(async move {
-                let mut errors = 0;
+                let mut contended = 0;
                 for _ in 0..20 {
-                    match throttle.hit("hot").await {
-                        Ok(decision) => assert!(decision.is_allowed()),
-                        Err(error) => {
-                            assert_eq!(error.kind(), traffik_core::ErrorKind::Contention);
-                            errors += 1;
-                        }
+                    let decision = throttle.hit("hot").await.expect("contention is no error");
+                    if !decision.is_allowed() {
+                        assert_eq!(decision.reason(), traffik_core::Reason::Contended);
+                        contended += 1;
                     }
                 }
-                errors
+                contended
             })
         })
         .collect();
-    let mut errors = 0;
+    let mut contended = 0;
     for task in tasks {
-        errors += task.await.unwrap();
+        contended += task.await.unwrap();
     }
-    assert!(errors > 0, "32 writers with no retries never collided");
+    assert!(contended > 0, "32 writers with no retries never collided");
 }
 
 /// memcached is killed mid-run and started again: meanwhile decisions fail

@@ -371,3 +371,48 @@ async fn refused_credentials_are_configuration_errors_with_the_servers_words() {
         assert!(error.source().is_some(), "{url}: the cause is lost");
     }
 }
+
+/// Store failures warn (feature `tracing`, target `traffik`), at most once a
+/// second per throttle, with how many were skipped in between.
+#[tokio::test]
+async fn store_failures_warn_at_most_once_a_second() {
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let writer = Writer(std::sync::Arc::clone(&log));
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::WARN)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    // Nothing listens there: every decision fails at once.
+    let port = support::free_port(false);
+    let backend = RedisBackend::builder(format!("redis://127.0.0.1:{port}"))
+        .connect_timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let clock = ManualClock::new(conformance::START_MS);
+    let api = throttle(&backend, StrategyKind::Gcra, "5/min", &clock);
+    for _ in 0..20 {
+        assert!(api.hit("k").await.is_err());
+    }
+    let text = || String::from_utf8(log.lock().unwrap().clone()).unwrap();
+    assert_eq!(text().matches("WARN").count(), 1, "{}", text());
+    clock.advance(Duration::from_secs(1));
+    assert!(api.hit("k").await.is_err());
+    assert_eq!(text().matches("WARN").count(), 2, "{}", text());
+    assert!(text().contains("skipped=19"), "{}", text());
+}
+
+#[derive(Clone)]
+struct Writer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Writer {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}

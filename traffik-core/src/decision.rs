@@ -17,6 +17,10 @@ pub enum Reason {
     /// The backend failed and the throttle's
     /// [`FailurePolicy`](crate::FailurePolicy) decided instead.
     BackendFailure,
+    /// The key was too hot to decide: concurrent writers kept winning the
+    /// race for it until the decision gave up. Denied (nothing counted): a
+    /// key that busy is being hit hard, and an admission would be a guess.
+    Contended,
     /// The throttle would have denied the hit (it was not counted), but it
     /// runs in shadow for this identity ([`Enforcement`](crate::Enforcement)):
     /// the hit is let through. The decision's quota figures are those of the
@@ -46,6 +50,19 @@ pub struct Decision {
 }
 
 impl Decision {
+    /// A denial because the key was too contended to decide
+    /// ([`Reason::Contended`]); retry after `retry_after_ms`.
+    pub const fn contended(limit: u64, retry_after_ms: u64) -> Decision {
+        Decision {
+            allowed: false,
+            reason: Reason::Contended,
+            limit,
+            remaining: 0,
+            retry_after_ms,
+            reset_after_ms: 0,
+        }
+    }
+
     /// A denial that shadow mode lets through: allowed, with reason
     /// [`Reason::Shadowed`] and the denial's quota figures.
     pub const fn shadowed(denial: Decision) -> Decision {

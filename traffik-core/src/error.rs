@@ -131,6 +131,19 @@ pub enum ErrorKind {
     Other,
 }
 
+impl ErrorKind {
+    /// Whether the store could not answer (it timed out, is unreachable,
+    /// answered garbage, or failed otherwise): the only errors a throttle's
+    /// [`FailurePolicy`](crate::FailurePolicy) decides. Input and capacity
+    /// errors never admit by default, and contention is a denial.
+    pub const fn is_store_failure(self) -> bool {
+        matches!(
+            self,
+            ErrorKind::Timeout | ErrorKind::Unavailable | ErrorKind::Protocol | ErrorKind::Other
+        )
+    }
+}
+
 impl fmt::Display for ErrorKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {

@@ -164,7 +164,11 @@ impl<B: Backend, C: Clock> ThrottleGroup<B, C> {
     /// A backend error becomes what each throttle's failure policy says; an
     /// `Error` policy anywhere makes it the group's error.
     fn settle(&self, outcome: Result<Vec<Decision>, Error>) -> Result<Decisions, Error> {
-        if let Err(error) = &outcome {
+        let store_failed = outcome
+            .as_ref()
+            .err()
+            .filter(|e| e.kind().is_store_failure());
+        if let Some(error) = store_failed {
             for throttle in &self.throttles {
                 throttle.failed(error, throttle.clock().now_ms());
             }
@@ -178,12 +182,13 @@ impl<B: Backend, C: Clock> ThrottleGroup<B, C> {
             }
             Err(error) => error,
         };
-        // Every throttle counts the failure, whatever its policy.
+        // Each throttle decides what the error means (contention: a denial;
+        // a store failure: its policy, counted; an input error: the error).
         let each: Vec<Option<Decision>> = self
             .throttles
             .iter()
             .map(|throttle| {
-                let decision = throttle.failure_decision(throttle.limit().capacity());
+                let decision = throttle.decision_for_error(&error, throttle.limit().capacity());
                 if let Some(decision) = &decision {
                     throttle.record(decision);
                 }

@@ -208,7 +208,9 @@ impl<B: Backend, C: Clock> Throttle<B, C> {
         span: DecisionSpan,
     ) -> Result<Decision, Error> {
         if let Err(error) = &outcome {
-            self.failed(error, now_ms);
+            if error.kind().is_store_failure() {
+                self.failed(error, now_ms);
+            }
         }
         match self.settle(outcome, capacity) {
             Ok(decision) => {
@@ -255,13 +257,26 @@ impl<B: Backend, C: Clock> Throttle<B, C> {
     fn settle(&self, outcome: Result<Decision, Error>, capacity: u64) -> Result<Decision, Error> {
         match outcome {
             Ok(decision) => Ok(decision),
-            Err(error) => self.on_failure(error, capacity),
+            Err(error) => match self.decision_for_error(&error, capacity) {
+                Some(decision) => Ok(decision),
+                None => Err(error),
+            },
         }
     }
 
-    /// What the failure policy makes of a backend error, counted.
-    pub(crate) fn on_failure(&self, error: Error, capacity: u64) -> Result<Decision, Error> {
-        self.failure_decision(capacity).ok_or(error)
+    /// What a backend error means for a decision under a limit of
+    /// `capacity`: contention is a denial ([`Reason::Contended`]); a store
+    /// failure is what the failure policy says (`None` under
+    /// [`FailurePolicy::Error`]), counted in [`failures`](Throttle::failures);
+    /// an input or capacity error is `None`: it is returned, never admitted.
+    pub fn decision_for_error(&self, error: &Error, capacity: u64) -> Option<Decision> {
+        match error.kind() {
+            crate::ErrorKind::Contention => {
+                Some(Decision::contended(capacity, self.failure_retry_after_ms))
+            }
+            kind if kind.is_store_failure() => self.failure_decision(capacity),
+            _ => None,
+        }
     }
 
     /// The decision this throttle's failure policy gives a decision its
