@@ -47,6 +47,7 @@ macro_rules! conformance_tests {
             keys_are_isolated,
             concurrent_hits_admit_exactly_the_limit,
             a_limit_per_call_overrides_the_throttle_limit,
+            costs_that_can_never_pass_touch_nothing,
             a_group_charges_all_or_nothing,
             concurrent_groups_never_exceed_any_limit,
         );
@@ -269,6 +270,51 @@ pub async fn cost_is_counted_and_bounded<B: Backend + Clone>(backend: &B) {
         let rest = hit(&throttle, "k", capacity - 3).await;
         assert!(rest.is_allowed(), "{strategy}");
         assert_eq!(rest.remaining(), 0, "{strategy}");
+    }
+}
+
+/// Costs above the capacity, up to `u64::MAX`, are denied without touching
+/// state: no counter wraps, and the hits after them are decided as if they
+/// had not happened (a spent budget stays spent, a fresh one stays whole).
+pub async fn costs_that_can_never_pass_touch_nothing<B: Backend + Clone>(backend: &B) {
+    for strategy in strategies() {
+        let rate = rate("5/min");
+        let clock = ManualClock::new(START_MS);
+        let throttle = throttle(backend, "huge", rate, strategy.clone(), &clock);
+        let capacity = strategy.capacity(&rate);
+        for cost in [capacity + 1, u64::MAX / 2, u64::MAX - 1, u64::MAX] {
+            // A fresh key stays whole.
+            let huge = hit(&throttle, "fresh", cost).await;
+            assert_eq!(
+                huge.reason(),
+                Reason::CostExceedsCapacity,
+                "{strategy} {cost}"
+            );
+            let peek = throttle
+                .peek("fresh")
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(
+                peek.remaining(),
+                capacity - 1,
+                "{strategy} {cost}: a fresh key was charged"
+            );
+        }
+        // A spent key stays spent.
+        for _ in 0..capacity {
+            assert!(hit(&throttle, "spent", 1).await.is_allowed(), "{strategy}");
+        }
+        for cost in [u64::MAX, u64::MAX - 1, capacity + 1] {
+            let huge = hit(&throttle, "spent", cost).await;
+            assert!(!huge.is_allowed(), "{strategy} {cost}");
+            for _ in 0..3 {
+                let after = hit(&throttle, "spent", 1).await;
+                assert!(
+                    !after.is_allowed(),
+                    "{strategy}: admitted after a cost of {cost}"
+                );
+            }
+        }
     }
 }
 
