@@ -48,6 +48,7 @@ macro_rules! conformance_tests {
             concurrent_hits_admit_exactly_the_limit,
             a_limit_per_call_overrides_the_throttle_limit,
             costs_that_can_never_pass_touch_nothing,
+            identities_of_any_length_and_bytes_are_limited,
             a_group_charges_all_or_nothing,
             concurrent_groups_never_exceed_any_limit,
         );
@@ -314,6 +315,42 @@ pub async fn costs_that_can_never_pass_touch_nothing<B: Backend + Clone>(backend
                     "{strategy}: admitted after a cost of {cost}"
                 );
             }
+        }
+    }
+}
+
+/// Identities of any length and bytes work and stay limited: long ones,
+/// ones full of spaces, control characters, `%`, braces or non-ASCII, and
+/// short ones that look like the digest of a long one. Two long identities
+/// that differ only at the end have budgets of their own.
+pub async fn identities_of_any_length_and_bytes_are_limited<B: Backend + Clone>(backend: &B) {
+    let clock = ManualClock::new(START_MS);
+    let throttle = throttle(backend, "odd", rate("1/min"), FixedWindow.into(), &clock);
+    let long_a = format!("{}a", "x".repeat(300));
+    let long_b = format!("{}b", "x".repeat(300));
+    let forged = traffik_core::backend::digest(&long_a);
+    let identities = [
+        long_a.clone(),
+        long_b,
+        "y".repeat(10_000),
+        " ".repeat(120),
+        "%".repeat(90),
+        "\t\r\n\u{7f}\u{1}end".to_owned(),
+        "{}}{".to_owned(),
+        "é€😀".repeat(40),
+        forged,
+        String::new(),
+    ];
+    for identity in &identities {
+        let first = hit(&throttle, identity, 1).await;
+        assert!(first.is_allowed(), "{:?}", identity.get(..20));
+        for _ in 0..3 {
+            let again = hit(&throttle, identity, 1).await;
+            assert!(
+                !again.is_allowed(),
+                "{:?}: a fresh budget",
+                identity.get(..20)
+            );
         }
     }
 }

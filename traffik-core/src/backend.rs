@@ -11,7 +11,7 @@ mod answer;
 mod key;
 
 pub use answer::{Answer, Map};
-pub use key::{Key, Scope};
+pub use key::{Key, MAX_NAME, MAX_PART, Scope, digest, quoted_prefix as key_prefix};
 
 use std::future::Future;
 use std::sync::Arc;

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use traffik_core::backend::digest;
 use traffik_core::strategy::window_end_ms;
 use traffik_core::{
     Answer, Backend, Decision, Error, ErrorKind, Hit, Key, Limit, Storage, check_distinct,
@@ -62,7 +63,28 @@ fn config(message: String) -> Error {
 /// with bytes memcached does not allow in keys (space, control characters)
 /// and `%` written as `%XX`.
 fn base_key(key: &Key<'_>, limit: &Limit) -> Result<String, Error> {
-    let (tag, rest) = key.tag_and_rest();
+    // Over-long parts are digests: any identity fits, the tag still places.
+    let (tag, rest) = key.stored_parts();
+    let out = escaped_key(key, &tag, &rest, limit);
+    // Room for ":" and a window's end. Escaping can triple a part: then
+    // both parts are kept as digests (still placed by the tag's).
+    if out.len() + 21 <= MAX_KEY_LEN {
+        return Ok(out);
+    }
+    let (tag, rest) = (digest(&tag), digest(&rest));
+    let out = escaped_key(key, &tag, &rest, limit);
+    if out.len() + 21 <= MAX_KEY_LEN {
+        return Ok(out);
+    }
+    Err(config(format!(
+        "the key for {:?}… is too long for memcached (250 bytes at most)",
+        traffik_core::backend::key_prefix(&key.to_string())
+    )))
+}
+
+/// `namespace:name:{tag}rest:strategy` with the bytes memcached does not
+/// allow in keys (space, control characters) and `%` written as `%XX`.
+fn escaped_key(key: &Key<'_>, tag: &str, rest: &str, limit: &Limit) -> String {
     let raw = format!(
         "{}:{{{tag}}}{rest}:{}",
         key.scope().prefix(),
@@ -76,14 +98,7 @@ fn base_key(key: &Key<'_>, limit: &Limit) -> Result<String, Error> {
             out.push(c);
         }
     }
-    // Room for ":" and a window's end.
-    if out.len() + 21 > MAX_KEY_LEN {
-        let shown: String = key.to_string().chars().take(64).collect();
-        return Err(config(format!(
-            "the key for {shown:?}… is too long for memcached (250 bytes at most)"
-        )));
-    }
-    Ok(out)
+    out
 }
 
 impl MemcachedBackend {
@@ -379,9 +394,12 @@ mod tests {
         let limit = Limit::new("1/s".parse().unwrap(), Gcra::new()).unwrap();
         let key = base_key(&Key::new(&scope, "a b%c\u{e9}"), &limit).unwrap();
         assert_eq!(key, "ns:api:{a%20b%25c\u{e9}}:gcra");
-        let long = "x".repeat(10_000);
-        let error = base_key(&Key::new(&scope, &long), &limit).unwrap_err();
-        assert_eq!(error.kind(), ErrorKind::Config);
-        assert!(error.to_string().len() < 200, "{error}");
+        // Any identity fits: long ones, and short ones that escaping
+        // triples, are kept as digests.
+        for identity in ["x".repeat(10_000), " ".repeat(100), "%".repeat(90)] {
+            let key = base_key(&Key::new(&scope, &identity), &limit).unwrap();
+            assert!(key.len() + 21 <= MAX_KEY_LEN, "{key}");
+            assert!(key.starts_with("ns:api:{~"), "{key}");
+        }
     }
 }

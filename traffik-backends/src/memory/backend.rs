@@ -215,7 +215,10 @@ fn apply_locked<S: Strategy>(
         if shard.len() >= inner.shard_cap {
             return Err(Error::new(
                 ErrorKind::Capacity,
-                format!("the in-memory backend holds its maximum of keys; {key} is new"),
+                format!(
+                    "the in-memory backend holds its maximum of keys; {:?} is new",
+                    traffik_core::backend::key_prefix(&key.to_string())
+                ),
             ));
         }
     }
@@ -449,6 +452,9 @@ impl Backend for MemoryBackend {
         now_ms: u64,
         cost: u64,
     ) -> Answer<Pending<Result<Decision, Error>>> {
+        // Over-long identities are kept as digests (bounded memory).
+        let identity = key.stored_identity();
+        let key = Key::new(key.scope(), &identity);
         Answer::ready(self.decide(&key, limit, now_ms, cost))
     }
 
@@ -457,6 +463,15 @@ impl Backend for MemoryBackend {
         hits: Vec<Hit<'a>>,
         now_ms: u64,
     ) -> Answer<Pending<Result<Vec<Decision>, Error>>> {
+        let identities: Vec<_> = hits.iter().map(|hit| hit.key.stored_identity()).collect();
+        let hits: Vec<Hit<'_>> = hits
+            .iter()
+            .zip(&identities)
+            .map(|(hit, identity)| Hit {
+                key: Key::new(hit.key.scope(), identity),
+                ..*hit
+            })
+            .collect();
         Answer::ready(self.decide_all(&hits, now_ms))
     }
 
@@ -475,6 +490,8 @@ impl Backend for MemoryBackend {
         now_ms: u64,
         cost: u64,
     ) -> Answer<Pending<Result<Decision, Error>>> {
+        let identity = key.stored_identity();
+        let key = Key::new(key.scope(), &identity);
         Answer::ready(Ok(limit.strategy().visit(Observe {
             backend: self,
             key: &key,
@@ -490,6 +507,8 @@ impl Backend for MemoryBackend {
         limit: &Limit,
         _now_ms: u64,
     ) -> Answer<Pending<Result<(), Error>>> {
+        let identity = key.stored_identity();
+        let key = Key::new(key.scope(), &identity);
         limit.strategy().visit(Forget {
             backend: self,
             key: &key,

@@ -370,7 +370,8 @@ pub fn group_call(
 /// script call can decide them all.
 fn keys(key: &Key<'_>, limit: &Limit) -> Vec<String> {
     let kind = limit.strategy().kind();
-    let (tag, rest) = key.tag_and_rest();
+    // Over-long parts are digests: any identity fits, the tag still places.
+    let (tag, rest) = key.stored_parts();
     let base = format!("{}:{{{tag}}}{rest}:{kind}", key.scope().prefix());
     let extra = Scripts::keys(limit.strategy()).saturating_sub(1);
     let mut keys = Vec::with_capacity(1 + extra);

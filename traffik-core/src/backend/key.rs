@@ -1,3 +1,4 @@
+use std::borrow::Cow;
 use std::fmt;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
@@ -17,7 +18,17 @@ pub struct Scope {
     hash: u64,
 }
 
+/// The longest namespace or throttle name, so that every key fits every
+/// store (Memcached takes 250 bytes).
+pub const MAX_NAME: usize = 64;
+
 fn check_part(what: &str, part: &str) -> Result<(), ConfigError> {
+    if part.len() > MAX_NAME {
+        return Err(ConfigError::new(format!(
+            "{what} {:?}… is longer than {MAX_NAME} bytes",
+            quoted_prefix(part)
+        )));
+    }
     let bad = part.is_empty()
         || part
             .chars()
@@ -141,10 +152,67 @@ impl<'a> Key<'a> {
     }
 
     /// The part of the identity that places the key: the tag, and what
-    /// follows it.
+    /// follows it, as given.
     pub fn tag_and_rest(&self) -> (&'a str, &'a str) {
         self.identity.split_at(self.tag)
     }
+
+    /// The tag and the rest as stores keep them: each part longer than
+    /// [`MAX_PART`] bytes, or starting with `~`, is replaced by `~` and 32
+    /// hex digits of its BLAKE3 digest (128 bits). Keys of any length then
+    /// fit every store, in bounded memory, and the tag still places all the
+    /// keys of one client together. A part that starts with `~` is digested
+    /// too, so no short identity can pass for a digest.
+    pub fn stored_parts(&self) -> (Cow<'a, str>, Cow<'a, str>) {
+        let (tag, rest) = self.tag_and_rest();
+        (stored(tag), stored(rest))
+    }
+
+    /// The identity as stores keep it: the [`stored_parts`](Key::stored_parts)
+    /// joined (the identity itself when neither is digested).
+    pub fn stored_identity(&self) -> Cow<'a, str> {
+        match self.stored_parts() {
+            (Cow::Borrowed(_), Cow::Borrowed(_)) => Cow::Borrowed(self.identity),
+            (tag, rest) => Cow::Owned(format!("{tag}{rest}")),
+        }
+    }
+}
+
+/// The longest part of an identity that stores keep as it is.
+pub const MAX_PART: usize = 100;
+
+/// A part of an identity as stores keep it (see [`Key::stored_parts`]).
+#[inline]
+fn stored(part: &str) -> Cow<'_, str> {
+    if part.len() <= MAX_PART && !part.starts_with('~') {
+        return Cow::Borrowed(part);
+    }
+    Cow::Owned(digest(part))
+}
+
+/// `~` and 32 hex digits of the BLAKE3 digest of `part` (128 bits): how a
+/// store that cannot keep a part as it is keeps it (see
+/// [`Key::stored_parts`]).
+pub fn digest(part: &str) -> String {
+    let digest = blake3::hash(part.as_bytes());
+    let mut text = String::with_capacity(33);
+    text.push('~');
+    for byte in digest.as_bytes().iter().take(16) {
+        for nibble in [byte >> 4, byte & 0xf] {
+            text.push(char::from(b"0123456789abcdef"[usize::from(nibble)]));
+        }
+    }
+    text
+}
+
+/// At most the first 64 bytes of a key, cut at a character boundary, for
+/// messages that quote it.
+pub fn quoted_prefix(text: &str) -> &str {
+    let mut end = text.len().min(64);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.get(..end).unwrap_or_default()
 }
 
 impl fmt::Display for Key<'_> {
@@ -173,6 +241,49 @@ mod tests {
         );
         assert_eq!(Key::with_tag(&a, "é", 1).tag_and_rest(), ("é", ""));
         assert_eq!(Key::with_tag(&a, "ab", 99).tag_and_rest(), ("ab", ""));
+    }
+
+    #[test]
+    fn long_or_tilde_parts_are_stored_as_digests_keeping_the_tag() {
+        let a = Scope::new("app", "login").unwrap();
+        let long = "x".repeat(10_000);
+        let key = Key::new(&a, &long);
+        let (tag, rest) = key.stored_parts();
+        assert_eq!(tag.len(), 33);
+        assert!(tag.starts_with('~') && rest.is_empty());
+        // The same identity, the same digest; another, another.
+        assert_eq!(Key::new(&a, &long).stored_identity(), key.stored_identity());
+        let other = "y".repeat(10_000);
+        assert_ne!(
+            Key::new(&a, &other).stored_identity(),
+            key.stored_identity()
+        );
+        // A short identity that looks like a digest is digested too.
+        let forged = key.stored_identity().into_owned();
+        assert_ne!(
+            Key::new(&a, &forged).stored_identity(),
+            key.stored_identity()
+        );
+        // The tag of a long identity with a route stays the client's.
+        let with_route = format!("{long}|r:/x");
+        let routed = Key::with_tag(&a, &with_route, long.len());
+        assert_eq!(routed.stored_parts().0, tag);
+        assert_eq!(routed.stored_parts().1, "|r:/x");
+        // Short identities are kept as they are, without copying.
+        assert!(matches!(
+            Key::new(&a, "u:42").stored_identity(),
+            Cow::Borrowed("u:42")
+        ));
+        assert_eq!(quoted_prefix(&long).len(), 64);
+    }
+
+    #[test]
+    fn long_names_are_rejected_with_a_short_message() {
+        let long = "n".repeat(10_000);
+        let error = Scope::new("app", &long).unwrap_err();
+        assert!(error.to_string().len() < 200, "{error}");
+        assert!(Scope::new(&long, "api").is_err());
+        assert!(Scope::new(&"a".repeat(MAX_NAME), &"b".repeat(MAX_NAME)).is_ok());
     }
 
     #[test]
