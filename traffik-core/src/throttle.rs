@@ -130,7 +130,7 @@ impl<B: Backend, C: Clock> Throttle<B, C> {
     /// Hits `identity` under another limit than the throttle's own, for
     /// limits that depend on who is asking (premium keys get more). See
     /// [`hit`](Throttle::hit).
-    #[inline]
+    #[inline(always)]
     pub fn hit_with<'a>(
         &'a self,
         identity: &'a str,
@@ -198,7 +198,7 @@ impl<B: Backend, C: Clock> Throttle<B, C> {
 
     /// A hit's outcome: the failure policy for a backend error, shadow mode
     /// for a denial not enforced for `identity`, counted.
-    #[inline]
+    #[inline(always)]
     fn decided(
         &self,
         identity: &str,

@@ -128,8 +128,23 @@ impl MemoryBackend {
         (hash >> 32) as usize & self.inner.shard_mask
     }
 
+    /// One decision for a key kept as a digest (bounded memory for
+    /// over-long identities): off the hot path.
+    #[cold]
+    #[inline(never)]
+    fn decide_stored(
+        &self,
+        key: Key<'_>,
+        limit: &Limit,
+        now_ms: u64,
+        cost: u64,
+    ) -> Result<Decision, Error> {
+        let identity = key.stored_identity();
+        self.decide(&Key::new(key.scope(), &identity), limit, now_ms, cost)
+    }
+
     /// One decision.
-    #[inline]
+    #[inline(always)]
     fn decide(
         &self,
         key: &Key<'_>,
@@ -444,7 +459,7 @@ impl Visitor for Forget<'_> {
 /// it with [`Answer::into_ready`] without an async context.
 #[allow(refining_impl_trait)]
 impl Backend for MemoryBackend {
-    #[inline]
+    #[inline(always)]
     fn hit(
         &self,
         key: Key<'_>,
@@ -452,10 +467,10 @@ impl Backend for MemoryBackend {
         now_ms: u64,
         cost: u64,
     ) -> Answer<Pending<Result<Decision, Error>>> {
-        // Over-long identities are kept as digests (bounded memory).
-        let identity = key.stored_identity();
-        let key = Key::new(key.scope(), &identity);
-        Answer::ready(self.decide(&key, limit, now_ms, cost))
+        if key.is_stored_as_is() {
+            return Answer::ready(self.decide(&key, limit, now_ms, cost));
+        }
+        Answer::ready(self.decide_stored(key, limit, now_ms, cost))
     }
 
     fn hit_all<'a>(

@@ -168,6 +168,15 @@ impl<'a> Key<'a> {
         (stored(tag), stored(rest))
     }
 
+    /// Whether stores keep this key's identity as it is (no part is
+    /// digested): the common case, checked without building anything.
+    #[inline]
+    pub fn is_stored_as_is(&self) -> bool {
+        let (tag, rest) = self.tag_and_rest();
+        let plain = |part: &str| part.len() <= MAX_PART && !part.starts_with('~');
+        plain(tag) && plain(rest)
+    }
+
     /// The identity as stores keep it: the [`stored_parts`](Key::stored_parts)
     /// joined (the identity itself when neither is digested).
     pub fn stored_identity(&self) -> Cow<'a, str> {
