@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use traffik_backends::memcached::MemcachedBackend;
+use traffik_benches::median;
 use traffik_core::{AnyStrategy, StrategyKind, Throttle};
 
 const TASKS: usize = 64;
@@ -93,11 +94,6 @@ where
         p50_ms: at(0.50),
         p99_ms: at(0.99),
     }
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
 }
 
 /// The client alternative: async-memcached 0.9, a pool of as many

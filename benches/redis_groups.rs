@@ -12,11 +12,12 @@
 //!
 //! Medians of three rounds.
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use traffik_backends::redis::{RedisBackend, group_call, group_script_source, redis};
+use traffik_benches::{RedisServer, median};
 use traffik_core::{
     AnyStrategy, FixedWindow, Gcra, Hit, Key, Throttle, ThrottleGroup, TokenBucket,
 };
@@ -24,39 +25,6 @@ use traffik_core::{
 const TASKS: usize = 64;
 const REQUESTS: usize = 60_000;
 const RATE: &str = "1000000000/min";
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_server(port: u16) -> Server {
-    let child = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("redis-server is needed: run scripts/setup.sh");
-    let server = Server(child);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "redis-server did not start");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    server
-}
 
 fn throttles(backend: &RedisBackend) -> Vec<Throttle<RedisBackend>> {
     let strategies: [(&str, AnyStrategy); 3] = [
@@ -121,11 +89,6 @@ fn evalsha_calls(connection: &mut redis::Connection) -> u64 {
         .unwrap_or(0)
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
 /// `redis-benchmark -P 16 --csv` of one command: requests per second.
 fn redis_benchmark(port: u16, command: &[String]) -> f64 {
     let output = Command::new("redis-benchmark")
@@ -155,7 +118,7 @@ fn redis_benchmark(port: u16, command: &[String]) -> f64 {
 fn main() {
     // `cargo bench --no-run` compiles this; criterion flags are ignored.
     let port = 48_000 + (std::process::id() % 1_000) as u16;
-    let _server = start_server(port);
+    let _server = RedisServer::start(port);
     let url = format!("redis://127.0.0.1:{port}");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

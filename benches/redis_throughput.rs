@@ -7,49 +7,17 @@
 //! and p50/p99 latency per decision. Needs `redis-server` and
 //! `redis-benchmark` (`scripts/setup.sh`).
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use traffik_backends::redis::{RedisBackend, redis, script_source};
+use traffik_benches::{RedisServer, median};
 use traffik_core::{Gcra, StrategyKind, Throttle};
 
 const TASKS: usize = 64;
 const DECISIONS: usize = 100_000;
 const RATE: &str = "1000000000/min";
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_server(port: u16) -> Server {
-    let child = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("redis-server is needed: run scripts/setup.sh");
-    let server = Server(child);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "redis-server did not start");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    server
-}
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
@@ -124,15 +92,10 @@ async fn traffik(throttle: Arc<Throttle<RedisBackend>>) -> Round {
     }
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
 fn main() {
     // `cargo bench --no-run` compiles this; criterion flags are ignored.
     let port = 47_000 + (std::process::id() % 1_000) as u16;
-    let _server = start_server(port);
+    let _server = RedisServer::start(port);
     let url = format!("redis://127.0.0.1:{port}");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

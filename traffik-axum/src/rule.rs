@@ -88,10 +88,7 @@ impl<B: Backend, C: Clock> ErasedThrottle for Throttle<B, C> {
         cost: u64,
     ) -> Decided<'a> {
         let limit = limit.unwrap_or_else(|| Throttle::limit(self));
-        match self.hit_tagged(id, tag, limit, cost).into_ready() {
-            Ok(outcome) => Answer::ready(outcome),
-            Err(pending) => Answer::pending(Box::pin(pending)),
-        }
+        boxed(self.hit_tagged(id, tag, limit, cost))
     }
 
     fn joins(&self, other: &dyn ErasedThrottle) -> bool {
@@ -106,10 +103,7 @@ impl<B: Backend, C: Clock> ErasedThrottle for Throttle<B, C> {
 
     fn hit_all<'a>(&'a self, hits: Vec<Hit<'a>>) -> DecidedAll<'a> {
         let now = self.clock().now_ms();
-        match self.backend().hit_all(hits, now).into_ready() {
-            Ok(outcome) => Answer::ready(outcome),
-            Err(pending) => Answer::pending(Box::pin(pending)),
-        }
+        boxed(self.backend().hit_all(hits, now))
     }
 
     fn decision_for_error(&self, error: &Error, capacity: u64) -> Option<Decision> {
@@ -122,6 +116,18 @@ impl<B: Backend, C: Clock> ErasedThrottle for Throttle<B, C> {
 
     fn failed(&self, error: &Error) {
         Throttle::failed(self, error, self.clock().now_ms());
+    }
+}
+
+/// An answer with its future boxed when it is pending: nothing is boxed for
+/// an answer that is ready.
+#[inline]
+fn boxed<'a, T: Send + 'a>(
+    answer: Answer<impl Future<Output = T> + Send + 'a>,
+) -> Answer<BoxFuture<'a, T>> {
+    match answer.into_ready() {
+        Ok(output) => Answer::ready(output),
+        Err(pending) => Answer::pending(Box::pin(pending)),
     }
 }
 

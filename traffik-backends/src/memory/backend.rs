@@ -423,13 +423,15 @@ impl Visitor for Observe<'_> {
     fn visit<S: Strategy>(self, strategy: &S) -> Decision {
         let (hash, shard) = self.backend.locate(self.key);
         let shard = shard.lock();
-        let rate = self.limit.rate();
-        let found = shard.scopes.find(self.key.scope()).and_then(|slot| {
-            let table = shard.table::<S>()?;
-            let at = table.find(hash, slot, self.key.identity())?;
-            Some(strategy.peek(rate, &table.entry(at).state, self.now, self.cost))
-        });
-        found.unwrap_or_else(|| strategy.peek(rate, &S::State::default(), self.now, self.cost))
+        ObserveLocked {
+            shard: &shard,
+            hash,
+            key: self.key,
+            limit: self.limit,
+            now: self.now,
+            cost: self.cost,
+        }
+        .visit(strategy)
     }
 }
 

@@ -266,16 +266,24 @@ impl RedisBackend {
             .arg(cost)
             .arg(if peek { "1" } else { "0" })
             .arg(self.inner.ttl_margin_ms);
-        let reply: Vec<i64> = self
-            .bounded("a decision", async {
-                let mut connection = self.connection().await?;
-                invocation
-                    .invoke_async(&mut connection)
-                    .await
-                    .map_err(from_redis)
-            })
-            .await?;
+        let reply = self.invoke("a decision", &invocation).await?;
         decision(&reply)
+    }
+
+    /// Calls a script, bounded by the timeouts: its reply's numbers.
+    async fn invoke(
+        &self,
+        what: &str,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> Result<Vec<i64>, Error> {
+        self.bounded(what, async {
+            let mut connection = self.connection().await?;
+            invocation
+                .invoke_async(&mut connection)
+                .await
+                .map_err(from_redis)
+        })
+        .await
     }
 
     async fn delete(&self, key: Key<'_>, limit: &Limit) -> Result<(), Error> {
@@ -312,15 +320,7 @@ impl RedisBackend {
         for arg in args {
             invocation.arg(arg);
         }
-        let reply: Vec<i64> = self
-            .bounded("a combined decision", async {
-                let mut connection = self.connection().await?;
-                invocation
-                    .invoke_async(&mut connection)
-                    .await
-                    .map_err(from_redis)
-            })
-            .await?;
+        let reply = self.invoke("a combined decision", &invocation).await?;
         if reply.len() != 6 * hits.len() {
             return Err(super::error::bad_reply(&reply));
         }
