@@ -347,32 +347,52 @@ pub(crate) fn work<B>(
 ) where
     B: traffik_core::Backend + Clone,
 {
+    let (url, strategy) = worker_setup();
+    let throttle = make(&url, strategy.kind());
+    report_admitted(move || {
+        let throttle = throttle.clone();
+        async move {
+            throttle
+                .hit("one-key")
+                .await
+                .expect("a decision")
+                .is_allowed()
+        }
+    });
+}
+
+/// The parent's URL and strategy, as a worker process reads them.
+fn worker_setup() -> (String, traffik_core::AnyStrategy) {
     let url = std::env::var("TRAFFIK_WORKER_URL")
-        .expect("TRAFFIK_WORKER_URL: run by exact_across_processes");
-    let strategy: traffik_core::AnyStrategy = std::env::var("TRAFFIK_WORKER_STRATEGY")
+        .expect("TRAFFIK_WORKER_URL: run by a test across processes");
+    let strategy = std::env::var("TRAFFIK_WORKER_STRATEGY")
         .expect("TRAFFIK_WORKER_STRATEGY")
         .parse()
         .expect("a strategy");
-    let throttle = make(&url, strategy.kind());
+    (url, strategy)
+}
+
+/// 32 concurrent tasks make four requests each with `request` (whether it
+/// was admitted), on a runtime of four threads; the count admitted is
+/// printed for the parent.
+fn report_admitted<F, Fut>(request: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool> + Send + 'static,
+{
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(4)
         .enable_all()
         .build()
         .expect("a runtime");
-    let admitted = runtime.block_on(async move {
+    let admitted = runtime.block_on(async {
         let tasks: Vec<_> = (0..32)
             .map(|_| {
-                let throttle = throttle.clone();
+                let requests: Vec<Fut> = (0..4).map(|_| request()).collect();
                 tokio::spawn(async move {
                     let mut admitted = 0u64;
-                    for _ in 0..4 {
-                        admitted += u64::from(
-                            throttle
-                                .hit("one-key")
-                                .await
-                                .expect("a decision")
-                                .is_allowed(),
-                        );
+                    for request in requests {
+                        admitted += u64::from(request.await);
                     }
                     admitted
                 })
@@ -424,41 +444,20 @@ pub(crate) fn work_group<B>(make: impl FnOnce(&str) -> B)
 where
     B: traffik_core::Backend + Clone,
 {
-    let url = std::env::var("TRAFFIK_WORKER_URL")
-        .expect("TRAFFIK_WORKER_URL: run by a test across processes");
-    let strategy: traffik_core::AnyStrategy = std::env::var("TRAFFIK_WORKER_STRATEGY")
-        .expect("TRAFFIK_WORKER_STRATEGY")
-        .parse()
-        .expect("a strategy");
+    let (url, strategy) = worker_setup();
     let backend = make(&url);
     let (minute, second) = group_throttles(&backend, strategy.kind());
     let group = traffik_core::ThrottleGroup::new([minute, second]).expect("a group");
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(4)
-        .enable_all()
-        .build()
-        .expect("a runtime");
-    let admitted = runtime.block_on(async move {
-        let tasks: Vec<_> = (0..32)
-            .map(|_| {
-                let group = group.clone();
-                tokio::spawn(async move {
-                    let mut admitted = 0u64;
-                    for _ in 0..4 {
-                        let decisions = group.hit("group-key").await.expect("decisions");
-                        admitted += u64::from(decisions.is_allowed());
-                    }
-                    admitted
-                })
-            })
-            .collect();
-        let mut total = 0;
-        for task in tasks {
-            total += task.await.expect("a task");
+    report_admitted(move || {
+        let group = group.clone();
+        async move {
+            group
+                .hit("group-key")
+                .await
+                .expect("decisions")
+                .is_allowed()
         }
-        total
     });
-    println!("\nadmitted={admitted}");
 }
 
 /// Across four processes, how much of the loose limit of `group_throttles`
