@@ -24,6 +24,10 @@
 //!   strategies but the sliding window counter (56).
 
 mod backend;
+mod boxed;
+mod segmented;
 mod shard;
+mod sync;
+mod table;
 
 pub use backend::{MemoryBackend, MemoryBackendBuilder};

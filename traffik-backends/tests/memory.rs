@@ -258,6 +258,42 @@ fn a_group_without_room_for_its_keys_charges_nothing() {
 }
 
 #[test]
+fn a_group_that_sweeps_to_make_room_does_not_wait_for_its_own_keys() {
+    // One shard that wants a sweep as the group arrives: the group holds
+    // its known key's entry, expired, while it makes room for its new one.
+    let backend = MemoryBackend::builder()
+        .shards(1)
+        .sweep_interval(None)
+        .build();
+    let clock = ManualClock::new(START);
+    let a = named(&backend, &clock, "a", "5/s");
+    let b = named(&backend, &clock, "b", "5/s");
+    // 64 keys: the 65th is the group's new one, which crosses the shard's
+    // first sweep mark.
+    for i in 0..63 {
+        a.hit(&format!("old-{i}"))
+            .into_ready()
+            .ok()
+            .unwrap()
+            .unwrap();
+    }
+    a.hit("k").into_ready().ok().unwrap().unwrap();
+    clock.advance(Duration::from_secs(3));
+    let limits = ThrottleGroup::new([a.clone(), b]).unwrap();
+    let (done, waiting) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let decisions = limits.hit("k").into_ready().ok().unwrap().unwrap();
+        let _ = done.send(decisions.is_allowed());
+    });
+    let allowed = waiting
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the group waited for an entry it held itself");
+    assert!(allowed);
+    // The 63 expired keys are gone; the group's two keys stay.
+    assert_eq!(backend.len(), 2);
+}
+
+#[test]
 fn groups_over_many_shards_never_deadlock() {
     // Threads decide groups whose keys fall in shards in every order.
     let backend = MemoryBackend::builder()

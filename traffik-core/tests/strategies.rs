@@ -388,3 +388,44 @@ impl Visitor for AdmittedAt<'_> {
             .count()
     }
 }
+
+/// Checks, for one strategy, that its word codec is a bijection: any words
+/// read as a state and write back as the same words, and a state survives
+/// the round trip through words and through the byte codec alike.
+struct WordsRoundTrip {
+    words: [u64; 4],
+}
+
+impl traffik_core::Visitor for WordsRoundTrip {
+    type Output = Result<(), TestCaseError>;
+
+    fn visit<S: traffik_core::Strategy>(self, _: &S) -> Self::Output {
+        use traffik_core::strategy::State;
+        let n = S::State::WORDS;
+        prop_assert!(n <= 3, "in-memory tables hold at most 3 words");
+        let state = S::State::from_words(&self.words[..n]);
+        let mut back = [0u64; 4];
+        state.to_words(&mut back[..n]);
+        prop_assert_eq!(&back[..n], &self.words[..n]);
+        let mut bytes = Vec::new();
+        state.encode(&mut bytes);
+        let decoded = S::State::decode(&bytes);
+        prop_assert!(decoded.is_some(), "{:?} does not decode", bytes);
+        let mut again = [0u64; 4];
+        decoded.unwrap().to_words(&mut again[..n]);
+        prop_assert_eq!(&again[..n], &self.words[..n]);
+        // Short slices read missing words as 0 and never panic.
+        let _ = S::State::from_words(&self.words[..n.saturating_sub(1)]);
+        state.to_words(&mut []);
+        Ok(())
+    }
+}
+
+proptest! {
+    #[test]
+    fn the_word_codec_is_a_bijection(words in proptest::array::uniform4(any::<u64>())) {
+        for kind in traffik_core::StrategyKind::ALL {
+            traffik_core::AnyStrategy::from(kind).visit(WordsRoundTrip { words })?;
+        }
+    }
+}

@@ -1,25 +1,36 @@
+use std::borrow::Cow;
 use std::fmt;
 use std::future::Pending;
+use std::hash::{BuildHasher, Hasher};
 use std::sync::{Arc, OnceLock, Weak};
 use std::thread::{self, Thread};
 use std::time::Duration;
 
 use foldhash::fast::RandomState;
-use parking_lot::Mutex;
+use siphasher::sip128::{Hasher128, SipHasher13};
+use traffik_core::strategy::State;
 use traffik_core::{
-    Answer, Backend, Decision, Error, ErrorKind, Hit, Key, Limit, Strategy, Visitor, check_distinct,
+    Answer, Backend, Decision, Error, ErrorKind, Hit, Key, Limit, Rate, Strategy, StrategyKind,
+    Visitor, check_distinct,
 };
 
-use super::shard::{Shard, expiry_s, hash_key};
+use super::boxed::{Boxed, expiry_s, hash_key};
+use super::shard::{Shard, Writer};
+use super::sync::MutexGuard;
+use super::table::{Fingerprint, Held, Table};
 
 /// A shard on its own cache lines, so two cores working on two shards do not
 /// slow each other down.
 #[repr(align(128))]
-struct Padded(Mutex<Shard>);
+struct Padded(Shard);
 
 struct Inner {
     shards: Box<[Padded]>,
+    /// The hasher of the boxed tables' keys.
     hasher: RandomState,
+    /// The keyed hash that fingerprints keys, with keys drawn at random for
+    /// this backend, so no client can aim at another's fingerprint.
+    keys: SipHasher13,
     shard_mask: usize,
     /// The most keys one shard holds (`usize::MAX`: no cap).
     shard_cap: usize,
@@ -33,6 +44,13 @@ impl Drop for Inner {
             sweeper.unpark();
         }
     }
+}
+
+/// Two random 64-bit keys for the fingerprint hash, from the standard
+/// library's per-process random seed.
+fn fingerprint_keys() -> SipHasher13 {
+    let seed = std::collections::hash_map::RandomState::new();
+    SipHasher13::new_with_keys(seed.hash_one(0u8), seed.hash_one(1u8))
 }
 
 /// The sharded in-memory backend; see [the module docs](super) for expiry,
@@ -91,7 +109,7 @@ impl MemoryBackend {
         self.inner
             .shards
             .iter()
-            .map(|shard| shard.0.lock().len())
+            .map(|shard| shard.0.writer.lock().len())
             .sum()
     }
 
@@ -111,58 +129,358 @@ impl MemoryBackend {
         self.inner
             .shards
             .iter()
-            .map(|shard| shard.0.lock().sweep(now_ms, &self.inner.hasher))
+            .map(|shard| {
+                let mut writer = shard.0.writer.lock();
+                shard.0.sweep(&mut writer, now_ms, &self.inner.hasher)
+            })
             .sum()
     }
 
-    #[inline]
-    fn locate(&self, key: &Key<'_>) -> (u64, &Mutex<Shard>) {
-        let hash = hash_key(&self.inner.hasher, key.scope().hash(), key.identity());
-        (hash, &self.inner.shards[self.shard_of(hash)].0)
-    }
-
-    /// The shard of a key's hash: the index uses the low and the top bits;
-    /// the shard takes the middle.
-    #[inline]
-    fn shard_of(&self, hash: u64) -> usize {
-        (hash >> 32) as usize & self.inner.shard_mask
-    }
-
-    /// One decision for a key kept as a digest (bounded memory for
-    /// over-long identities): off the hot path.
-    #[cold]
-    #[inline(never)]
-    fn decide_stored(
-        &self,
-        key: Key<'_>,
-        limit: &Limit,
-        now_ms: u64,
-        cost: u64,
-    ) -> Result<Decision, Error> {
-        let identity = key.stored_identity();
-        self.decide(&Key::new(key.scope(), &identity), limit, now_ms, cost)
-    }
-
-    /// One decision.
+    /// The fingerprint of a key of strategy `kind`: a keyed 128-bit
+    /// SipHash-1-3 of the scope's hash, the strategy and the identity, whole
+    /// (any length; nothing of it is stored).
     #[inline(always)]
-    fn decide(
+    fn fingerprint(&self, key: &Key<'_>, kind: StrategyKind) -> Fingerprint {
+        let mut hasher = self.inner.keys;
+        hasher.write_u64(key.scope().hash());
+        hasher.write_u8(kind.index() as u8);
+        hasher.write(key.identity().as_bytes());
+        let hash = hasher.finish128();
+        [hash.h1, hash.h2]
+    }
+
+    /// The shard of a fingerprint: the index uses the low and the top bits;
+    /// the shard takes bits 32 and up.
+    #[inline(always)]
+    fn shard_index(&self, fingerprint: &Fingerprint) -> usize {
+        (fingerprint[0] >> 32) as usize & self.inner.shard_mask
+    }
+
+    #[inline(always)]
+    fn shard(&self, fingerprint: &Fingerprint) -> &Shard {
+        &self.inner.shards[self.shard_index(fingerprint)].0
+    }
+
+    /// Room for `new` more keys in a shard whose mutex the caller holds:
+    /// sweeps when the shard has doubled since its last sweep, and at the
+    /// cap at most once a second (a flood must not turn every new key into
+    /// a full scan).
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Capacity`] when the shard is full of live keys.
+    fn make_room(
         &self,
-        key: &Key<'_>,
-        limit: &Limit,
-        now_ms: u64,
-        cost: u64,
-    ) -> Result<Decision, Error> {
-        limit.strategy().visit(Apply {
-            backend: self,
-            key,
-            limit,
-            now: now_ms,
-            cost,
-        })
+        shard: &Shard,
+        writer: &mut Writer,
+        now: u64,
+        new: usize,
+        key: Option<&Key<'_>>,
+    ) -> Result<(), Error> {
+        let cap = self.inner.shard_cap;
+        let over_cap = |writer: &Writer| writer.len().saturating_add(new) > cap;
+        if !writer.wants_sweep(new) && !over_cap(writer) {
+            return Ok(());
+        }
+        if !over_cap(writer) || writer.last_sweep_s < now / 1_000 {
+            shard.sweep(writer, now, &self.inner.hasher);
+        }
+        if over_cap(writer) {
+            return Err(capacity_error(key));
+        }
+        Ok(())
     }
 }
 
-/// One hit under the shard's lock, generic over the strategy.
+#[cold]
+fn capacity_error(key: Option<&Key<'_>>) -> Error {
+    let message = match key {
+        Some(key) => format!(
+            "the in-memory backend holds its maximum of keys; {:?} is new",
+            traffik_core::backend::key_prefix(&key.to_string())
+        ),
+        None => "the in-memory backend holds its maximum of keys; a combined decision needs room \
+                 for its new keys"
+            .to_owned(),
+    };
+    Error::new(ErrorKind::Capacity, message)
+}
+
+/// The state of a held entry, `strategy`'s hit applied, written back.
+#[inline(always)]
+fn apply_held<S: Strategy, const W: usize>(
+    mut held: Held<'_>,
+    strategy: &S,
+    rate: &Rate,
+    now: u64,
+    cost: u64,
+) -> Decision {
+    let mut words = [0u64; W];
+    held.read(&mut words);
+    let mut state = S::State::from_words(&words);
+    let decision = strategy.hit(rate, &mut state, now, cost);
+    if decision.reset_after_ms() == 0 {
+        // As good as new: the key reads as one never hit (which is what the
+        // strategies' tables promise, even where time has saturated) until
+        // a sweep frees its entry.
+        state = S::State::default();
+    }
+    state.to_words(&mut words);
+    held.write(&words, expiry_s(now, decision.reset_after_ms()));
+    decision
+}
+
+/// What a held entry's state would give a hit of `cost`, unchanged.
+#[inline]
+fn peek_held<S: Strategy, const W: usize>(
+    held: &Held<'_>,
+    strategy: &S,
+    rate: &Rate,
+    now: u64,
+    cost: u64,
+) -> Decision {
+    let mut words = [0u64; W];
+    held.read(&mut words);
+    strategy.peek(rate, &S::State::from_words(&words), now, cost)
+}
+
+/// Why a table of some width is missing: it cannot be, by [`Shard::words`].
+#[cold]
+fn no_table() -> Error {
+    Error::new(
+        ErrorKind::Other,
+        "the in-memory backend has no table of this state width",
+    )
+}
+
+impl MemoryBackend {
+    /// One hit of a strategy whose state is `W` words.
+    #[inline(always)]
+    fn hit_words<S: Strategy, const W: usize>(
+        &self,
+        strategy: &S,
+        key: &Key<'_>,
+        limit: &Limit,
+        now: u64,
+        cost: u64,
+    ) -> Result<Decision, Error> {
+        let fingerprint = self.fingerprint(key, S::KIND);
+        let shard = self.shard(&fingerprint);
+        shard.note_time(now);
+        let Some(table) = shard.words::<W>() else {
+            return Err(no_table());
+        };
+        // A known key: its entry alone is written.
+        if let Some(held) = table.hold(&fingerprint) {
+            return Ok(apply_held::<S, W>(held, strategy, limit.rate(), now, cost));
+        }
+        self.hit_words_locked::<S, W>(strategy, shard, table, &fingerprint, key, limit, now, cost)
+    }
+
+    /// A hit that missed without the lock: a new key, or one the index was
+    /// being rebuilt around.
+    #[inline(never)]
+    #[allow(clippy::too_many_arguments)]
+    fn hit_words_locked<S: Strategy, const W: usize>(
+        &self,
+        strategy: &S,
+        shard: &Shard,
+        table: &Table<W>,
+        fingerprint: &Fingerprint,
+        key: &Key<'_>,
+        limit: &Limit,
+        now: u64,
+        cost: u64,
+    ) -> Result<Decision, Error> {
+        let mut writer = shard.writer.lock();
+        if let Some(held) = table.hold(fingerprint) {
+            return Ok(apply_held::<S, W>(held, strategy, limit.rate(), now, cost));
+        }
+        let mut state = S::State::default();
+        let decision = strategy.hit(limit.rate(), &mut state, now, cost);
+        if decision.reset_after_ms() == 0 {
+            // As good as new: nothing to keep.
+            return Ok(decision);
+        }
+        self.make_room(shard, &mut writer, now, 1, Some(key))?;
+        let mut words = [0u64; W];
+        state.to_words(&mut words);
+        let expires = expiry_s(now, decision.reset_after_ms());
+        if !table.insert(writer.words::<W>(), fingerprint, &words, expires) {
+            return Err(capacity_error(Some(key)));
+        }
+        Ok(decision)
+    }
+
+    /// One hit of a strategy whose state has no fixed size, under the
+    /// shard's mutex.
+    fn hit_boxed<S: Strategy>(
+        &self,
+        strategy: &S,
+        key: &Key<'_>,
+        limit: &Limit,
+        now: u64,
+        cost: u64,
+    ) -> Result<Decision, Error> {
+        let fingerprint = self.fingerprint(key, S::KIND);
+        let shard = self.shard(&fingerprint);
+        shard.note_time(now);
+        let mut writer = shard.writer.lock();
+        let identity = key.stored_identity();
+        let stored = Key::new(key.scope(), &identity);
+        self.apply_boxed(strategy, shard, &mut writer, &stored, limit, now, cost)
+    }
+
+    /// One hit on the boxed tables of a shard whose mutex the caller holds.
+    #[allow(clippy::too_many_arguments)]
+    fn apply_boxed<S: Strategy>(
+        &self,
+        strategy: &S,
+        shard: &Shard,
+        writer: &mut Writer,
+        key: &Key<'_>,
+        limit: &Limit,
+        now: u64,
+        cost: u64,
+    ) -> Result<Decision, Error> {
+        let hasher = &self.inner.hasher;
+        let hash = hash_key(hasher, key.scope().hash(), key.identity());
+        let rate = limit.rate();
+        let boxed = &mut writer.boxed;
+        if let Some(slot) = boxed.scopes.find(key.scope()) {
+            let (table, _) = boxed.table_mut::<S>();
+            if let Some(at) = table.find(hash, slot, key.identity()) {
+                let entry = table.entry_mut(at);
+                let decision = strategy.hit(rate, &mut entry.state, now, cost);
+                if decision.reset_after_ms() == 0 {
+                    boxed.remove::<S>(at, hash, hasher);
+                } else {
+                    entry.expires_s = expiry_s(now, decision.reset_after_ms());
+                }
+                return Ok(decision);
+            }
+        }
+        let mut state = S::State::default();
+        let decision = strategy.hit(rate, &mut state, now, cost);
+        if decision.reset_after_ms() == 0 {
+            return Ok(decision);
+        }
+        self.make_room(shard, writer, now, 1, Some(key))?;
+        let expires = expiry_s(now, decision.reset_after_ms());
+        writer
+            .boxed
+            .insert::<S>(hash, key.scope(), key.identity(), expires, state, hasher);
+        Ok(decision)
+    }
+
+    /// What a hit would get, without counting it.
+    fn observe<S: Strategy>(
+        &self,
+        strategy: &S,
+        key: &Key<'_>,
+        limit: &Limit,
+        now: u64,
+        cost: u64,
+    ) -> Decision {
+        let fingerprint = self.fingerprint(key, S::KIND);
+        let shard = self.shard(&fingerprint);
+        let rate = limit.rate();
+        match S::State::WORDS {
+            2 => self.observe_words::<S, 2>(strategy, shard, &fingerprint, rate, now, cost),
+            3 => self.observe_words::<S, 3>(strategy, shard, &fingerprint, rate, now, cost),
+            _ => {
+                let writer = shard.writer.lock();
+                let identity = key.stored_identity();
+                observe_boxed(
+                    strategy,
+                    &writer.boxed,
+                    &Key::new(key.scope(), &identity),
+                    limit,
+                    now,
+                    cost,
+                    &self.inner.hasher,
+                )
+            }
+        }
+    }
+
+    fn observe_words<S: Strategy, const W: usize>(
+        &self,
+        strategy: &S,
+        shard: &Shard,
+        fingerprint: &Fingerprint,
+        rate: &Rate,
+        now: u64,
+        cost: u64,
+    ) -> Decision {
+        let Some(table) = shard.words::<W>() else {
+            return strategy.peek(rate, &S::State::default(), now, cost);
+        };
+        let found = |table: &Table<W>| {
+            table
+                .hold(fingerprint)
+                .map(|held| peek_held::<S, W>(&held, strategy, rate, now, cost))
+        };
+        found(table).unwrap_or_else(|| {
+            // A miss without the lock may be a rebuild: look again under it.
+            let _writer = shard.writer.lock();
+            found(table).unwrap_or_else(|| strategy.peek(rate, &S::State::default(), now, cost))
+        })
+    }
+
+    /// Forgets a key.
+    fn forget<S: Strategy>(&self, key: &Key<'_>) {
+        let fingerprint = self.fingerprint(key, S::KIND);
+        let shard = self.shard(&fingerprint);
+        let mut writer = shard.writer.lock();
+        match S::State::WORDS {
+            2 => forget_words::<2>(shard, &mut writer, &fingerprint),
+            3 => forget_words::<3>(shard, &mut writer, &fingerprint),
+            _ => {
+                let identity = key.stored_identity();
+                let key = Key::new(key.scope(), &identity);
+                let hasher = &self.inner.hasher;
+                let boxed = &mut writer.boxed;
+                let hash = hash_key(hasher, key.scope().hash(), key.identity());
+                let Some(slot) = boxed.scopes.find(key.scope()) else {
+                    return;
+                };
+                let (table, _) = boxed.table_mut::<S>();
+                if let Some(at) = table.find(hash, slot, key.identity()) {
+                    boxed.remove::<S>(at, hash, hasher);
+                }
+            }
+        }
+    }
+}
+
+fn forget_words<const W: usize>(shard: &Shard, writer: &mut Writer, fingerprint: &Fingerprint) {
+    if let Some(table) = shard.words::<W>() {
+        table.remove(writer.words::<W>(), fingerprint);
+    }
+}
+
+/// What a hit would get on the boxed tables of a locked shard.
+fn observe_boxed<S: Strategy>(
+    strategy: &S,
+    boxed: &Boxed,
+    key: &Key<'_>,
+    limit: &Limit,
+    now: u64,
+    cost: u64,
+    hasher: &RandomState,
+) -> Decision {
+    let rate = limit.rate();
+    let hash = hash_key(hasher, key.scope().hash(), key.identity());
+    let found = boxed.scopes.find(key.scope()).and_then(|slot| {
+        let table = boxed.table::<S>()?;
+        let at = table.find(hash, slot, key.identity())?;
+        Some(strategy.peek(rate, &table.entry(at).state, now, cost))
+    });
+    found.unwrap_or_else(|| strategy.peek(rate, &S::State::default(), now, cost))
+}
+
+/// One hit, dispatched by the width of the strategy's state.
 struct Apply<'a> {
     backend: &'a MemoryBackend,
     key: &'a Key<'a>,
@@ -174,241 +492,23 @@ struct Apply<'a> {
 impl Visitor for Apply<'_> {
     type Output = Result<Decision, Error>;
 
-    #[inline]
+    #[inline(always)]
     fn visit<S: Strategy>(self, strategy: &S) -> Result<Decision, Error> {
-        let (hash, shard) = self.backend.locate(self.key);
-        let mut shard = shard.lock();
-        apply_locked(self, strategy, hash, &mut shard)
-    }
-}
-
-/// One hit on a shard whose lock the caller holds.
-#[inline]
-fn apply_locked<S: Strategy>(
-    apply: Apply<'_>,
-    strategy: &S,
-    hash: u64,
-    shard: &mut Shard,
-) -> Result<Decision, Error> {
-    let Apply {
-        backend,
-        key,
-        limit,
-        now,
-        cost,
-    } = apply;
-    let inner = &backend.inner;
-    let identity = key.identity();
-    let rate = limit.rate();
-    shard.latest_ms = shard.latest_ms.max(now);
-    if let Some(slot) = shard.scopes.find(key.scope()) {
-        let (table, _) = shard.table_mut::<S>();
-        if let Some(at) = table.find(hash, slot, identity) {
-            let entry = table.entry_mut(at);
-            let decision = strategy.hit(rate, &mut entry.state, now, cost);
-            if decision.reset_after_ms() == 0 {
-                shard.remove::<S>(at, hash, &inner.hasher);
-            } else {
-                entry.expires_s = expiry_s(now, decision.reset_after_ms());
-            }
-            return Ok(decision);
+        let Apply {
+            backend,
+            key,
+            limit,
+            now,
+            cost,
+        } = self;
+        match S::State::WORDS {
+            2 => backend.hit_words::<S, 2>(strategy, key, limit, now, cost),
+            3 => backend.hit_words::<S, 3>(strategy, key, limit, now, cost),
+            _ => backend.hit_boxed(strategy, key, limit, now, cost),
         }
     }
-    let mut state = S::State::default();
-    let decision = strategy.hit(rate, &mut state, now, cost);
-    if decision.reset_after_ms() == 0 {
-        return Ok(decision);
-    }
-    let len = shard.len();
-    if len >= shard.next_sweep_len.min(inner.shard_cap) {
-        let at_cap = len >= inner.shard_cap;
-        // At the cap, sweep at most once a second: a flood must not turn
-        // every new key into a full scan.
-        if !at_cap || shard.last_sweep_s < now / 1_000 {
-            shard.sweep(now, &inner.hasher);
-        }
-        if shard.len() >= inner.shard_cap {
-            return Err(Error::new(
-                ErrorKind::Capacity,
-                format!(
-                    "the in-memory backend holds its maximum of keys; {:?} is new",
-                    traffik_core::backend::key_prefix(&key.to_string())
-                ),
-            ));
-        }
-    }
-    let expires = expiry_s(now, decision.reset_after_ms());
-    shard.insert::<S>(hash, key.scope(), identity, expires, state, &inner.hasher);
-    Ok(decision)
 }
 
-/// The decision a hit of `cost` would get on a shard whose lock the caller
-/// holds, without counting it.
-struct ObserveLocked<'a> {
-    shard: &'a Shard,
-    hash: u64,
-    key: &'a Key<'a>,
-    limit: &'a Limit,
-    now: u64,
-    cost: u64,
-}
-
-impl Visitor for ObserveLocked<'_> {
-    type Output = Decision;
-
-    fn visit<S: Strategy>(self, strategy: &S) -> Decision {
-        let rate = self.limit.rate();
-        let found = self.shard.scopes.find(self.key.scope()).and_then(|slot| {
-            let table = self.shard.table::<S>()?;
-            let at = table.find(self.hash, slot, self.key.identity())?;
-            Some(strategy.peek(rate, &table.entry(at).state, self.now, self.cost))
-        });
-        found.unwrap_or_else(|| strategy.peek(rate, &S::State::default(), self.now, self.cost))
-    }
-}
-
-/// Whether a key is stored, on a locked shard.
-struct Present<'a> {
-    shard: &'a Shard,
-    hash: u64,
-    key: &'a Key<'a>,
-}
-
-impl Visitor for Present<'_> {
-    type Output = bool;
-
-    fn visit<S: Strategy>(self, _: &S) -> bool {
-        self.shard
-            .scopes
-            .find(self.key.scope())
-            .is_some_and(|slot| {
-                self.shard
-                    .table::<S>()
-                    .and_then(|table| table.find(self.hash, slot, self.key.identity()))
-                    .is_some()
-            })
-    }
-}
-
-/// One hit of a combined decision on a locked shard.
-struct ApplyLocked<'a> {
-    apply: Apply<'a>,
-    hash: u64,
-    shard: &'a mut Shard,
-}
-
-impl Visitor for ApplyLocked<'_> {
-    type Output = Result<Decision, Error>;
-
-    fn visit<S: Strategy>(self, strategy: &S) -> Result<Decision, Error> {
-        apply_locked(self.apply, strategy, self.hash, self.shard)
-    }
-}
-
-impl MemoryBackend {
-    /// Every hit at once, all or nothing, under the locks of every shard
-    /// involved, taken in ascending order (so two combined decisions never
-    /// wait for each other in a cycle).
-    fn decide_all(&self, hits: &[Hit<'_>], now: u64) -> Result<Vec<Decision>, Error> {
-        check_distinct(hits)?;
-        let located: Vec<(u64, usize)> = hits
-            .iter()
-            .map(|hit| {
-                let hash = hash_key(
-                    &self.inner.hasher,
-                    hit.key.scope().hash(),
-                    hit.key.identity(),
-                );
-                (hash, self.shard_of(hash))
-            })
-            .collect();
-        let mut order: Vec<usize> = located.iter().map(|&(_, shard)| shard).collect();
-        order.sort_unstable();
-        order.dedup();
-        let mut guards: Vec<_> = order
-            .iter()
-            .map(|&index| self.inner.shards[index].0.lock())
-            .collect();
-        let guard_of = |shard: usize| order.binary_search(&shard).unwrap_or(0);
-        // What each hit would get, on the state as it stands.
-        let mut decisions: Vec<Decision> = hits
-            .iter()
-            .zip(&located)
-            .map(|(hit, &(hash, shard))| {
-                hit.limit.strategy().visit(ObserveLocked {
-                    shard: &guards[guard_of(shard)],
-                    hash,
-                    key: &hit.key,
-                    limit: hit.limit,
-                    now,
-                    cost: hit.cost,
-                })
-            })
-            .collect();
-        if !decisions.iter().all(Decision::is_allowed) {
-            // None is charged: those that would pass show their quota as it is.
-            for ((hit, &(hash, shard)), decision) in hits.iter().zip(&located).zip(&mut decisions) {
-                if decision.is_allowed() {
-                    *decision = hit.limit.strategy().visit(ObserveLocked {
-                        shard: &guards[guard_of(shard)],
-                        hash,
-                        key: &hit.key,
-                        limit: hit.limit,
-                        now,
-                        cost: 0,
-                    });
-                }
-            }
-            return Ok(decisions);
-        }
-        // Every hit passes. Room for the new keys first, so that no hit is
-        // charged when one cannot be stored (with no cap there is always room).
-        let capped = self.inner.shard_cap != usize::MAX;
-        for (i, &shard) in order.iter().enumerate().filter(|_| capped) {
-            let new_keys = hits
-                .iter()
-                .zip(&located)
-                .filter(|(_, located)| located.1 == shard)
-                .filter(|(hit, located)| {
-                    !hit.limit.strategy().visit(Present {
-                        shard: &guards[i],
-                        hash: located.0,
-                        key: &hit.key,
-                    })
-                })
-                .count();
-            let guard = &mut guards[i];
-            if guard.len().saturating_add(new_keys) > self.inner.shard_cap {
-                guard.sweep(now, &self.inner.hasher);
-                if guard.len().saturating_add(new_keys) > self.inner.shard_cap {
-                    return Err(Error::new(
-                        ErrorKind::Capacity,
-                        "the in-memory backend holds its maximum of keys; a combined decision \
-                         needs room for its new keys",
-                    ));
-                }
-            }
-        }
-        // Charge them all. The locks are still held, so each hit decides as
-        // it was observed.
-        for ((hit, &(hash, shard)), decision) in hits.iter().zip(&located).zip(&mut decisions) {
-            *decision = hit.limit.strategy().visit(ApplyLocked {
-                apply: Apply {
-                    backend: self,
-                    key: &hit.key,
-                    limit: hit.limit,
-                    now,
-                    cost: hit.cost,
-                },
-                hash,
-                shard: &mut guards[guard_of(shard)],
-            })?;
-        }
-        Ok(decisions)
-    }
-}
-
-/// The decision a hit would get, without counting it.
 struct Observe<'a> {
     backend: &'a MemoryBackend,
     key: &'a Key<'a>,
@@ -421,21 +521,11 @@ impl Visitor for Observe<'_> {
     type Output = Decision;
 
     fn visit<S: Strategy>(self, strategy: &S) -> Decision {
-        let (hash, shard) = self.backend.locate(self.key);
-        let shard = shard.lock();
-        ObserveLocked {
-            shard: &shard,
-            hash,
-            key: self.key,
-            limit: self.limit,
-            now: self.now,
-            cost: self.cost,
-        }
-        .visit(strategy)
+        self.backend
+            .observe(strategy, self.key, self.limit, self.now, self.cost)
     }
 }
 
-/// Forgets a key.
 struct Forget<'a> {
     backend: &'a MemoryBackend,
     key: &'a Key<'a>,
@@ -445,15 +535,261 @@ impl Visitor for Forget<'_> {
     type Output = ();
 
     fn visit<S: Strategy>(self, _: &S) {
-        let (hash, shard) = self.backend.locate(self.key);
-        let mut shard = shard.lock();
-        let Some(slot) = shard.scopes.find(self.key.scope()) else {
-            return;
+        self.backend.forget::<S>(self.key);
+    }
+}
+
+/// Where a hit of a combined decision stands between observing and
+/// charging: its entry held, a new key of a word table, or a boxed key.
+enum Slot<'a> {
+    Held(Held<'a>),
+    New,
+    Boxed,
+}
+
+/// Observes one hit of a combined decision, holding its entry.
+struct GroupObserve<'a, 'g> {
+    backend: &'a MemoryBackend,
+    shard: &'a Shard,
+    writer: &'g Writer,
+    fingerprint: &'g Fingerprint,
+    hit: &'g Hit<'g>,
+    identity: &'g str,
+    now: u64,
+}
+
+impl<'a> Visitor for GroupObserve<'a, '_> {
+    type Output = (Decision, Slot<'a>, bool);
+
+    fn visit<S: Strategy>(self, strategy: &S) -> (Decision, Slot<'a>, bool) {
+        let rate = self.hit.limit.rate();
+        let (now, cost) = (self.now, self.hit.cost);
+        let words = |held: Option<Held<'a>>, peek: &dyn Fn(&Held<'a>) -> Decision| match held {
+            Some(held) => (peek(&held), Slot::Held(held), false),
+            None => (
+                strategy.peek(rate, &S::State::default(), now, cost),
+                Slot::New,
+                true,
+            ),
         };
-        let (table, _) = shard.table_mut::<S>();
-        if let Some(at) = table.find(hash, slot, self.key.identity()) {
-            shard.remove::<S>(at, hash, &self.backend.inner.hasher);
+        match S::State::WORDS {
+            2 => {
+                let held = self
+                    .shard
+                    .words::<2>()
+                    .and_then(|t| t.hold(self.fingerprint));
+                words(held, &|held| {
+                    peek_held::<S, 2>(held, strategy, rate, now, cost)
+                })
+            }
+            3 => {
+                let held = self
+                    .shard
+                    .words::<3>()
+                    .and_then(|t| t.hold(self.fingerprint));
+                words(held, &|held| {
+                    peek_held::<S, 3>(held, strategy, rate, now, cost)
+                })
+            }
+            _ => {
+                let key = Key::new(self.hit.key.scope(), self.identity);
+                let hasher = &self.backend.inner.hasher;
+                let boxed = &self.writer.boxed;
+                let hash = hash_key(hasher, key.scope().hash(), key.identity());
+                let present = boxed.scopes.find(key.scope()).is_some_and(|slot| {
+                    boxed
+                        .table::<S>()
+                        .and_then(|table| table.find(hash, slot, key.identity()))
+                        .is_some()
+                });
+                let decision =
+                    observe_boxed(strategy, boxed, &key, self.hit.limit, now, cost, hasher);
+                (decision, Slot::Boxed, !present)
+            }
         }
+    }
+}
+
+/// Charges one hit of a combined decision that every limit admitted.
+struct GroupApply<'a, 'g> {
+    backend: &'a MemoryBackend,
+    shard: &'a Shard,
+    writer: &'g mut Writer,
+    slot: Slot<'a>,
+    fingerprint: &'g Fingerprint,
+    hit: &'g Hit<'g>,
+    identity: &'g str,
+    now: u64,
+}
+
+impl Visitor for GroupApply<'_, '_> {
+    type Output = Result<Decision, Error>;
+
+    fn visit<S: Strategy>(self, strategy: &S) -> Result<Decision, Error> {
+        let rate = self.hit.limit.rate();
+        let (now, cost) = (self.now, self.hit.cost);
+        match (self.slot, S::State::WORDS) {
+            (Slot::Held(held), 2) => Ok(apply_held::<S, 2>(held, strategy, rate, now, cost)),
+            (Slot::Held(held), 3) => Ok(apply_held::<S, 3>(held, strategy, rate, now, cost)),
+            (Slot::New, 2) => insert_new::<S, 2>(
+                strategy,
+                self.shard,
+                self.writer,
+                self.fingerprint,
+                rate,
+                now,
+                cost,
+            ),
+            (Slot::New, 3) => insert_new::<S, 3>(
+                strategy,
+                self.shard,
+                self.writer,
+                self.fingerprint,
+                rate,
+                now,
+                cost,
+            ),
+            _ => {
+                let key = Key::new(self.hit.key.scope(), self.identity);
+                self.backend.apply_boxed(
+                    strategy,
+                    self.shard,
+                    self.writer,
+                    &key,
+                    self.hit.limit,
+                    now,
+                    cost,
+                )
+            }
+        }
+    }
+}
+
+/// Adds a new key of a combined decision, room having been made for it.
+fn insert_new<S: Strategy, const W: usize>(
+    strategy: &S,
+    shard: &Shard,
+    writer: &mut Writer,
+    fingerprint: &Fingerprint,
+    rate: &Rate,
+    now: u64,
+    cost: u64,
+) -> Result<Decision, Error> {
+    let mut state = S::State::default();
+    let decision = strategy.hit(rate, &mut state, now, cost);
+    if decision.reset_after_ms() == 0 {
+        return Ok(decision);
+    }
+    let mut words = [0u64; W];
+    state.to_words(&mut words);
+    let table = shard.words::<W>().ok_or_else(no_table)?;
+    if !table.insert(
+        writer.words::<W>(),
+        fingerprint,
+        &words,
+        expiry_s(now, decision.reset_after_ms()),
+    ) {
+        return Err(capacity_error(None));
+    }
+    Ok(decision)
+}
+
+impl MemoryBackend {
+    /// Every hit at once, all or nothing. The mutexes of every shard
+    /// involved are taken in ascending order (so two combined decisions
+    /// never wait for each other in a cycle), then every known key's entry
+    /// is held, so a lone hit on one of them waits until all are charged.
+    fn decide_all(&self, hits: &[Hit<'_>], now: u64) -> Result<Vec<Decision>, Error> {
+        check_distinct(hits)?;
+        let identities: Vec<Cow<'_, str>> =
+            hits.iter().map(|hit| hit.key.stored_identity()).collect();
+        let located: Vec<(Fingerprint, usize)> = hits
+            .iter()
+            .map(|hit| {
+                let fingerprint = self.fingerprint(&hit.key, hit.limit.strategy().kind());
+                let shard = self.shard_index(&fingerprint);
+                (fingerprint, shard)
+            })
+            .collect();
+        let mut order: Vec<usize> = located.iter().map(|&(_, shard)| shard).collect();
+        order.sort_unstable();
+        order.dedup();
+        let mut guards: Vec<MutexGuard<'_, Writer>> = order
+            .iter()
+            .map(|&index| self.inner.shards[index].0.writer.lock())
+            .collect();
+        let guard_of = |shard: usize| order.binary_search(&shard).unwrap_or(0);
+        // What each hit would get, on the state as it stands, entries held.
+        let mut decisions = Vec::with_capacity(hits.len());
+        let mut slots = Vec::with_capacity(hits.len());
+        let mut new_keys = vec![0usize; order.len()];
+        for ((hit, (fingerprint, shard)), identity) in hits.iter().zip(&located).zip(&identities) {
+            let (decision, slot, new) = hit.limit.strategy().visit(GroupObserve {
+                backend: self,
+                shard: &self.inner.shards[*shard].0,
+                writer: &guards[guard_of(*shard)],
+                fingerprint,
+                hit,
+                identity,
+                now,
+            });
+            decisions.push(decision);
+            slots.push(slot);
+            new_keys[guard_of(*shard)] += usize::from(new);
+        }
+        if !decisions.iter().all(Decision::is_allowed) {
+            // None is charged: those that would pass show their quota as it is.
+            drop(slots);
+            for ((hit, (fingerprint, shard)), (decision, identity)) in hits
+                .iter()
+                .zip(&located)
+                .zip(decisions.iter_mut().zip(&identities))
+            {
+                if decision.is_allowed() {
+                    let zero = Hit { cost: 0, ..*hit };
+                    *decision = hit
+                        .limit
+                        .strategy()
+                        .visit(GroupObserve {
+                            backend: self,
+                            shard: &self.inner.shards[*shard].0,
+                            writer: &guards[guard_of(*shard)],
+                            fingerprint,
+                            hit: &zero,
+                            identity,
+                            now,
+                        })
+                        .0;
+                }
+            }
+            return Ok(decisions);
+        }
+        // Every hit passes. Room for the new keys first, so that no hit is
+        // charged when one cannot be stored.
+        for ((guard, &index), &new) in guards.iter_mut().zip(&order).zip(&new_keys) {
+            if new > 0 {
+                self.make_room(&self.inner.shards[index].0, guard, now, new, None)?;
+            }
+        }
+        // Charge them all, the entries still held.
+        for (((hit, (fingerprint, shard)), slot), (decision, identity)) in hits
+            .iter()
+            .zip(&located)
+            .zip(slots)
+            .zip(decisions.iter_mut().zip(&identities))
+        {
+            *decision = hit.limit.strategy().visit(GroupApply {
+                backend: self,
+                shard: &self.inner.shards[*shard].0,
+                writer: &mut guards[guard_of(*shard)],
+                slot,
+                fingerprint,
+                hit,
+                identity,
+                now,
+            })?;
+        }
+        Ok(decisions)
     }
 }
 
@@ -469,10 +805,13 @@ impl Backend for MemoryBackend {
         now_ms: u64,
         cost: u64,
     ) -> Answer<Pending<Result<Decision, Error>>> {
-        if key.is_stored_as_is() {
-            return Answer::ready(self.decide(&key, limit, now_ms, cost));
-        }
-        Answer::ready(self.decide_stored(key, limit, now_ms, cost))
+        Answer::ready(limit.strategy().visit(Apply {
+            backend: self,
+            key: &key,
+            limit,
+            now: now_ms,
+            cost,
+        }))
     }
 
     fn hit_all<'a>(
@@ -480,15 +819,6 @@ impl Backend for MemoryBackend {
         hits: Vec<Hit<'a>>,
         now_ms: u64,
     ) -> Answer<Pending<Result<Vec<Decision>, Error>>> {
-        let identities: Vec<_> = hits.iter().map(|hit| hit.key.stored_identity()).collect();
-        let hits: Vec<Hit<'_>> = hits
-            .iter()
-            .zip(&identities)
-            .map(|(hit, identity)| Hit {
-                key: Key::new(hit.key.scope(), identity),
-                ..*hit
-            })
-            .collect();
         Answer::ready(self.decide_all(&hits, now_ms))
     }
 
@@ -507,8 +837,6 @@ impl Backend for MemoryBackend {
         now_ms: u64,
         cost: u64,
     ) -> Answer<Pending<Result<Decision, Error>>> {
-        let identity = key.stored_identity();
-        let key = Key::new(key.scope(), &identity);
         Answer::ready(Ok(limit.strategy().visit(Observe {
             backend: self,
             key: &key,
@@ -524,8 +852,6 @@ impl Backend for MemoryBackend {
         limit: &Limit,
         _now_ms: u64,
     ) -> Answer<Pending<Result<(), Error>>> {
-        let identity = key.stored_identity();
-        let key = Key::new(key.scope(), &identity);
         limit.strategy().visit(Forget {
             backend: self,
             key: &key,
@@ -595,11 +921,12 @@ impl MemoryBackendBuilder {
         let shard_cap = self
             .max_keys
             .map_or(usize::MAX, |max| max.div_ceil(shards).max(1));
-        let make_shard = || Padded(Mutex::new(Shard::new()));
+        let make_shard = || Padded(Shard::new());
         let interval = self.sweep_interval.filter(|i| !i.is_zero());
         let inner = Arc::new(Inner {
             shards: (0..shards).map(|_| make_shard()).collect(),
             hasher: RandomState::default(),
+            keys: fingerprint_keys(),
             shard_mask: shards - 1,
             shard_cap,
             sweeper: OnceLock::new(),
@@ -624,9 +951,10 @@ fn spawn_sweeper(backend: Weak<Inner>, interval: Duration) -> Option<Thread> {
                     return;
                 };
                 // The backend's own time: the latest any decision was made at.
-                let now = inner.shards.iter().map(|s| s.0.lock().latest_ms).max();
+                let now = inner.shards.iter().map(|s| s.0.latest_ms()).max();
                 for shard in inner.shards.iter() {
-                    shard.0.lock().sweep(now.unwrap_or(0), &inner.hasher);
+                    let mut writer = shard.0.writer.lock();
+                    shard.0.sweep(&mut writer, now.unwrap_or(0), &inner.hasher);
                 }
             }
         })

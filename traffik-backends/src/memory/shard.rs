@@ -1,395 +1,108 @@
-//! One shard: a table of entries per strategy, the scopes its keys belong
-//! to, and its sweeping.
-//!
-//! A table keeps its entries densely in a `Vec` and looks them up through a
-//! hash index of 4-byte positions. A hash table's load factor (between 44%
-//! and 87%) then applies to those 4 bytes and one control byte, not to the
-//! whole entry, which is what keeps a key smaller than in a plain hash map.
-//!
-//! Tables are created on first use, one per row of the strategy table, and
-//! found by the strategy's index: the shard never names a strategy.
+//! One shard: a [`Table`] per state width, read without a lock, and behind
+//! the shard's mutex what only writers touch: the tables' free lists, the
+//! boxed tables of states with no fixed size, and the sweep bookkeeping.
 
 use std::any::Any;
-use std::hash::BuildHasher;
-use std::sync::Arc;
 
-use compact_str::CompactString;
 use foldhash::fast::RandomState;
-use hashbrown::HashTable;
-use traffik_core::{Scope, Strategy, StrategyKind};
+
+use super::boxed::Boxed;
+use super::sync::{AtomicU64, Mutex, Ordering};
+use super::table::{Table, TableWriter};
 
 /// A shard does not sweep itself before it holds this many keys.
 pub(super) const MIN_SWEEP_LEN: usize = 64;
 
-/// One key's state.
-pub(super) struct Entry<S> {
-    identity: CompactString,
-    /// The key's scope: a slot of the shard's [`Scopes`].
-    scope: u32,
-    /// Whole seconds since the epoch, rounded up, after which the state is
-    /// as good as new and may be dropped.
-    pub(super) expires_s: u32,
-    pub(super) state: S,
-}
-
-impl<S> Entry<S> {
-    pub(super) fn new(scope: u32, identity: &str, expires_s: u32, state: S) -> Entry<S> {
-        Entry {
-            identity: identity.into(),
-            scope,
-            expires_s,
-            state,
-        }
-    }
-
-    #[inline]
-    fn is(&self, scope: u32, identity: &str) -> bool {
-        self.scope == scope && self.identity == identity
-    }
-}
-
-/// The hash of a key: the same for lookups and for stored entries.
-#[inline]
-pub(super) fn hash_key(hasher: &RandomState, scope_hash: u64, identity: &str) -> u64 {
-    hasher.hash_one((scope_hash, identity))
-}
-
-/// `now_ms + ttl_ms`, in whole seconds rounded up.
-#[inline]
-pub(super) fn expiry_s(now_ms: u64, ttl_ms: u64) -> u32 {
-    let ms = now_ms.saturating_add(ttl_ms);
-    u32::try_from(ms.div_ceil(1_000)).unwrap_or(u32::MAX)
-}
-
-/// The scopes of a shard's keys. Entries name their scope by slot, 4 bytes
-/// instead of the whole `namespace:name`; a slot is freed when its last
-/// entry goes, so the directory holds only scopes with live keys.
-#[derive(Default)]
-pub(super) struct Scopes {
-    slots: Vec<Option<ScopeSlot>>,
-}
-
-struct ScopeSlot {
-    prefix: Arc<str>,
-    hash: u64,
-    live: usize,
-}
-
-impl Scopes {
-    /// The slot of `scope`, if the shard has keys in it.
-    #[inline]
-    pub(super) fn find(&self, scope: &Scope) -> Option<u32> {
-        let prefix = scope.shared_prefix();
-        let position = self.slots.iter().position(|slot| {
-            slot.as_ref()
-                .is_some_and(|slot| Arc::ptr_eq(&slot.prefix, prefix) || slot.prefix == *prefix)
-        })?;
-        u32::try_from(position).ok()
-    }
-
-    /// The slot of `scope`, made if needed, counting one more entry in it.
-    fn acquire(&mut self, scope: &Scope) -> u32 {
-        if let Some(at) = self.find(scope) {
-            if let Some(Some(slot)) = self.slots.get_mut(at as usize) {
-                slot.live += 1;
-            }
-            return at;
-        }
-        let slot = ScopeSlot {
-            prefix: Arc::clone(scope.shared_prefix()),
-            hash: scope.hash(),
-            live: 1,
-        };
-        match self.slots.iter().position(Option::is_none) {
-            Some(free) => {
-                self.slots[free] = Some(slot);
-                free as u32
-            }
-            None => {
-                self.slots.push(Some(slot));
-                (self.slots.len() - 1) as u32
-            }
-        }
-    }
-
-    /// One entry of slot `at` is gone; the slot is freed with its last.
-    fn release(&mut self, at: u32) {
-        if let Some(entry) = self.slots.get_mut(at as usize) {
-            if let Some(slot) = entry {
-                slot.live = slot.live.saturating_sub(1);
-                if slot.live == 0 {
-                    *entry = None;
-                }
-            }
-        }
-    }
-
-    fn hash_of(&self, at: u32) -> u64 {
-        self.slots
-            .get(at as usize)
-            .and_then(Option::as_ref)
-            .map_or(0, |slot| slot.hash)
-    }
-
-    /// How many scopes have keys in this shard.
-    #[cfg(test)]
-    pub(super) fn len(&self) -> usize {
-        self.slots.iter().flatten().count()
-    }
-}
-
-/// Entries of one strategy, dense, with a hash index of their positions.
-pub(super) struct Table<S> {
-    index: HashTable<u32>,
-    entries: Vec<Entry<S>>,
-}
-
-impl<S> Default for Table<S> {
-    fn default() -> Self {
-        Table {
-            index: HashTable::new(),
-            entries: Vec::new(),
-        }
-    }
-}
-
-fn entry_hash<S>(entry: &Entry<S>, hasher: &RandomState, scopes: &Scopes) -> u64 {
-    hash_key(hasher, scopes.hash_of(entry.scope), &entry.identity)
-}
-
-impl<S> Table<S> {
-    /// The position of a key's entry.
-    #[inline]
-    pub(super) fn find(&self, hash: u64, scope: u32, identity: &str) -> Option<usize> {
-        let entries = &self.entries;
-        self.index
-            .find(hash, |&at| entries[at as usize].is(scope, identity))
-            .map(|&at| at as usize)
-    }
-
-    #[inline]
-    pub(super) fn entry_mut(&mut self, at: usize) -> &mut Entry<S> {
-        &mut self.entries[at]
-    }
-
-    #[inline]
-    pub(super) fn entry(&self, at: usize) -> &Entry<S> {
-        &self.entries[at]
-    }
-
-    /// Adds an entry for a key that is not in the table.
-    fn insert(&mut self, hash: u64, entry: Entry<S>, hasher: &RandomState, scopes: &Scopes) {
-        let at = u32::try_from(self.entries.len()).unwrap_or(u32::MAX);
-        self.entries.push(entry);
-        let entries = &self.entries;
-        self.index.insert_unique(hash, at, |&i| {
-            entry_hash(&entries[i as usize], hasher, scopes)
-        });
-    }
-
-    /// Removes the entry at `at` (with hash `hash`); the last entry moves
-    /// into its place. Returns the removed entry's scope slot.
-    fn remove(&mut self, at: usize, hash: u64, hasher: &RandomState, scopes: &Scopes) -> u32 {
-        let at32 = at as u32;
-        if let Ok(slot) = self.index.find_entry(hash, |&i| i == at32) {
-            slot.remove();
-        }
-        let last = self.entries.len() - 1;
-        let removed = self.entries.swap_remove(at);
-        if at != last {
-            let moved_hash = entry_hash(&self.entries[at], hasher, scopes);
-            let last32 = last as u32;
-            if let Some(slot) = self.index.find_mut(moved_hash, |&i| i == last32) {
-                *slot = at32;
-            }
-        }
-        removed.scope
-    }
-
-    /// Drops every entry that expired by `now_s`; gives memory back when the
-    /// table has shrunk to a quarter of its capacity. Frees the scope slots
-    /// of the entries it drops.
-    fn sweep(&mut self, now_s: u64, hasher: &RandomState, scopes: &mut Scopes) {
-        let mut at = 0;
-        while at < self.entries.len() {
-            if u64::from(self.entries[at].expires_s) > now_s {
-                at += 1;
-            } else {
-                let hash = entry_hash(&self.entries[at], hasher, scopes);
-                let scope = self.remove(at, hash, hasher, scopes);
-                scopes.release(scope);
-            }
-        }
-        if self.entries.len() < self.entries.capacity() / 4 {
-            self.entries.shrink_to(self.entries.len() * 2);
-            let entries = &self.entries;
-            self.index.shrink_to(entries.len() * 2, |&i| {
-                entry_hash(&entries[i as usize], hasher, scopes)
-            });
-        }
-    }
-}
-
-/// A table of any strategy's entries, so a shard can hold one per strategy
-/// without naming them.
-trait AnyTable: Send {
-    fn len(&self) -> usize;
-    fn sweep(&mut self, now_s: u64, hasher: &RandomState, scopes: &mut Scopes);
-    fn as_any_mut(&mut self) -> &mut dyn Any;
-    fn as_any(&self) -> &dyn Any;
-}
-
-impl<S: Send + 'static> AnyTable for Table<S> {
-    fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    fn sweep(&mut self, now_s: u64, hasher: &RandomState, scopes: &mut Scopes) {
-        Table::sweep(self, now_s, hasher, scopes);
-    }
-
-    fn as_any_mut(&mut self) -> &mut dyn Any {
-        self
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-}
-
 pub(super) struct Shard {
-    /// One table per strategy, by [`StrategyKind::index`], made on first use.
-    tables: [Option<Box<dyn AnyTable>>; StrategyKind::COUNT],
-    pub(super) scopes: Scopes,
+    words2: Table<2>,
+    words3: Table<3>,
+    pub(super) writer: Mutex<Writer>,
+    /// The latest time a decision in this shard was made at (ms), the
+    /// shard's own clock, which the background sweeper goes by. Hits move
+    /// it at most once a second, so its line is read, not written, by them.
+    latest_ms: AtomicU64,
+}
+
+/// What the shard's mutex guards.
+pub(super) struct Writer {
+    words2: TableWriter,
+    words3: TableWriter,
+    pub(super) boxed: Boxed,
     /// Sweep when the shard reaches this many keys.
-    pub(super) next_sweep_len: usize,
-    /// When the last sweep ran (seconds), to sweep at most once a second at the cap.
+    next_sweep_len: usize,
+    /// When the last sweep ran (seconds), to sweep at most once a second at
+    /// the cap.
     pub(super) last_sweep_s: u64,
-    /// The latest time a decision in this shard was made at: the shard's
-    /// own clock, which the background sweeper goes by.
-    pub(super) latest_ms: u64,
+}
+
+impl Writer {
+    /// The writer of the word table of width `W`.
+    #[inline]
+    pub(super) fn words<const W: usize>(&mut self) -> &mut TableWriter {
+        if W == 2 {
+            &mut self.words2
+        } else {
+            &mut self.words3
+        }
+    }
+
+    /// How many keys the shard holds, counting expired ones not yet swept.
+    pub(super) fn len(&self) -> usize {
+        self.words2.live() + self.words3.live() + self.boxed.len()
+    }
+
+    /// Whether the shard should sweep before it takes `new` keys more.
+    pub(super) fn wants_sweep(&self, new: usize) -> bool {
+        self.len().saturating_add(new) > self.next_sweep_len
+    }
 }
 
 impl Shard {
     pub(super) fn new() -> Shard {
         Shard {
-            tables: std::array::from_fn(|_| None),
-            scopes: Scopes::default(),
-            next_sweep_len: MIN_SWEEP_LEN,
-            last_sweep_s: 0,
-            latest_ms: 0,
+            words2: Table::new(),
+            words3: Table::new(),
+            writer: Mutex::new(Writer {
+                words2: TableWriter::default(),
+                words3: TableWriter::default(),
+                boxed: Boxed::new(),
+                next_sweep_len: MIN_SWEEP_LEN,
+                last_sweep_s: 0,
+            }),
+            latest_ms: AtomicU64::new(0),
         }
     }
 
-    /// The table of strategy `S`, if the shard has one.
-    #[inline]
-    pub(super) fn table<S: Strategy>(&self) -> Option<&Table<S::State>> {
-        self.tables[S::KIND.index()]
-            .as_deref()?
-            .as_any()
-            .downcast_ref()
+    /// The word table of width `W` (2 or 3; `None` for any other).
+    #[inline(always)]
+    pub(super) fn words<const W: usize>(&self) -> Option<&Table<W>> {
+        let table: &dyn Any = if W == 2 { &self.words2 } else { &self.words3 };
+        table.downcast_ref()
     }
 
-    /// The table of strategy `S` (made if needed) and the scopes.
-    #[inline]
-    pub(super) fn table_mut<S: Strategy>(&mut self) -> (&mut Table<S::State>, &mut Scopes) {
-        let slot = &mut self.tables[S::KIND.index()];
-        let table = slot.get_or_insert_with(|| Box::new(Table::<S::State>::default()));
-        // The slot of a strategy only ever holds that strategy's table.
-        let Some(table) = table.as_any_mut().downcast_mut::<Table<S::State>>() else {
-            unreachable!("the slot of a strategy holds a table of its state")
-        };
-        (table, &mut self.scopes)
+    /// Notes that a decision was made at `now_ms`; writes at most once a
+    /// second.
+    #[inline(always)]
+    pub(super) fn note_time(&self, now_ms: u64) {
+        if now_ms > self.latest_ms.load(Ordering::Relaxed).saturating_add(1_000) {
+            self.latest_ms.fetch_max(now_ms, Ordering::Relaxed);
+        }
     }
 
-    /// Adds an entry for `scope` (the key is not in the table).
-    pub(super) fn insert<S: Strategy>(
-        &mut self,
-        hash: u64,
-        scope: &Scope,
-        identity: &str,
-        expires_s: u32,
-        state: S::State,
-        hasher: &RandomState,
-    ) {
-        let slot = self.scopes.acquire(scope);
-        let entry = Entry::new(slot, identity, expires_s, state);
-        let (table, scopes) = self.table_mut::<S>();
-        table.insert(hash, entry, hasher, scopes);
+    /// The latest time noted.
+    pub(super) fn latest_ms(&self) -> u64 {
+        self.latest_ms.load(Ordering::Relaxed)
     }
 
-    /// Removes the entry at `at` of strategy `S`'s table.
-    pub(super) fn remove<S: Strategy>(&mut self, at: usize, hash: u64, hasher: &RandomState) {
-        let (table, scopes) = self.table_mut::<S>();
-        let slot = table.remove(at, hash, hasher, scopes);
-        scopes.release(slot);
-    }
-
-    pub(super) fn len(&self) -> usize {
-        self.tables.iter().flatten().map(|table| table.len()).sum()
-    }
-
-    /// Drops every entry that expired by `now_ms`; returns how many.
-    pub(super) fn sweep(&mut self, now_ms: u64, hasher: &RandomState) -> usize {
+    /// Drops every key that expired by `now_ms`; returns how many. The
+    /// caller holds the shard's mutex: `writer` is what it guards.
+    pub(super) fn sweep(&self, writer: &mut Writer, now_ms: u64, hasher: &RandomState) -> usize {
         let now_s = now_ms / 1_000;
-        let before = self.len();
-        for table in self.tables.iter_mut().flatten() {
-            table.sweep(now_s, hasher, &mut self.scopes);
-        }
-        let after = self.len();
-        self.next_sweep_len = (after * 2).max(MIN_SWEEP_LEN);
-        self.last_sweep_s = now_s;
-        before - after
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use traffik_core::Gcra;
-
-    #[test]
-    fn removal_keeps_the_index_pointing_at_the_right_entries() {
-        let hasher = RandomState::default();
-        let scope = Scope::new("ns", "t").unwrap();
-        let mut shard = Shard::new();
-        let names: Vec<String> = (0..200).map(|i| format!("key-{i}")).collect();
-        for (i, name) in names.iter().enumerate() {
-            let hash = hash_key(&hasher, scope.hash(), name);
-            let state = traffik_core::strategy::GcraState {
-                tat_ms: i as u64,
-                tat_frac: 0,
-            };
-            // Every third expires at second 0, the others at second 10.
-            let expires = if i % 3 == 0 { 0 } else { 10 };
-            shard.insert::<Gcra>(hash, &scope, name, expires, state, &hasher);
-        }
-        assert_eq!(shard.sweep(5_000, &hasher), 67);
-        assert_eq!(shard.len(), 133);
-        let slot = shard.scopes.find(&scope).unwrap();
-        let table = shard.table::<Gcra>().unwrap();
-        for (i, name) in names.iter().enumerate() {
-            let found = table.find(hash_key(&hasher, scope.hash(), name), slot, name);
-            match found {
-                Some(at) => assert_eq!(table.entry(at).state.tat_ms, i as u64),
-                None => assert_eq!(i % 3, 0, "{name} lost"),
-            }
-        }
-    }
-
-    #[test]
-    fn a_scope_slot_is_freed_with_its_last_key() {
-        let hasher = RandomState::default();
-        let mut shard = Shard::new();
-        for n in 0..1_000 {
-            // A thousand short-lived throttles, one key each.
-            let scope = Scope::new("ns", &format!("t{n}")).unwrap();
-            let hash = hash_key(&hasher, scope.hash(), "k");
-            shard.insert::<Gcra>(hash, &scope, "k", 1, Default::default(), &hasher);
-            shard.sweep(2_000, &hasher);
-        }
-        assert_eq!(shard.len(), 0);
-        assert_eq!(shard.scopes.len(), 0);
-        assert!(shard.scopes.slots.len() <= 1, "the directory grew");
+        let dropped = self.words2.sweep(&mut writer.words2, now_s)
+            + self.words3.sweep(&mut writer.words3, now_s)
+            + writer.boxed.sweep(now_ms, hasher);
+        writer.next_sweep_len = (writer.len() * 2).max(MIN_SWEEP_LEN);
+        writer.last_sweep_s = now_s;
+        dropped
     }
 }

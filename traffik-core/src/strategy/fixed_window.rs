@@ -1,4 +1,4 @@
-use super::state::{decode_words, encode_words};
+use super::state::{decode_words, encode_words, put_words, take_words};
 use super::{State, Storage, Strategy, StrategyKind, until, window_end_ms, window_over};
 use crate::{Decision, Rate};
 
@@ -32,6 +32,20 @@ impl State for FixedWindowState {
             window_end_ms,
             count,
         })
+    }
+
+    const WORDS: usize = 2;
+
+    fn to_words(&self, words: &mut [u64]) {
+        put_words(words, &[self.window_end_ms, self.count]);
+    }
+
+    fn from_words(words: &[u64]) -> Self {
+        let [window_end_ms, count] = take_words(words);
+        FixedWindowState {
+            window_end_ms,
+            count,
+        }
     }
 }
 

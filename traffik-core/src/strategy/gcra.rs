@@ -1,7 +1,7 @@
 use std::num::NonZeroU64;
 
 use super::meter::Meter;
-use super::state::{decode_words, encode_words};
+use super::state::{decode_words, encode_words, put_words, take_words};
 use super::{State, Strategy, StrategyKind};
 use crate::{ConfigError, Decision, Rate};
 
@@ -56,6 +56,17 @@ impl State for GcraState {
     fn decode(bytes: &[u8]) -> Option<Self> {
         let [tat_ms, tat_frac] = decode_words(bytes)?;
         Some(GcraState { tat_ms, tat_frac })
+    }
+
+    const WORDS: usize = 2;
+
+    fn to_words(&self, words: &mut [u64]) {
+        put_words(words, &[self.tat_ms, self.tat_frac]);
+    }
+
+    fn from_words(words: &[u64]) -> Self {
+        let [tat_ms, tat_frac] = take_words(words);
+        GcraState { tat_ms, tat_frac }
     }
 }
 

@@ -1,7 +1,7 @@
 use std::num::NonZeroU64;
 
 use super::meter::Meter;
-use super::state::{decode_words, encode_words};
+use super::state::{decode_words, encode_words, put_words, take_words};
 use super::{State, Strategy, StrategyKind};
 use crate::{ConfigError, Decision, Rate};
 
@@ -55,6 +55,17 @@ impl State for LeakyBucketState {
     fn decode(bytes: &[u8]) -> Option<Self> {
         let [level, leaked_ms] = decode_words(bytes)?;
         Some(LeakyBucketState { level, leaked_ms })
+    }
+
+    const WORDS: usize = 2;
+
+    fn to_words(&self, words: &mut [u64]) {
+        put_words(words, &[self.level, self.leaked_ms]);
+    }
+
+    fn from_words(words: &[u64]) -> Self {
+        let [level, leaked_ms] = take_words(words);
+        LeakyBucketState { level, leaked_ms }
     }
 }
 

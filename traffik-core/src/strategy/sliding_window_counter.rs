@@ -1,4 +1,4 @@
-use super::state::{decode_words, encode_words};
+use super::state::{decode_words, encode_words, put_words, take_words};
 use super::{State, Storage, Strategy, StrategyKind, until, window_end_ms, window_over};
 use crate::{Decision, Rate};
 
@@ -37,6 +37,21 @@ impl State for SlidingWindowCounterState {
             previous,
             current,
         })
+    }
+
+    const WORDS: usize = 3;
+
+    fn to_words(&self, words: &mut [u64]) {
+        put_words(words, &[self.window_end_ms, self.previous, self.current]);
+    }
+
+    fn from_words(words: &[u64]) -> Self {
+        let [window_end_ms, previous, current] = take_words(words);
+        SlidingWindowCounterState {
+            window_end_ms,
+            previous,
+            current,
+        }
     }
 }
 

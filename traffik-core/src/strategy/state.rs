@@ -14,6 +14,38 @@ pub trait State: Clone + Default + Debug + Send + Sync + 'static {
 
     /// The state `bytes` holds, if they hold one.
     fn decode(bytes: &[u8]) -> Option<Self>;
+
+    /// How many `u64` words the state packs into, for in-process stores
+    /// that keep it in atomics; 0 for a state of no fixed size (a log).
+    const WORDS: usize = 0;
+
+    /// Writes the state into the first [`WORDS`](State::WORDS) words of
+    /// `words` (fewer if `words` is shorter).
+    fn to_words(&self, words: &mut [u64]) {
+        let _ = words;
+    }
+
+    /// The state the first [`WORDS`](State::WORDS) words of `words` hold
+    /// (missing words read as 0). Every value of the words is a state, so
+    /// this never fails.
+    fn from_words(words: &[u64]) -> Self {
+        let _ = words;
+        Self::default()
+    }
+}
+
+/// Copies `values` into the front of `words`, as far as both go.
+pub(crate) fn put_words(words: &mut [u64], values: &[u64]) {
+    for (word, value) in words.iter_mut().zip(values) {
+        *word = *value;
+    }
+}
+
+/// The first `N` words of `words`, missing ones as 0.
+pub(crate) fn take_words<const N: usize>(words: &[u64]) -> [u64; N] {
+    let mut out = [0u64; N];
+    put_words(&mut out, words);
+    out
 }
 
 /// Appends `words` as decimal numbers separated by single spaces.

@@ -1,7 +1,7 @@
 use std::num::NonZeroU64;
 
 use super::meter::Meter;
-use super::state::{decode_words, encode_words};
+use super::state::{decode_words, encode_words, put_words, take_words};
 use super::{State, Strategy, StrategyKind};
 use crate::{ConfigError, Decision, Rate};
 
@@ -56,6 +56,17 @@ impl State for TokenBucketState {
     fn decode(bytes: &[u8]) -> Option<Self> {
         let [taken, updated_ms] = decode_words(bytes)?;
         Some(TokenBucketState { taken, updated_ms })
+    }
+
+    const WORDS: usize = 2;
+
+    fn to_words(&self, words: &mut [u64]) {
+        put_words(words, &[self.taken, self.updated_ms]);
+    }
+
+    fn from_words(words: &[u64]) -> Self {
+        let [taken, updated_ms] = take_words(words);
+        TokenBucketState { taken, updated_ms }
     }
 }
 

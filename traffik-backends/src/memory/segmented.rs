@@ -1,0 +1,121 @@
+//! Storage that grows by whole segments and never moves or frees what it
+//! holds while it lives, so a reader may keep a reference to an element
+//! while a writer adds segments, with no lock and no reference count.
+//!
+//! Segment 0 holds `2^BASE_BITS` elements and segment `k ≥ 1` holds
+//! `2^(BASE_BITS + k − 1)`, so the first `n` segments hold
+//! `2^(BASE_BITS + n − 1)` elements: a power of two, as an index wants.
+
+use std::sync::OnceLock;
+
+/// log2 of segment 0's length.
+const BASE_BITS: u32 = 4;
+
+/// How many segments there can be.
+const SEGMENTS: usize = 26;
+
+/// The most elements a [`Segmented`] can hold.
+pub(super) const MAX_LEN: usize = 1 << (BASE_BITS as usize + SEGMENTS - 1);
+
+/// Elements in segments that are made once and never move.
+pub(super) struct Segmented<T> {
+    segments: [OnceLock<Box<[T]>>; SEGMENTS],
+}
+
+/// The segment of element `i`, and its place in it.
+#[inline]
+fn locate(i: usize) -> (usize, usize) {
+    let high = i >> BASE_BITS;
+    if high == 0 {
+        (0, i)
+    } else {
+        let k = (usize::BITS - high.leading_zeros()) as usize;
+        (k, i - (1 << (BASE_BITS as usize + k - 1)))
+    }
+}
+
+/// How many elements segment `k` holds.
+fn segment_len(k: usize) -> usize {
+    if k == 0 {
+        1 << BASE_BITS
+    } else {
+        1 << (BASE_BITS as usize + k - 1)
+    }
+}
+
+impl<T> Segmented<T> {
+    /// No segment yet.
+    pub(super) fn new() -> Segmented<T> {
+        Segmented {
+            segments: std::array::from_fn(|_| OnceLock::new()),
+        }
+    }
+
+    /// Element `i`, if its segment has been made.
+    #[inline]
+    pub(super) fn get(&self, i: usize) -> Option<&T> {
+        let (k, at) = locate(i);
+        self.segments.get(k)?.get()?.get(at)
+    }
+
+    /// How many elements the segments made so far hold.
+    #[cfg(test)]
+    pub(super) fn allocated(&self) -> usize {
+        let made = self
+            .segments
+            .iter()
+            .take_while(|s| s.get().is_some())
+            .count();
+        (0..made).map(segment_len).sum()
+    }
+
+    /// Makes the segments that elements `0..len` need, each element made by
+    /// `make`. Returns false if `len` is over [`MAX_LEN`].
+    pub(super) fn reserve(&self, len: usize, make: impl Fn() -> T) -> bool {
+        if len == 0 {
+            return true;
+        }
+        if len > MAX_LEN {
+            return false;
+        }
+        let (last, _) = locate(len - 1);
+        for (k, segment) in self.segments.iter().enumerate().take(last + 1) {
+            segment.get_or_init(|| (0..segment_len(k)).map(|_| make()).collect());
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn elements_are_found_in_order_and_never_move() {
+        let storage: Segmented<u32> = Segmented::new();
+        assert!(storage.get(0).is_none());
+        assert!(storage.reserve(100, || 7));
+        assert_eq!(storage.allocated(), 128);
+        let first: *const u32 = storage.get(3).unwrap();
+        assert!(storage.reserve(5_000, || 7));
+        assert_eq!(storage.allocated(), 8_192);
+        assert!(
+            std::ptr::eq(first, storage.get(3).unwrap()),
+            "element moved"
+        );
+        assert!(storage.get(8_191).is_some());
+        assert!(storage.get(8_192).is_none());
+        assert!(!storage.reserve(MAX_LEN + 1, || 7));
+    }
+
+    #[test]
+    fn every_index_has_one_place() {
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..10_000 {
+            let (k, at) = locate(i);
+            assert!(at < segment_len(k), "{i} -> {k}:{at}");
+            assert!(seen.insert((k, at)), "{i} shares a place");
+        }
+        assert_eq!(locate(MAX_LEN - 1).0, SEGMENTS - 1);
+    }
+}
