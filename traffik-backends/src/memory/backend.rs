@@ -17,7 +17,7 @@ use traffik_core::{
 use super::boxed::{Boxed, expiry_s, hash_key};
 use super::shard::{Shard, Writer};
 use super::sync::MutexGuard;
-use super::table::{Fingerprint, Held, Table};
+use super::table::{Held, KeyId, Table};
 
 /// A shard on its own cache lines, so two cores working on two shards do not
 /// slow each other down.
@@ -26,10 +26,11 @@ struct Padded(Shard);
 
 struct Inner {
     shards: Box<[Padded]>,
-    /// The hasher of the boxed tables' keys.
+    /// The hasher of every table's keys (seeded at random per backend).
     hasher: RandomState,
-    /// The keyed hash that fingerprints keys, with keys drawn at random for
-    /// this backend, so no client can aim at another's fingerprint.
+    /// The keyed hash that digests identities over 16 bytes, with keys
+    /// drawn at random for this backend, so no client can aim at another's
+    /// digest.
     keys: SipHasher13,
     shard_mask: usize,
     /// The most keys one shard holds (`usize::MAX`: no cap).
@@ -46,9 +47,46 @@ impl Drop for Inner {
     }
 }
 
-/// Two random 64-bit keys for the fingerprint hash, from the standard
-/// library's per-process random seed.
-fn fingerprint_keys() -> SipHasher13 {
+/// The longest identity a word table keeps as it is (two words); longer
+/// ones are kept as a keyed 128-bit digest.
+const INLINE_IDENTITY: usize = 16;
+
+/// The identity-length value of a digested identity.
+const DIGESTED: u64 = 31;
+
+/// Where the strategy and the identity's length sit in a key's lock-word
+/// bits.
+const KIND_SHIFT: u32 = 2;
+const LEN_SHIFT: u32 = 8;
+
+/// Up to 16 bytes in two words, with overlapping reads that cover every
+/// byte: for a given length (which the key keeps beside them) different
+/// bytes give different words.
+#[inline(always)]
+fn pack(bytes: &[u8]) -> [u64; 2] {
+    let n = bytes.len();
+    let word = |at: usize| {
+        bytes
+            .get(at..at + 8)
+            .map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or_default()))
+    };
+    let half = |at: usize| {
+        bytes.get(at..at + 4).map_or(0, |b| {
+            u64::from(u32::from_le_bytes(b.try_into().unwrap_or_default()))
+        })
+    };
+    let byte = |at: usize| bytes.get(at).map_or(0, |&b| u64::from(b));
+    match n {
+        0 => [0, 0],
+        1..=3 => [byte(0) | byte(n / 2) << 8 | byte(n - 1) << 16, 0],
+        4..=8 => [half(0) | half(n - 4) << 32, 0],
+        _ => [word(0), word(n.saturating_sub(8))],
+    }
+}
+
+/// Two random 64-bit keys for the digest of long identities, from the
+/// standard library's per-process random seed.
+fn digest_keys() -> SipHasher13 {
     let seed = std::collections::hash_map::RandomState::new();
     SipHasher13::new_with_keys(seed.hash_one(0u8), seed.hash_one(1u8))
 }
@@ -136,29 +174,53 @@ impl MemoryBackend {
             .sum()
     }
 
-    /// The fingerprint of a key of strategy `kind`: a keyed 128-bit
-    /// SipHash-1-3 of the scope's hash, the strategy and the identity, whole
-    /// (any length; nothing of it is stored).
+    /// The shard a key of strategy `kind` lives in, in `0..shard_count()`.
+    /// Which shard is drawn at random per backend (the hash is seeded), so
+    /// this is for diagnostics and benchmarks, such as giving each thread
+    /// keys of its own shards.
+    pub fn shard_of(&self, key: Key<'_>, kind: StrategyKind) -> usize {
+        self.shard_index(&self.key_id(&key, kind))
+    }
+
+    /// A key as the word tables keep it: the scope's hash and the identity,
+    /// packed as it is up to 16 bytes, else its keyed 128-bit SipHash-1-3
+    /// digest (any length; nothing more of it is stored).
     #[inline(always)]
-    fn fingerprint(&self, key: &Key<'_>, kind: StrategyKind) -> Fingerprint {
+    fn key_id(&self, key: &Key<'_>, kind: StrategyKind) -> KeyId {
+        let identity = key.identity().as_bytes();
+        let (words, len) = if identity.len() <= INLINE_IDENTITY {
+            (pack(identity), identity.len() as u64)
+        } else {
+            (self.digest(identity), DIGESTED)
+        };
+        let meta = ((kind.index() as u64) << KIND_SHIFT) | (len << LEN_SHIFT);
+        KeyId::new(
+            &self.inner.hasher,
+            [key.scope().hash(), words[0], words[1]],
+            meta,
+        )
+    }
+
+    /// The keyed digest of a long identity.
+    #[cold]
+    #[inline(never)]
+    fn digest(&self, identity: &[u8]) -> [u64; 2] {
         let mut hasher = self.inner.keys;
-        hasher.write_u64(key.scope().hash());
-        hasher.write_u8(kind.index() as u8);
-        hasher.write(key.identity().as_bytes());
+        hasher.write(identity);
         let hash = hasher.finish128();
         [hash.h1, hash.h2]
     }
 
-    /// The shard of a fingerprint: the index uses the low and the top bits;
-    /// the shard takes bits 32 and up.
+    /// The shard of a key: the index uses the hash's low and top bits; the
+    /// shard takes bits 32 and up.
     #[inline(always)]
-    fn shard_index(&self, fingerprint: &Fingerprint) -> usize {
-        (fingerprint[0] >> 32) as usize & self.inner.shard_mask
+    fn shard_index(&self, id: &KeyId) -> usize {
+        (id.hash >> 32) as usize & self.inner.shard_mask
     }
 
     #[inline(always)]
-    fn shard(&self, fingerprint: &Fingerprint) -> &Shard {
-        &self.inner.shards[self.shard_index(fingerprint)].0
+    fn shard(&self, id: &KeyId) -> &Shard {
+        &self.inner.shards[self.shard_index(id)].0
     }
 
     /// Room for `new` more keys in a shard whose mutex the caller holds:
@@ -264,17 +326,17 @@ impl MemoryBackend {
         now: u64,
         cost: u64,
     ) -> Result<Decision, Error> {
-        let fingerprint = self.fingerprint(key, S::KIND);
-        let shard = self.shard(&fingerprint);
+        let id = self.key_id(key, S::KIND);
+        let shard = self.shard(&id);
         shard.note_time(now);
         let Some(table) = shard.words::<W>() else {
             return Err(no_table());
         };
         // A known key: its entry alone is written.
-        if let Some(held) = table.hold(&fingerprint) {
+        if let Some(held) = table.hold(&id) {
             return Ok(apply_held::<S, W>(held, strategy, limit.rate(), now, cost));
         }
-        self.hit_words_locked::<S, W>(strategy, shard, table, &fingerprint, key, limit, now, cost)
+        self.hit_words_locked::<S, W>(strategy, shard, table, &id, key, limit, now, cost)
     }
 
     /// A hit that missed without the lock: a new key, or one the index was
@@ -286,14 +348,14 @@ impl MemoryBackend {
         strategy: &S,
         shard: &Shard,
         table: &Table<W>,
-        fingerprint: &Fingerprint,
+        id: &KeyId,
         key: &Key<'_>,
         limit: &Limit,
         now: u64,
         cost: u64,
     ) -> Result<Decision, Error> {
         let mut writer = shard.writer.lock();
-        if let Some(held) = table.hold(fingerprint) {
+        if let Some(held) = table.hold(id) {
             return Ok(apply_held::<S, W>(held, strategy, limit.rate(), now, cost));
         }
         let mut state = S::State::default();
@@ -306,7 +368,7 @@ impl MemoryBackend {
         let mut words = [0u64; W];
         state.to_words(&mut words);
         let expires = expiry_s(now, decision.reset_after_ms());
-        if !table.insert(writer.words::<W>(), fingerprint, &words, expires) {
+        if !table.insert(writer.words::<W>(), id, &words, expires) {
             return Err(capacity_error(Some(key)));
         }
         Ok(decision)
@@ -322,8 +384,8 @@ impl MemoryBackend {
         now: u64,
         cost: u64,
     ) -> Result<Decision, Error> {
-        let fingerprint = self.fingerprint(key, S::KIND);
-        let shard = self.shard(&fingerprint);
+        let id = self.key_id(key, S::KIND);
+        let shard = self.shard(&id);
         shard.note_time(now);
         let mut writer = shard.writer.lock();
         let identity = key.stored_identity();
@@ -382,12 +444,12 @@ impl MemoryBackend {
         now: u64,
         cost: u64,
     ) -> Decision {
-        let fingerprint = self.fingerprint(key, S::KIND);
-        let shard = self.shard(&fingerprint);
+        let id = self.key_id(key, S::KIND);
+        let shard = self.shard(&id);
         let rate = limit.rate();
         match S::State::WORDS {
-            2 => self.observe_words::<S, 2>(strategy, shard, &fingerprint, rate, now, cost),
-            3 => self.observe_words::<S, 3>(strategy, shard, &fingerprint, rate, now, cost),
+            2 => self.observe_words::<S, 2>(strategy, shard, &id, rate, now, cost),
+            3 => self.observe_words::<S, 3>(strategy, shard, &id, rate, now, cost),
             _ => {
                 let writer = shard.writer.lock();
                 let identity = key.stored_identity();
@@ -408,7 +470,7 @@ impl MemoryBackend {
         &self,
         strategy: &S,
         shard: &Shard,
-        fingerprint: &Fingerprint,
+        id: &KeyId,
         rate: &Rate,
         now: u64,
         cost: u64,
@@ -418,7 +480,7 @@ impl MemoryBackend {
         };
         let found = |table: &Table<W>| {
             table
-                .hold(fingerprint)
+                .hold(id)
                 .map(|held| peek_held::<S, W>(&held, strategy, rate, now, cost))
         };
         found(table).unwrap_or_else(|| {
@@ -430,12 +492,12 @@ impl MemoryBackend {
 
     /// Forgets a key.
     fn forget<S: Strategy>(&self, key: &Key<'_>) {
-        let fingerprint = self.fingerprint(key, S::KIND);
-        let shard = self.shard(&fingerprint);
+        let id = self.key_id(key, S::KIND);
+        let shard = self.shard(&id);
         let mut writer = shard.writer.lock();
         match S::State::WORDS {
-            2 => forget_words::<2>(shard, &mut writer, &fingerprint),
-            3 => forget_words::<3>(shard, &mut writer, &fingerprint),
+            2 => forget_words::<2>(shard, &mut writer, &id),
+            3 => forget_words::<3>(shard, &mut writer, &id),
             _ => {
                 let identity = key.stored_identity();
                 let key = Key::new(key.scope(), &identity);
@@ -454,9 +516,9 @@ impl MemoryBackend {
     }
 }
 
-fn forget_words<const W: usize>(shard: &Shard, writer: &mut Writer, fingerprint: &Fingerprint) {
+fn forget_words<const W: usize>(shard: &Shard, writer: &mut Writer, id: &KeyId) {
     if let Some(table) = shard.words::<W>() {
-        table.remove(writer.words::<W>(), fingerprint);
+        table.remove(writer.words::<W>(), id);
     }
 }
 
@@ -552,7 +614,7 @@ struct GroupObserve<'a, 'g> {
     backend: &'a MemoryBackend,
     shard: &'a Shard,
     writer: &'g Writer,
-    fingerprint: &'g Fingerprint,
+    id: &'g KeyId,
     hit: &'g Hit<'g>,
     identity: &'g str,
     now: u64,
@@ -574,19 +636,13 @@ impl<'a> Visitor for GroupObserve<'a, '_> {
         };
         match S::State::WORDS {
             2 => {
-                let held = self
-                    .shard
-                    .words::<2>()
-                    .and_then(|t| t.hold(self.fingerprint));
+                let held = self.shard.words::<2>().and_then(|t| t.hold(self.id));
                 words(held, &|held| {
                     peek_held::<S, 2>(held, strategy, rate, now, cost)
                 })
             }
             3 => {
-                let held = self
-                    .shard
-                    .words::<3>()
-                    .and_then(|t| t.hold(self.fingerprint));
+                let held = self.shard.words::<3>().and_then(|t| t.hold(self.id));
                 words(held, &|held| {
                     peek_held::<S, 3>(held, strategy, rate, now, cost)
                 })
@@ -616,7 +672,7 @@ struct GroupApply<'a, 'g> {
     shard: &'a Shard,
     writer: &'g mut Writer,
     slot: Slot<'a>,
-    fingerprint: &'g Fingerprint,
+    id: &'g KeyId,
     hit: &'g Hit<'g>,
     identity: &'g str,
     now: u64,
@@ -631,24 +687,12 @@ impl Visitor for GroupApply<'_, '_> {
         match (self.slot, S::State::WORDS) {
             (Slot::Held(held), 2) => Ok(apply_held::<S, 2>(held, strategy, rate, now, cost)),
             (Slot::Held(held), 3) => Ok(apply_held::<S, 3>(held, strategy, rate, now, cost)),
-            (Slot::New, 2) => insert_new::<S, 2>(
-                strategy,
-                self.shard,
-                self.writer,
-                self.fingerprint,
-                rate,
-                now,
-                cost,
-            ),
-            (Slot::New, 3) => insert_new::<S, 3>(
-                strategy,
-                self.shard,
-                self.writer,
-                self.fingerprint,
-                rate,
-                now,
-                cost,
-            ),
+            (Slot::New, 2) => {
+                insert_new::<S, 2>(strategy, self.shard, self.writer, self.id, rate, now, cost)
+            }
+            (Slot::New, 3) => {
+                insert_new::<S, 3>(strategy, self.shard, self.writer, self.id, rate, now, cost)
+            }
             _ => {
                 let key = Key::new(self.hit.key.scope(), self.identity);
                 self.backend.apply_boxed(
@@ -670,7 +714,7 @@ fn insert_new<S: Strategy, const W: usize>(
     strategy: &S,
     shard: &Shard,
     writer: &mut Writer,
-    fingerprint: &Fingerprint,
+    id: &KeyId,
     rate: &Rate,
     now: u64,
     cost: u64,
@@ -685,7 +729,7 @@ fn insert_new<S: Strategy, const W: usize>(
     let table = shard.words::<W>().ok_or_else(no_table)?;
     if !table.insert(
         writer.words::<W>(),
-        fingerprint,
+        id,
         &words,
         expiry_s(now, decision.reset_after_ms()),
     ) {
@@ -703,12 +747,12 @@ impl MemoryBackend {
         check_distinct(hits)?;
         let identities: Vec<Cow<'_, str>> =
             hits.iter().map(|hit| hit.key.stored_identity()).collect();
-        let located: Vec<(Fingerprint, usize)> = hits
+        let located: Vec<(KeyId, usize)> = hits
             .iter()
             .map(|hit| {
-                let fingerprint = self.fingerprint(&hit.key, hit.limit.strategy().kind());
-                let shard = self.shard_index(&fingerprint);
-                (fingerprint, shard)
+                let id = self.key_id(&hit.key, hit.limit.strategy().kind());
+                let shard = self.shard_index(&id);
+                (id, shard)
             })
             .collect();
         let mut order: Vec<usize> = located.iter().map(|&(_, shard)| shard).collect();
@@ -723,12 +767,12 @@ impl MemoryBackend {
         let mut decisions = Vec::with_capacity(hits.len());
         let mut slots = Vec::with_capacity(hits.len());
         let mut new_keys = vec![0usize; order.len()];
-        for ((hit, (fingerprint, shard)), identity) in hits.iter().zip(&located).zip(&identities) {
+        for ((hit, (id, shard)), identity) in hits.iter().zip(&located).zip(&identities) {
             let (decision, slot, new) = hit.limit.strategy().visit(GroupObserve {
                 backend: self,
                 shard: &self.inner.shards[*shard].0,
                 writer: &guards[guard_of(*shard)],
-                fingerprint,
+                id,
                 hit,
                 identity,
                 now,
@@ -740,7 +784,7 @@ impl MemoryBackend {
         if !decisions.iter().all(Decision::is_allowed) {
             // None is charged: those that would pass show their quota as it is.
             drop(slots);
-            for ((hit, (fingerprint, shard)), (decision, identity)) in hits
+            for ((hit, (id, shard)), (decision, identity)) in hits
                 .iter()
                 .zip(&located)
                 .zip(decisions.iter_mut().zip(&identities))
@@ -754,7 +798,7 @@ impl MemoryBackend {
                             backend: self,
                             shard: &self.inner.shards[*shard].0,
                             writer: &guards[guard_of(*shard)],
-                            fingerprint,
+                            id,
                             hit: &zero,
                             identity,
                             now,
@@ -772,7 +816,7 @@ impl MemoryBackend {
             }
         }
         // Charge them all, the entries still held.
-        for (((hit, (fingerprint, shard)), slot), (decision, identity)) in hits
+        for (((hit, (id, shard)), slot), (decision, identity)) in hits
             .iter()
             .zip(&located)
             .zip(slots)
@@ -783,7 +827,7 @@ impl MemoryBackend {
                 shard: &self.inner.shards[*shard].0,
                 writer: &mut guards[guard_of(*shard)],
                 slot,
-                fingerprint,
+                id,
                 hit,
                 identity,
                 now,
@@ -921,12 +965,12 @@ impl MemoryBackendBuilder {
         let shard_cap = self
             .max_keys
             .map_or(usize::MAX, |max| max.div_ceil(shards).max(1));
-        let make_shard = || Padded(Shard::new());
+        let hasher = RandomState::default();
         let interval = self.sweep_interval.filter(|i| !i.is_zero());
         let inner = Arc::new(Inner {
-            shards: (0..shards).map(|_| make_shard()).collect(),
-            hasher: RandomState::default(),
-            keys: fingerprint_keys(),
+            shards: (0..shards).map(|_| Padded(Shard::new(&hasher))).collect(),
+            hasher,
+            keys: digest_keys(),
             shard_mask: shards - 1,
             shard_cap,
             sweeper: OnceLock::new(),
@@ -960,4 +1004,42 @@ fn spawn_sweeper(backend: Weak<Inner>, interval: Duration) -> Option<Thread> {
         })
         .ok()?;
     Some(handle.thread().clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::pack;
+
+    proptest! {
+        /// Two identities of one length (the key keeps the length beside
+        /// the words) pack alike only if they are alike.
+        #[test]
+        fn packing_is_injective_for_each_length(
+            a in proptest::collection::vec(any::<u8>(), 0..=16),
+            flips in proptest::collection::vec((any::<prop::sample::Index>(), 1u8..), 1..3),
+        ) {
+            let mut b = a.clone();
+            for (at, by) in flips {
+                if !b.is_empty() {
+                    let at = at.index(b.len());
+                    b[at] ^= by;
+                }
+            }
+            prop_assert_eq!(a == b, pack(&a) == pack(&b), "{:?} {:?}", a, b);
+        }
+    }
+
+    #[test]
+    fn every_byte_of_every_length_counts() {
+        for n in 0..=16usize {
+            let zeros = vec![0u8; n];
+            for at in 0..n {
+                let mut one = zeros.clone();
+                one[at] = 1;
+                assert_ne!(pack(&zeros), pack(&one), "byte {at} of {n} is not read");
+            }
+        }
+    }
 }

@@ -58,10 +58,11 @@ impl Writer {
 }
 
 impl Shard {
-    pub(super) fn new() -> Shard {
+    /// A shard whose tables hash keys with `hasher`.
+    pub(super) fn new(hasher: &RandomState) -> Shard {
         Shard {
-            words2: Table::new(),
-            words3: Table::new(),
+            words2: Table::new(hasher.clone()),
+            words3: Table::new(hasher.clone()),
             writer: Mutex::new(Writer {
                 words2: TableWriter::default(),
                 words3: TableWriter::default(),

@@ -2,13 +2,15 @@
 //! known key write nothing but that key's own entry.
 //!
 //! - **Entries** sit in [`Segmented`] storage and never move. Each is a
-//!   lock word, the key's 128-bit fingerprint and `W` words of state.
+//!   lock word (which also holds the key's strategy and identity length,
+//!   and its expiry), the key's three words ([`KeyId`]) and `W` words of
+//!   state.
 //! - **The index** is open addressing with linear probing over 4-byte slots
-//!   (an 8-bit tag of the fingerprint and the entry's position), read with
+//!   (an 8-bit tag of the key's hash and the entry's position), read with
 //!   atomic loads only.
 //! - **Readers** (a decision on a key that exists) probe the index, then
-//!   take the entry's lock word with one compare-and-swap, check the
-//!   fingerprint again under it, apply the pure strategy and release it with
+//!   take the entry's lock word with one compare-and-swap, check the key
+//!   again under it, apply the pure strategy and release it with
 //!   one store. Nothing another core reads is written, unless it hits the
 //!   same key.
 //! - **Writers** (insert, remove, sweep, index growth) hold the shard's
@@ -18,20 +20,48 @@
 //! - **A miss is never wrong, only slow.** While a writer rebuilds or
 //!   shifts the index, a reader can miss a key that exists; it then takes
 //!   the shard's mutex, under which the index is stable, and looks again.
-//!   A reader can also find a stale position: the fingerprint check under
-//!   the entry's lock sends it to the same slow path.
+//!   A reader can also find a stale position: the key check under the
+//!   entry's lock sends it to the same slow path.
+
+use std::hash::BuildHasher;
+
+use foldhash::fast::RandomState;
 
 use super::segmented::{MAX_LEN, Segmented};
 use super::sync::{AtomicU32, AtomicU64, AtomicUsize, Ordering, backoff};
 
-/// A key's fingerprint: a keyed 128-bit hash of its scope, strategy and
-/// identity. The low bits place it in the index, bits 32.. pick its shard
-/// and the top 8 bits are its tag in the index.
-pub(super) type Fingerprint = [u64; 2];
+/// A key as a word table keeps it: three words (the scope's hash and the
+/// identity, packed or digested) and the lock word's key bits (strategy,
+/// identity length), with its hash. The hash's low bits place it in the
+/// index, bits 32 and up pick its shard and the top 8 bits are its tag.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct KeyId {
+    pub(super) words: [u64; 3],
+    /// Key bits of the lock word: [`KEY_BITS`] only.
+    pub(super) meta: u64,
+    pub(super) hash: u64,
+}
 
-/// The lock word's bits: held, live, and the expiry in whole seconds above.
+impl KeyId {
+    /// The key of `words` and `meta`, hashed by `hasher`.
+    #[inline(always)]
+    pub(super) fn new(hasher: &RandomState, words: [u64; 3], meta: u64) -> KeyId {
+        let meta = meta & KEY_BITS;
+        KeyId {
+            words,
+            meta,
+            hash: hasher.hash_one((words[0], words[1], words[2], meta)),
+        }
+    }
+}
+
+/// The lock word's bits: held, live, the key's own bits (the strategy's
+/// index and the identity's length, stable while the entry lives), and the
+/// expiry in whole seconds from bit 32.
 const HELD: u64 = 1;
 const LIVE: u64 = 2;
+/// The bits of the lock word that belong to the key: bits 2 to 31.
+pub(super) const KEY_BITS: u64 = 0xFFFF_FFFC;
 const EXPIRY_SHIFT: u32 = 32;
 
 /// Index slots: 0 is empty, otherwise the fingerprint's tag above the
@@ -50,15 +80,19 @@ pub(super) const MAX_ENTRIES: usize = {
     }
 };
 
-/// The smallest index a table has once it holds a key.
+/// The smallest index a table has once it holds a key (tiny under loom, so
+/// that models grow the index within a few inserts).
+#[cfg(not(loom))]
 const MIN_INDEX: usize = 16;
+#[cfg(loom)]
+const MIN_INDEX: usize = 2;
 
-/// One key: its lock word, its fingerprint and its state.
+/// One key: its lock word, its key words and its state.
 pub(super) struct Entry<const W: usize> {
-    /// [`HELD`] | [`LIVE`] | expiry seconds << [`EXPIRY_SHIFT`]; 0 is a free
-    /// entry.
+    /// [`HELD`] | [`LIVE`] | key bits | expiry seconds << [`EXPIRY_SHIFT`];
+    /// 0 is a free entry.
     lock: AtomicU64,
-    fingerprint: [AtomicU64; 2],
+    key: [AtomicU64; 3],
     state: [AtomicU64; W],
 }
 
@@ -66,32 +100,35 @@ impl<const W: usize> Entry<W> {
     fn new() -> Entry<W> {
         Entry {
             lock: AtomicU64::new(0),
-            fingerprint: [AtomicU64::new(0), AtomicU64::new(0)],
+            key: std::array::from_fn(|_| AtomicU64::new(0)),
             state: std::array::from_fn(|_| AtomicU64::new(0)),
         }
     }
 
+    /// Whether the entry's key words and lock word's key bits are `id`'s
+    /// (unheld, a hint; held, the truth).
     #[inline]
-    fn fingerprint_is(&self, fingerprint: &Fingerprint) -> bool {
-        self.fingerprint[0].load(Ordering::Relaxed) == fingerprint[0]
-            && self.fingerprint[1].load(Ordering::Relaxed) == fingerprint[1]
+    fn is(&self, id: &KeyId) -> bool {
+        self.key[0].load(Ordering::Relaxed) == id.words[0]
+            && self.key[1].load(Ordering::Relaxed) == id.words[1]
+            && self.key[2].load(Ordering::Relaxed) == id.words[2]
+            && self.lock.load(Ordering::Relaxed) & KEY_BITS == id.meta
     }
 
-    fn fingerprint(&self) -> Fingerprint {
-        [
-            self.fingerprint[0].load(Ordering::Relaxed),
-            self.fingerprint[1].load(Ordering::Relaxed),
-        ]
+    /// The entry's key, hashed by `hasher`.
+    fn id(&self, hasher: &RandomState) -> KeyId {
+        let words = std::array::from_fn(|i| self.key[i].load(Ordering::Relaxed));
+        KeyId::new(hasher, words, self.lock.load(Ordering::Relaxed))
     }
 
-    /// Holds the entry if it is live and, once held, still the key of
-    /// `fingerprint`. Waits while another thread holds it.
+    /// Holds the entry if it is live and, once held, still the key `id`.
+    /// Waits while another thread holds it.
     #[inline]
-    pub(super) fn hold(&self, fingerprint: &Fingerprint) -> Option<Held<'_>> {
+    pub(super) fn hold(&self, id: &KeyId) -> Option<Held<'_>> {
         let held = self.hold_live()?;
-        // Only a writer holding the entry changes its fingerprint, so under
-        // the lock this read is the entry's key for good.
-        self.fingerprint_is(fingerprint).then_some(held)
+        // Only a writer holding the entry changes its key, so under the
+        // lock this read is the entry's key for good.
+        self.is(id).then_some(held)
     }
 
     /// Holds the entry if it is live, whatever its key.
@@ -177,7 +214,7 @@ impl Held<'_> {
         for (word, value) in self.state.iter().zip(words) {
             word.store(*value, Ordering::Relaxed);
         }
-        self.release = LIVE | (u64::from(expires_s) << EXPIRY_SHIFT);
+        self.release = (self.release & KEY_BITS) | LIVE | (u64::from(expires_s) << EXPIRY_SHIFT);
     }
 
     /// The expiry, in whole seconds.
@@ -224,25 +261,28 @@ pub(super) struct Table<const W: usize> {
     slots: Segmented<AtomicU32>,
     /// How many index slots are in use for probing (a power of two, or 0).
     capacity: AtomicUsize,
+    /// The hasher of the keys, to place entries again as the index grows.
+    hasher: RandomState,
 }
 
 impl<const W: usize> Table<W> {
-    pub(super) fn new() -> Table<W> {
+    pub(super) fn new(hasher: RandomState) -> Table<W> {
         Table {
             entries: Segmented::new(),
             slots: Segmented::new(),
             capacity: AtomicUsize::new(0),
+            hasher,
         }
     }
 
-    /// The entry of `fingerprint` and its position, if the index shows one.
+    /// The entry of `id` and its position, if the index shows one.
     /// Without the shard's mutex this may miss a key that exists.
     #[inline]
-    pub(super) fn find(&self, fingerprint: &Fingerprint) -> Option<(usize, &Entry<W>)> {
+    pub(super) fn find(&self, id: &KeyId) -> Option<(usize, &Entry<W>)> {
         let capacity = self.capacity.load(Ordering::Acquire);
         let mask = capacity.wrapping_sub(1);
-        let tag = (fingerprint[0] >> 56) as u32;
-        let mut at = fingerprint[0] as usize & mask;
+        let tag = (id.hash >> 56) as u32;
+        let mut at = id.hash as usize & mask;
         for _ in 0..capacity {
             let slot = self.slots.get(at)?.load(Ordering::Acquire);
             if slot == 0 {
@@ -251,7 +291,7 @@ impl<const W: usize> Table<W> {
             if slot >> POSITION_BITS == tag {
                 let position = (slot & POSITION_MASK) as usize - 1;
                 if let Some(entry) = self.entries.get(position) {
-                    if entry.fingerprint_is(fingerprint) {
+                    if entry.is(id) {
                         return Some((position, entry));
                     }
                 }
@@ -261,19 +301,18 @@ impl<const W: usize> Table<W> {
         None
     }
 
-    /// Holds the entry of `fingerprint`, if the index shows one.
+    /// Holds the entry of `id`, if the index shows one.
     #[inline]
-    pub(super) fn hold(&self, fingerprint: &Fingerprint) -> Option<Held<'_>> {
-        self.find(fingerprint)?.1.hold(fingerprint)
+    pub(super) fn hold(&self, id: &KeyId) -> Option<Held<'_>> {
+        self.find(id)?.1.hold(id)
     }
 
-    /// Adds the key of `fingerprint`, which is not in the table, with its
-    /// state. The caller holds the shard's mutex, of which `writer` is part.
+    /// Adds the key `id`, which is not in the table, with its state. The caller holds the shard's mutex, of which `writer` is part.
     /// Returns false when the table is at [`MAX_ENTRIES`].
     pub(super) fn insert(
         &self,
         writer: &mut TableWriter,
-        fingerprint: &Fingerprint,
+        id: &KeyId,
         words: &[u64; W],
         expires_s: u32,
     ) -> bool {
@@ -299,17 +338,18 @@ impl<const W: usize> Table<W> {
         };
         // The entry is free: no reader can hold it (holding needs LIVE), so
         // its words are written before the lock word publishes them.
-        entry.fingerprint[0].store(fingerprint[0], Ordering::Relaxed);
-        entry.fingerprint[1].store(fingerprint[1], Ordering::Relaxed);
+        for (word, value) in entry.key.iter().zip(&id.words) {
+            word.store(*value, Ordering::Relaxed);
+        }
         for (word, value) in entry.state.iter().zip(words) {
             word.store(*value, Ordering::Relaxed);
         }
         entry.lock.store(
-            LIVE | (u64::from(expires_s) << EXPIRY_SHIFT),
+            id.meta | LIVE | (u64::from(expires_s) << EXPIRY_SHIFT),
             Ordering::Release,
         );
         writer.live += 1;
-        self.index_insert(fingerprint, position);
+        self.index_insert(id.hash, position);
         true
     }
 
@@ -329,18 +369,18 @@ impl<const W: usize> Table<W> {
         for position in 0..writer.made {
             if let Some(entry) = self.entries.get(position) {
                 if entry.expiry_hint().is_some() {
-                    self.index_insert(&entry.fingerprint(), position);
+                    self.index_insert(entry.id(&self.hasher).hash, position);
                 }
             }
         }
         true
     }
 
-    fn index_insert(&self, fingerprint: &Fingerprint, position: usize) {
+    fn index_insert(&self, hash: u64, position: usize) {
         let capacity = self.capacity.load(Ordering::Relaxed);
         let mask = capacity.wrapping_sub(1);
-        let slot_value = (((fingerprint[0] >> 56) as u32) << POSITION_BITS) | (position as u32 + 1);
-        let mut at = fingerprint[0] as usize & mask;
+        let slot_value = (((hash >> 56) as u32) << POSITION_BITS) | (position as u32 + 1);
+        let mut at = hash as usize & mask;
         for _ in 0..capacity {
             let Some(slot) = self.slots.get(at) else {
                 return;
@@ -355,11 +395,11 @@ impl<const W: usize> Table<W> {
 
     /// Takes the slot of `position` out of the index, shifting the rest of
     /// its run back so that probing needs no tombstones.
-    fn index_remove(&self, fingerprint: &Fingerprint, position: usize) {
+    fn index_remove(&self, hash: u64, position: usize) {
         let capacity = self.capacity.load(Ordering::Relaxed);
         let mask = capacity.wrapping_sub(1);
         let slot_at = |at: usize| self.slots.get(at);
-        let mut hole = fingerprint[0] as usize & mask;
+        let mut hole = hash as usize & mask;
         let mut found = false;
         for _ in 0..capacity {
             let Some(slot) = slot_at(hole) else { return };
@@ -387,7 +427,7 @@ impl<const W: usize> Table<W> {
             let home = self
                 .entries
                 .get(moved)
-                .map_or(next, |entry| entry.fingerprint()[0] as usize & mask);
+                .map_or(next, |entry| entry.id(&self.hasher).hash as usize & mask);
             // The slot at `next` may fill the hole if its home is not
             // between the hole (exclusive) and `next` (inclusive).
             if next.wrapping_sub(home) & mask >= next.wrapping_sub(hole) & mask {
@@ -403,21 +443,21 @@ impl<const W: usize> Table<W> {
         }
     }
 
-    /// Removes the key of `fingerprint`, if present. The caller holds the
-    /// shard's mutex.
-    pub(super) fn remove(&self, writer: &mut TableWriter, fingerprint: &Fingerprint) {
-        let Some((position, entry)) = self.find(fingerprint) else {
+    /// Removes the key `id`, if present. The caller holds the shard's
+    /// mutex.
+    pub(super) fn remove(&self, writer: &mut TableWriter, id: &KeyId) {
+        let Some((position, entry)) = self.find(id) else {
             return;
         };
-        if let Some(mut held) = entry.hold(fingerprint) {
+        if let Some(mut held) = entry.hold(id) {
             held.kill();
             drop(held);
-            self.forget(writer, fingerprint, position);
+            self.forget(writer, id.hash, position);
         }
     }
 
-    fn forget(&self, writer: &mut TableWriter, fingerprint: &Fingerprint, position: usize) {
-        self.index_remove(fingerprint, position);
+    fn forget(&self, writer: &mut TableWriter, hash: u64, position: usize) {
+        self.index_remove(hash, position);
         writer.free.push(position as u32);
         writer.live -= 1;
     }
@@ -443,10 +483,10 @@ impl<const W: usize> Table<W> {
             if u64::from(held.expires_s()) > now_s {
                 continue;
             }
-            let fingerprint = entry.fingerprint();
+            let hash = entry.id(&self.hasher).hash;
             held.kill();
             drop(held);
-            self.forget(writer, &fingerprint, position);
+            self.forget(writer, hash, position);
             dropped += 1;
         }
         dropped
@@ -470,17 +510,24 @@ mod tests {
         words
     }
 
-    fn fp(i: u64) -> Fingerprint {
-        // Spread like a hash, with clustering forced on some keys: every
-        // tenth key lands on the same home slot.
-        let spread = i.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        let low = if i % 10 == 0 { 0 } else { spread };
-        [low & !0xFF | (i & 0xFF), i]
+    /// Key `i`, its hash by a fixed hasher shared by the tables of the tests.
+    fn fp(i: u64) -> KeyId {
+        KeyId::new(&hasher(), [i, i.wrapping_mul(3), 7], (i % 5) << 2)
+    }
+
+    fn hasher() -> RandomState {
+        use std::sync::OnceLock;
+        static HASHER: OnceLock<RandomState> = OnceLock::new();
+        HASHER.get_or_init(RandomState::default).clone()
+    }
+
+    fn table<const W: usize>() -> Table<W> {
+        Table::new(hasher())
     }
 
     #[test]
     fn keys_are_found_held_and_removed_through_growth_and_shifts() {
-        let table: Table<2> = Table::new();
+        let table: Table<2> = table();
         let mut writer = TableWriter::default();
         for i in 0..3_000 {
             assert!(table.insert(&mut writer, &fp(i), &[i, i + 1], 10));
@@ -508,7 +555,7 @@ mod tests {
 
     #[test]
     fn a_written_state_shows_and_a_sweep_drops_only_the_expired() {
-        let table: Table<3> = Table::new();
+        let table: Table<3> = table();
         let mut writer = TableWriter::default();
         for i in 0..100 {
             assert!(table.insert(&mut writer, &fp(i), &[1, 2, 3], 5));
@@ -527,7 +574,7 @@ mod tests {
 
     #[test]
     fn a_sweep_passes_over_an_entry_someone_holds() {
-        let table: Table<2> = Table::new();
+        let table: Table<2> = table();
         let mut writer = TableWriter::default();
         assert!(table.insert(&mut writer, &fp(1), &[1, 1], 5));
         assert!(table.insert(&mut writer, &fp(2), &[2, 2], 5));
@@ -542,7 +589,7 @@ mod tests {
 
     #[test]
     fn a_stale_position_is_never_taken_for_another_key() {
-        let table: Table<2> = Table::new();
+        let table: Table<2> = table();
         let mut writer = TableWriter::default();
         assert!(table.insert(&mut writer, &fp(1), &[1, 1], 10));
         let (position, _) = table.find(&fp(1)).unwrap();
@@ -553,5 +600,151 @@ mod tests {
         let entry = table.entries.get(position).unwrap();
         assert!(entry.hold(&fp(1)).is_none(), "held for the old key");
         assert_eq!(read::<2>(&entry.hold(&fp(2)).unwrap()), [2, 2]);
+    }
+}
+
+/// The protocol under loom, which runs every interleaving of the threads
+/// (within a preemption bound): `RUSTFLAGS="--cfg loom" cargo test -p
+/// traffik-backends --release --lib loom`.
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use loom::sync::Arc;
+    use loom::thread;
+
+    use super::super::sync::Mutex;
+    use super::*;
+
+    struct Store {
+        table: Table<2>,
+        writer: Mutex<TableWriter>,
+    }
+
+    fn store() -> Arc<Store> {
+        Arc::new(Store {
+            table: Table::new(RandomState::default()),
+            writer: Mutex::new(TableWriter::default()),
+        })
+    }
+
+    fn fp(store: &Store, i: u64) -> KeyId {
+        KeyId::new(&store.table.hasher, [i, 0, 0], 0)
+    }
+
+    /// One hit as the backend makes it: add 1 to word 0 of a known key
+    /// without the lock; on a miss, under the lock, add it there or insert
+    /// the key with 1.
+    fn hit(store: &Store, key: u64, expires_s: u32) {
+        let add = |mut held: Held<'_>| {
+            let mut words = [0u64; 2];
+            held.read(&mut words);
+            words[0] += 1;
+            held.write(&words, expires_s);
+        };
+        if let Some(held) = store.table.hold(&fp(store, key)) {
+            return add(held);
+        }
+        let mut writer = store.writer.lock();
+        match store.table.hold(&fp(store, key)) {
+            Some(held) => add(held),
+            None => assert!(
+                store
+                    .table
+                    .insert(&mut writer, &fp(store, key), &[1, key], expires_s)
+            ),
+        }
+    }
+
+    /// Word 0 of a key, or `None` if the table does not hold it.
+    fn count(store: &Store, key: u64) -> Option<u64> {
+        let _writer = store.writer.lock();
+        let held = store.table.hold(&fp(store, key))?;
+        let mut words = [0u64; 2];
+        held.read(&mut words);
+        assert_eq!(words[1], key, "a key holds another's state");
+        Some(words[0])
+    }
+
+    #[test]
+    fn hits_on_one_key_are_all_counted() {
+        loom::model(|| {
+            let store = store();
+            hit(&store, 1, 10);
+            let other = {
+                let store = Arc::clone(&store);
+                thread::spawn(move || hit(&store, 1, 10))
+            };
+            hit(&store, 1, 10);
+            other.join().unwrap();
+            assert_eq!(count(&store, 1), Some(3));
+        });
+    }
+
+    #[test]
+    fn a_hit_never_lands_on_an_entry_reused_by_another_key() {
+        loom::model(|| {
+            let store = store();
+            hit(&store, 1, 10);
+            let writer = {
+                let store = Arc::clone(&store);
+                thread::spawn(move || {
+                    // Key 1 goes; key 2 takes its entry.
+                    let mut writer = store.writer.lock();
+                    store.table.remove(&mut writer, &fp(&store, 1));
+                    assert!(
+                        store
+                            .table
+                            .insert(&mut writer, &fp(&store, 2), &[100, 2], 10)
+                    );
+                })
+            };
+            hit(&store, 1, 10);
+            writer.join().unwrap();
+            // The hit found key 1 before it went, or stored it anew.
+            assert!(matches!(count(&store, 1), None | Some(1)));
+            assert_eq!(count(&store, 2), Some(100), "key 2 was charged for key 1");
+        });
+    }
+
+    #[test]
+    fn a_hit_during_index_growth_is_counted_once() {
+        loom::model(|| {
+            let store = store();
+            hit(&store, 1, 10);
+            let writer = {
+                let store = Arc::clone(&store);
+                thread::spawn(move || {
+                    for key in [2, 3] {
+                        hit(&store, key, 10);
+                    }
+                })
+            };
+            hit(&store, 1, 10);
+            writer.join().unwrap();
+            assert_eq!(count(&store, 1), Some(2));
+            assert_eq!(count(&store, 2), Some(1));
+            assert_eq!(count(&store, 3), Some(1));
+        });
+    }
+
+    #[test]
+    fn a_hit_racing_a_sweep_is_never_lost() {
+        loom::model(|| {
+            let store = store();
+            // Key 1 expires at second 5; the hit moves it to second 50.
+            hit(&store, 1, 5);
+            let sweeper = {
+                let store = Arc::clone(&store);
+                thread::spawn(move || {
+                    let mut writer = store.writer.lock();
+                    store.table.sweep(&mut writer, 10)
+                })
+            };
+            hit(&store, 1, 50);
+            let dropped = sweeper.join().unwrap();
+            // Swept first: the hit stored the key anew. Hit first: the
+            // sweep kept it. Either way the hit is there.
+            let expected = if dropped == 1 { 1 } else { 2 };
+            assert_eq!(count(&store, 1), Some(expected));
+        });
     }
 }

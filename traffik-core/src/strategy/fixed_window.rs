@@ -36,10 +36,12 @@ impl State for FixedWindowState {
 
     const WORDS: usize = 2;
 
+    #[inline]
     fn to_words(&self, words: &mut [u64]) {
         put_words(words, &[self.window_end_ms, self.count]);
     }
 
+    #[inline]
     fn from_words(words: &[u64]) -> Self {
         let [window_end_ms, count] = take_words(words);
         FixedWindowState {

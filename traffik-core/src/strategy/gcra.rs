@@ -60,10 +60,12 @@ impl State for GcraState {
 
     const WORDS: usize = 2;
 
+    #[inline]
     fn to_words(&self, words: &mut [u64]) {
         put_words(words, &[self.tat_ms, self.tat_frac]);
     }
 
+    #[inline]
     fn from_words(words: &[u64]) -> Self {
         let [tat_ms, tat_frac] = take_words(words);
         GcraState { tat_ms, tat_frac }

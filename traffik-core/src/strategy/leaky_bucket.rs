@@ -59,10 +59,12 @@ impl State for LeakyBucketState {
 
     const WORDS: usize = 2;
 
+    #[inline]
     fn to_words(&self, words: &mut [u64]) {
         put_words(words, &[self.level, self.leaked_ms]);
     }
 
+    #[inline]
     fn from_words(words: &[u64]) -> Self {
         let [level, leaked_ms] = take_words(words);
         LeakyBucketState { level, leaked_ms }

@@ -41,10 +41,12 @@ impl State for SlidingWindowCounterState {
 
     const WORDS: usize = 3;
 
+    #[inline]
     fn to_words(&self, words: &mut [u64]) {
         put_words(words, &[self.window_end_ms, self.previous, self.current]);
     }
 
+    #[inline]
     fn from_words(words: &[u64]) -> Self {
         let [window_end_ms, previous, current] = take_words(words);
         SlidingWindowCounterState {

@@ -35,6 +35,7 @@ pub trait State: Clone + Default + Debug + Send + Sync + 'static {
 }
 
 /// Copies `values` into the front of `words`, as far as both go.
+#[inline]
 pub(crate) fn put_words(words: &mut [u64], values: &[u64]) {
     for (word, value) in words.iter_mut().zip(values) {
         *word = *value;
@@ -42,6 +43,7 @@ pub(crate) fn put_words(words: &mut [u64], values: &[u64]) {
 }
 
 /// The first `N` words of `words`, missing ones as 0.
+#[inline]
 pub(crate) fn take_words<const N: usize>(words: &[u64]) -> [u64; N] {
     let mut out = [0u64; N];
     put_words(&mut out, words);

@@ -60,10 +60,12 @@ impl State for TokenBucketState {
 
     const WORDS: usize = 2;
 
+    #[inline]
     fn to_words(&self, words: &mut [u64]) {
         put_words(words, &[self.taken, self.updated_ms]);
     }
 
+    #[inline]
     fn from_words(words: &[u64]) -> Self {
         let [taken, updated_ms] = take_words(words);
         TokenBucketState { taken, updated_ms }
