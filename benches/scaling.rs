@@ -11,11 +11,14 @@
 //!
 //! Scenarios:
 //! - `1k`: each thread walks its own 1,000 keys, spread over every shard
-//!   (interleaved);
+//!   (interleaved), stored by the thread itself in a first pass, as a
+//!   server's worker stores the keys of the clients it serves;
 //! - `1k_confined`: the same, each thread's keys in its own half of the
 //!   shards (traffik only: governor's shards are not visible);
-//! - `1m`: each thread walks its own 500,000 keys (1M in all), stored
-//!   before the run;
+//! - `1m`: each thread walks its own 500,000 keys (1M in all);
+//! - `1k_alternating`: 1,000 keys each, all stored beforehand by one other
+//!   thread, the two threads' keys in turn (a worst case for the layout:
+//!   neighbouring entries belong to different threads);
 //! - `hot`: both threads on one shared key, where contention is the point;
 //! - `churn`: every hit is a new key; the clock moves a second every 1,024
 //!   hits, so keys expire and sweeps run during the run (governor is never
@@ -31,10 +34,10 @@ use governor::{Quota, RateLimiter};
 use traffik_backends::memory::MemoryBackend;
 use traffik_benches::{key, median, ready};
 use traffik_core::backend::Key;
-use traffik_core::{AnyStrategy, FixedWindow, Gcra, ManualClock, StrategyKind, Throttle};
+use traffik_core::{AnyStrategy, FixedWindow, Gcra, ManualClock, Throttle};
 
 const PAIRS: usize = 11;
-const HITS_PER_THREAD: u64 = 1_000_000;
+const HITS_PER_THREAD: u64 = 4_000_000;
 
 /// A check: thread, hit number, key.
 type Check<'a> = dyn Fn(usize, u64, &String) -> bool + Sync + 'a;
@@ -180,27 +183,43 @@ fn main() {
                     > 1
             },
         );
+        // Keys are stored by the threads that use them, as a server's
+        // workers do: one pass of each thread over its own keys.
         if wanted(scenario, "governor") {
             let governor = RateLimiter::keyed(governor_quota);
-            for k in keys.iter().flatten() {
-                let _ = governor.check_key(k);
-            }
-            measure(scenario, "governor", &keys, HITS_PER_THREAD, &|_, _, k| {
-                governor.check_key(k).is_ok()
-            });
+            let check: &Check<'_> = &|_, _, k| governor.check_key(k).is_ok();
+            run(2, &keys, per_thread, check);
+            measure(scenario, "governor", &keys, HITS_PER_THREAD, check);
         }
         for (name, strategy) in &strategies {
             if !wanted(scenario, name) {
                 continue;
             }
             let throttle = throttle(strategy.clone(), never, &clock);
-            for k in keys.iter().flatten() {
-                let _ = ready(throttle.hit(k));
-            }
-            measure(scenario, name, &keys, HITS_PER_THREAD, &|_, _, k| {
-                ready(throttle.hit(k)).unwrap().is_allowed()
-            });
+            let check: &Check<'_> = &|_, _, k| ready(throttle.hit(k)).unwrap().is_allowed();
+            run(2, &keys, per_thread, check);
+            measure(scenario, name, &keys, HITS_PER_THREAD, check);
         }
+    }
+
+    for (name, strategy) in &strategies {
+        if !wanted("1k_alternating", name) {
+            continue;
+        }
+        let throttle = throttle(strategy.clone(), never, &clock);
+        let keys = disjoint(1_000);
+        for i in 0..1_000 {
+            for thread in &keys {
+                let _ = ready(throttle.hit(&thread[i]));
+            }
+        }
+        measure(
+            "1k_alternating",
+            name,
+            &keys,
+            HITS_PER_THREAD,
+            &|_, _, k| ready(throttle.hit(k)).unwrap().is_allowed(),
+        );
     }
 
     for (name, strategy) in &strategies {

@@ -84,6 +84,17 @@ fn pack(bytes: &[u8]) -> [u64; 2] {
     }
 }
 
+/// The entry lane of the calling thread: threads are numbered as they
+/// first insert a key, so keys first seen by different threads sit in
+/// different lanes (and hits from those threads write different lines).
+fn current_lane() -> usize {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    thread_local! {
+        static LANE: usize = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    LANE.with(|lane| *lane)
+}
+
 /// Two random 64-bit keys for the digest of long identities, from the
 /// standard library's per-process random seed.
 fn digest_keys() -> SipHasher13 {
@@ -368,7 +379,7 @@ impl MemoryBackend {
         let mut words = [0u64; W];
         state.to_words(&mut words);
         let expires = expiry_s(now, decision.reset_after_ms());
-        if !table.insert(writer.words::<W>(), id, &words, expires) {
+        if !table.insert(writer.words::<W>(), id, &words, expires, current_lane()) {
             return Err(capacity_error(Some(key)));
         }
         Ok(decision)
@@ -732,6 +743,7 @@ fn insert_new<S: Strategy, const W: usize>(
         id,
         &words,
         expiry_s(now, decision.reset_after_ms()),
+        current_lane(),
     ) {
         return Err(capacity_error(None));
     }

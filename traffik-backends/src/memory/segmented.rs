@@ -38,6 +38,20 @@ fn locate(i: usize) -> (usize, usize) {
     }
 }
 
+/// Where the `n`-th element made should go: the same segment, at the
+/// bit-reversal of its place in it. Elements made one after the other then
+/// sit half a segment apart, so keys that arrive together (and are hit
+/// together, by different threads) do not share cache lines. It maps each
+/// segment onto itself, one to one, so the first `n` elements made fill
+/// exactly the places `scatter(0..n)` of the segments `0..n` needs.
+#[inline]
+pub(super) fn scatter(n: usize) -> usize {
+    let (k, at) = locate(n);
+    let bits = segment_len(k).trailing_zeros();
+    let start = n - at;
+    start + (at.reverse_bits() >> (usize::BITS - bits))
+}
+
 /// How many elements segment `k` holds.
 fn segment_len(k: usize) -> usize {
     if k == 0 {
@@ -110,6 +124,19 @@ mod tests {
         assert!(storage.get(8_191).is_some());
         assert!(storage.get(8_192).is_none());
         assert!(!storage.reserve(MAX_LEN + 1, || 7));
+    }
+
+    #[test]
+    fn scattering_maps_each_segment_onto_itself() {
+        let mut seen = std::collections::HashSet::new();
+        for n in 0..4_096 {
+            let at = scatter(n);
+            assert_eq!(locate(at).0, locate(n).0, "{n} left its segment");
+            assert!(seen.insert(at), "{n} shares {at}");
+        }
+        // Consecutive elements are far apart in a large segment.
+        let (a, b) = (scatter(1_024), scatter(1_025));
+        assert!(a.abs_diff(b) >= 256, "{a} and {b}");
     }
 
     #[test]

@@ -27,7 +27,7 @@ use std::hash::BuildHasher;
 
 use foldhash::fast::RandomState;
 
-use super::segmented::{MAX_LEN, Segmented};
+use super::segmented::{MAX_LEN, Segmented, scatter};
 use super::sync::{AtomicU32, AtomicU64, AtomicUsize, Ordering, backoff};
 
 /// A key as a word table keeps it: three words (the scope's hash and the
@@ -64,21 +64,31 @@ const LIVE: u64 = 2;
 pub(super) const KEY_BITS: u64 = 0xFFFF_FFFC;
 const EXPIRY_SHIFT: u32 = 32;
 
-/// Index slots: 0 is empty, otherwise the fingerprint's tag above the
-/// entry's position plus one.
+/// Index slots: 0 is empty, otherwise the key's tag above the entry's
+/// position plus one.
 const POSITION_BITS: u32 = 24;
 const POSITION_MASK: u32 = (1 << POSITION_BITS) - 1;
 
-/// The most entries one table can hold (the index keeps 24 bits of
-/// position).
-pub(super) const MAX_ENTRIES: usize = {
-    let by_index = POSITION_MASK as usize - 1;
-    if by_index < MAX_LEN {
-        by_index
-    } else {
-        MAX_LEN
-    }
+/// Entries are kept in lanes, one per inserting thread (modulo `LANES`),
+/// so that keys first seen by different threads do not share cache lines.
+/// A position is its lane above its place in the lane.
+#[cfg(not(loom))]
+pub(super) const LANES: usize = 4;
+#[cfg(loom)]
+pub(super) const LANES: usize = 2;
+const LANE_SHIFT: u32 = POSITION_BITS - 2;
+const LANE_MASK: usize = (1 << LANE_SHIFT) - 1;
+
+/// The most entries one lane can hold (the index keeps 24 bits of
+/// position, two of them for the lane).
+const MAX_LANE_ENTRIES: usize = if LANE_MASK < MAX_LEN {
+    LANE_MASK
+} else {
+    MAX_LEN
 };
+
+/// The most entries one table can hold.
+pub(super) const MAX_ENTRIES: usize = POSITION_MASK as usize - 1;
 
 /// The smallest index a table has once it holds a key (tiny under loom, so
 /// that models grow the index within a few inserts).
@@ -240,10 +250,10 @@ impl Drop for Held<'_> {
 /// are live. It lives under the shard's mutex.
 #[derive(Default)]
 pub(super) struct TableWriter {
-    /// Entries `0..made` have been used at least once.
-    made: usize,
-    /// Entries below `made` that are free again.
-    free: Vec<u32>,
+    /// Per lane: entries `scatter(0..made)` have been used at least once.
+    made: [usize; LANES],
+    /// Per lane: entries of those that are free again.
+    free: [Vec<u32>; LANES],
     /// Live entries, which is also how many slots of the index are taken.
     live: usize,
 }
@@ -257,7 +267,7 @@ impl TableWriter {
 
 /// Fixed-size states in atomics, with their index.
 pub(super) struct Table<const W: usize> {
-    entries: Segmented<Entry<W>>,
+    entries: [Segmented<Entry<W>>; LANES],
     slots: Segmented<AtomicU32>,
     /// How many index slots are in use for probing (a power of two, or 0).
     capacity: AtomicUsize,
@@ -268,11 +278,26 @@ pub(super) struct Table<const W: usize> {
 impl<const W: usize> Table<W> {
     pub(super) fn new(hasher: RandomState) -> Table<W> {
         Table {
-            entries: Segmented::new(),
+            entries: std::array::from_fn(|_| Segmented::new()),
             slots: Segmented::new(),
             capacity: AtomicUsize::new(0),
             hasher,
         }
+    }
+
+    /// The entry at `position`.
+    #[inline(always)]
+    fn entry(&self, position: usize) -> Option<&Entry<W>> {
+        self.entries
+            .get(position >> LANE_SHIFT)?
+            .get(position & LANE_MASK)
+    }
+
+    /// The positions of every entry made so far.
+    fn made(writer: &TableWriter) -> impl Iterator<Item = usize> + '_ {
+        (0..LANES).flat_map(move |lane| {
+            (0..writer.made[lane]).map(move |n| lane << LANE_SHIFT | scatter(n))
+        })
     }
 
     /// The entry of `id` and its position, if the index shows one.
@@ -290,7 +315,7 @@ impl<const W: usize> Table<W> {
             }
             if slot >> POSITION_BITS == tag {
                 let position = (slot & POSITION_MASK) as usize - 1;
-                if let Some(entry) = self.entries.get(position) {
+                if let Some(entry) = self.entry(position) {
                     if entry.is(id) {
                         return Some((position, entry));
                     }
@@ -307,15 +332,19 @@ impl<const W: usize> Table<W> {
         self.find(id)?.1.hold(id)
     }
 
-    /// Adds the key `id`, which is not in the table, with its state. The caller holds the shard's mutex, of which `writer` is part.
-    /// Returns false when the table is at [`MAX_ENTRIES`].
+    /// Adds the key `id`, which is not in the table, with its state, in
+    /// the entries of `lane` (the inserting thread's). The caller holds the
+    /// shard's mutex, of which `writer` is part. Returns false when the
+    /// table or the lane is full.
     pub(super) fn insert(
         &self,
         writer: &mut TableWriter,
         id: &KeyId,
         words: &[u64; W],
         expires_s: u32,
+        lane: usize,
     ) -> bool {
+        let lane = lane % LANES;
         if writer.live >= MAX_ENTRIES {
             return false;
         }
@@ -323,17 +352,18 @@ impl<const W: usize> Table<W> {
         if (writer.live + 2) * 4 > self.capacity.load(Ordering::Relaxed) * 3 && !self.grow(writer) {
             return false;
         }
-        let position = match writer.free.pop() {
+        let position = match writer.free[lane].pop() {
             Some(free) => free as usize,
             None => {
-                if !self.entries.reserve(writer.made + 1, Entry::new) {
+                let made = writer.made[lane];
+                if made >= MAX_LANE_ENTRIES || !self.entries[lane].reserve(made + 1, Entry::new) {
                     return false;
                 }
-                writer.made += 1;
-                writer.made - 1
+                writer.made[lane] += 1;
+                lane << LANE_SHIFT | scatter(made)
             }
         };
-        let Some(entry) = self.entries.get(position) else {
+        let Some(entry) = self.entry(position) else {
             return false;
         };
         // The entry is free: no reader can hold it (holding needs LIVE), so
@@ -366,8 +396,8 @@ impl<const W: usize> Table<W> {
             }
         }
         self.capacity.store(capacity, Ordering::Release);
-        for position in 0..writer.made {
-            if let Some(entry) = self.entries.get(position) {
+        for position in Self::made(writer) {
+            if let Some(entry) = self.entry(position) {
                 if entry.expiry_hint().is_some() {
                     self.index_insert(entry.id(&self.hasher).hash, position);
                 }
@@ -425,8 +455,7 @@ impl<const W: usize> Table<W> {
             }
             let moved = (value & POSITION_MASK) as usize - 1;
             let home = self
-                .entries
-                .get(moved)
+                .entry(moved)
                 .map_or(next, |entry| entry.id(&self.hasher).hash as usize & mask);
             // The slot at `next` may fill the hole if its home is not
             // between the hole (exclusive) and `next` (inclusive).
@@ -458,7 +487,7 @@ impl<const W: usize> Table<W> {
 
     fn forget(&self, writer: &mut TableWriter, hash: u64, position: usize) {
         self.index_remove(hash, position);
-        writer.free.push(position as u32);
+        writer.free[position >> LANE_SHIFT].push(position as u32);
         writer.live -= 1;
     }
 
@@ -466,9 +495,10 @@ impl<const W: usize> Table<W> {
     /// caller holds the shard's mutex.
     pub(super) fn sweep(&self, writer: &mut TableWriter, now_s: u64) -> usize {
         let mut dropped = 0;
-        for position in 0..writer.made {
-            let Some(entry) = self.entries.get(position) else {
-                break;
+        let made: Vec<usize> = Self::made(writer).collect();
+        for position in made {
+            let Some(entry) = self.entry(position) else {
+                continue;
             };
             if entry
                 .expiry_hint()
@@ -495,7 +525,8 @@ impl<const W: usize> Table<W> {
     /// Entry and index bytes this table has allocated.
     #[cfg(test)]
     pub(super) fn allocated_bytes(&self) -> usize {
-        self.entries.allocated() * std::mem::size_of::<Entry<W>>()
+        self.entries.iter().map(Segmented::allocated).sum::<usize>()
+            * std::mem::size_of::<Entry<W>>()
             + self.slots.allocated() * std::mem::size_of::<AtomicU32>()
     }
 }
@@ -530,7 +561,7 @@ mod tests {
         let table: Table<2> = table();
         let mut writer = TableWriter::default();
         for i in 0..3_000 {
-            assert!(table.insert(&mut writer, &fp(i), &[i, i + 1], 10));
+            assert!(table.insert(&mut writer, &fp(i), &[i, i + 1], 10, i as usize % 7));
         }
         assert_eq!(writer.live(), 3_000);
         for i in 0..3_000 {
@@ -547,8 +578,10 @@ mod tests {
         assert_eq!(writer.live(), 2_000);
         // Freed entries are used again: no new segment for as many keys.
         let before = table.allocated_bytes();
-        for i in 10_000..11_000 {
-            assert!(table.insert(&mut writer, &fp(i), &[0, 0], 10));
+        for (j, i) in (0..3_000u64).step_by(3).enumerate() {
+            // The lanes of the removed keys, whose free entries they take.
+            let lane = i as usize % 7;
+            assert!(table.insert(&mut writer, &fp(10_000 + j as u64), &[0, 0], 10, lane));
         }
         assert_eq!(table.allocated_bytes(), before);
     }
@@ -558,7 +591,7 @@ mod tests {
         let table: Table<3> = table();
         let mut writer = TableWriter::default();
         for i in 0..100 {
-            assert!(table.insert(&mut writer, &fp(i), &[1, 2, 3], 5));
+            assert!(table.insert(&mut writer, &fp(i), &[1, 2, 3], 5, 0));
         }
         {
             let mut held = table.hold(&fp(7)).unwrap();
@@ -576,8 +609,8 @@ mod tests {
     fn a_sweep_passes_over_an_entry_someone_holds() {
         let table: Table<2> = table();
         let mut writer = TableWriter::default();
-        assert!(table.insert(&mut writer, &fp(1), &[1, 1], 5));
-        assert!(table.insert(&mut writer, &fp(2), &[2, 2], 5));
+        assert!(table.insert(&mut writer, &fp(1), &[1, 1], 5, 0));
+        assert!(table.insert(&mut writer, &fp(2), &[2, 2], 5, 0));
         // This thread holds key 1, as a combined decision does while it
         // makes room: the sweep must not wait for it.
         let held = table.hold(&fp(1)).unwrap();
@@ -591,13 +624,13 @@ mod tests {
     fn a_stale_position_is_never_taken_for_another_key() {
         let table: Table<2> = table();
         let mut writer = TableWriter::default();
-        assert!(table.insert(&mut writer, &fp(1), &[1, 1], 10));
+        assert!(table.insert(&mut writer, &fp(1), &[1, 1], 10, 0));
         let (position, _) = table.find(&fp(1)).unwrap();
         table.remove(&mut writer, &fp(1));
         // The entry is reused by another key.
-        assert!(table.insert(&mut writer, &fp(2), &[2, 2], 10));
+        assert!(table.insert(&mut writer, &fp(2), &[2, 2], 10, 0));
         assert_eq!(table.find(&fp(2)).map(|found| found.0), Some(position));
-        let entry = table.entries.get(position).unwrap();
+        let entry = table.entry(position).unwrap();
         assert!(entry.hold(&fp(1)).is_none(), "held for the old key");
         assert_eq!(read::<2>(&entry.hold(&fp(2)).unwrap()), [2, 2]);
     }
@@ -646,11 +679,13 @@ mod loom_tests {
         let mut writer = store.writer.lock();
         match store.table.hold(&fp(store, key)) {
             Some(held) => add(held),
-            None => assert!(
-                store
-                    .table
-                    .insert(&mut writer, &fp(store, key), &[1, key], expires_s)
-            ),
+            None => assert!(store.table.insert(
+                &mut writer,
+                &fp(store, key),
+                &[1, key],
+                expires_s,
+                key as usize
+            )),
         }
     }
 
@@ -693,7 +728,7 @@ mod loom_tests {
                     assert!(
                         store
                             .table
-                            .insert(&mut writer, &fp(&store, 2), &[100, 2], 10)
+                            .insert(&mut writer, &fp(&store, 2), &[100, 2], 10, 0)
                     );
                 })
             };
