@@ -6,7 +6,6 @@ use std::sync::{Arc, OnceLock, Weak};
 use std::thread::{self, Thread};
 use std::time::Duration;
 
-use foldhash::fast::RandomState;
 use siphasher::sip128::{Hasher128, SipHasher13};
 use traffik_core::strategy::State;
 use traffik_core::{
@@ -16,7 +15,7 @@ use traffik_core::{
 
 use super::boxed::{Boxed, expiry_s, hash_key};
 use super::shard::{Shard, Writer};
-use super::sync::MutexGuard;
+use super::sync::{KeyHasher, MutexGuard};
 use super::table::{Held, KeyId, Table};
 
 /// A shard on its own cache lines, so two cores working on two shards do not
@@ -27,7 +26,7 @@ struct Padded(Shard);
 struct Inner {
     shards: Box<[Padded]>,
     /// The hasher of every table's keys (seeded at random per backend).
-    hasher: RandomState,
+    hasher: KeyHasher,
     /// The keyed hash that digests identities over 16 bytes, with keys
     /// drawn at random for this backend, so no client can aim at another's
     /// digest.
@@ -541,7 +540,7 @@ fn observe_boxed<S: Strategy>(
     limit: &Limit,
     now: u64,
     cost: u64,
-    hasher: &RandomState,
+    hasher: &KeyHasher,
 ) -> Decision {
     let rate = limit.rate();
     let hash = hash_key(hasher, key.scope().hash(), key.identity());
@@ -977,7 +976,7 @@ impl MemoryBackendBuilder {
         let shard_cap = self
             .max_keys
             .map_or(usize::MAX, |max| max.div_ceil(shards).max(1));
-        let hasher = RandomState::default();
+        let hasher = KeyHasher::default();
         let interval = self.sweep_interval.filter(|i| !i.is_zero());
         let inner = Arc::new(Inner {
             shards: (0..shards).map(|_| Padded(Shard::new(&hasher))).collect(),

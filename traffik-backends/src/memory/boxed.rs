@@ -16,9 +16,10 @@ use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use compact_str::CompactString;
-use foldhash::fast::RandomState;
 use hashbrown::HashTable;
 use traffik_core::{Scope, Strategy, StrategyKind};
+
+use super::sync::KeyHasher;
 
 /// One key's state.
 pub(super) struct Entry<S> {
@@ -49,7 +50,7 @@ impl<S> Entry<S> {
 
 /// The hash of a key: the same for lookups and for stored entries.
 #[inline]
-pub(super) fn hash_key(hasher: &RandomState, scope_hash: u64, identity: &str) -> u64 {
+pub(super) fn hash_key(hasher: &KeyHasher, scope_hash: u64, identity: &str) -> u64 {
     hasher.hash_one((scope_hash, identity))
 }
 
@@ -152,7 +153,7 @@ impl<S> Default for Table<S> {
     }
 }
 
-fn entry_hash<S>(entry: &Entry<S>, hasher: &RandomState, scopes: &Scopes) -> u64 {
+fn entry_hash<S>(entry: &Entry<S>, hasher: &KeyHasher, scopes: &Scopes) -> u64 {
     hash_key(hasher, scopes.hash_of(entry.scope), &entry.identity)
 }
 
@@ -177,7 +178,7 @@ impl<S> Table<S> {
     }
 
     /// Adds an entry for a key that is not in the table.
-    fn insert(&mut self, hash: u64, entry: Entry<S>, hasher: &RandomState, scopes: &Scopes) {
+    fn insert(&mut self, hash: u64, entry: Entry<S>, hasher: &KeyHasher, scopes: &Scopes) {
         let at = u32::try_from(self.entries.len()).unwrap_or(u32::MAX);
         self.entries.push(entry);
         let entries = &self.entries;
@@ -188,7 +189,7 @@ impl<S> Table<S> {
 
     /// Removes the entry at `at` (with hash `hash`); the last entry moves
     /// into its place. Returns the removed entry's scope slot.
-    fn remove(&mut self, at: usize, hash: u64, hasher: &RandomState, scopes: &Scopes) -> u32 {
+    fn remove(&mut self, at: usize, hash: u64, hasher: &KeyHasher, scopes: &Scopes) -> u32 {
         let at32 = at as u32;
         if let Ok(slot) = self.index.find_entry(hash, |&i| i == at32) {
             slot.remove();
@@ -208,7 +209,7 @@ impl<S> Table<S> {
     /// Drops every entry that expired by `now_s`; gives memory back when the
     /// table has shrunk to a quarter of its capacity. Frees the scope slots
     /// of the entries it drops.
-    fn sweep(&mut self, now_s: u64, hasher: &RandomState, scopes: &mut Scopes) {
+    fn sweep(&mut self, now_s: u64, hasher: &KeyHasher, scopes: &mut Scopes) {
         let mut at = 0;
         while at < self.entries.len() {
             if u64::from(self.entries[at].expires_s) > now_s {
@@ -233,7 +234,7 @@ impl<S> Table<S> {
 /// without naming them.
 trait AnyTable: Send {
     fn len(&self) -> usize;
-    fn sweep(&mut self, now_s: u64, hasher: &RandomState, scopes: &mut Scopes);
+    fn sweep(&mut self, now_s: u64, hasher: &KeyHasher, scopes: &mut Scopes);
     fn as_any_mut(&mut self) -> &mut dyn Any;
     fn as_any(&self) -> &dyn Any;
 }
@@ -243,7 +244,7 @@ impl<S: Send + 'static> AnyTable for Table<S> {
         self.entries.len()
     }
 
-    fn sweep(&mut self, now_s: u64, hasher: &RandomState, scopes: &mut Scopes) {
+    fn sweep(&mut self, now_s: u64, hasher: &KeyHasher, scopes: &mut Scopes) {
         Table::sweep(self, now_s, hasher, scopes);
     }
 
@@ -300,7 +301,7 @@ impl Boxed {
         identity: &str,
         expires_s: u32,
         state: S::State,
-        hasher: &RandomState,
+        hasher: &KeyHasher,
     ) {
         let slot = self.scopes.acquire(scope);
         let entry = Entry::new(slot, identity, expires_s, state);
@@ -309,7 +310,7 @@ impl Boxed {
     }
 
     /// Removes the entry at `at` of strategy `S`'s table.
-    pub(super) fn remove<S: Strategy>(&mut self, at: usize, hash: u64, hasher: &RandomState) {
+    pub(super) fn remove<S: Strategy>(&mut self, at: usize, hash: u64, hasher: &KeyHasher) {
         let (table, scopes) = self.table_mut::<S>();
         let slot = table.remove(at, hash, hasher, scopes);
         scopes.release(slot);
@@ -320,7 +321,7 @@ impl Boxed {
     }
 
     /// Drops every entry that expired by `now_ms`; returns how many.
-    pub(super) fn sweep(&mut self, now_ms: u64, hasher: &RandomState) -> usize {
+    pub(super) fn sweep(&mut self, now_ms: u64, hasher: &KeyHasher) -> usize {
         let now_s = now_ms / 1_000;
         let before = self.len();
         for table in self.tables.iter_mut().flatten() {
@@ -337,7 +338,7 @@ mod tests {
 
     #[test]
     fn removal_keeps_the_index_pointing_at_the_right_entries() {
-        let hasher = RandomState::default();
+        let hasher = KeyHasher::default();
         let scope = Scope::new("ns", "t").unwrap();
         let mut shard = Boxed::new();
         let names: Vec<String> = (0..200).map(|i| format!("key-{i}")).collect();
@@ -366,7 +367,7 @@ mod tests {
 
     #[test]
     fn a_scope_slot_is_freed_with_its_last_key() {
-        let hasher = RandomState::default();
+        let hasher = KeyHasher::default();
         let mut shard = Boxed::new();
         for n in 0..1_000 {
             // A thousand short-lived throttles, one key each.

@@ -4,10 +4,8 @@
 
 use std::any::Any;
 
-use foldhash::fast::RandomState;
-
 use super::boxed::Boxed;
-use super::sync::{AtomicU64, Mutex, Ordering};
+use super::sync::{AtomicU64, KeyHasher, Mutex, Ordering};
 use super::table::{Table, TableWriter};
 
 /// A shard does not sweep itself before it holds this many keys.
@@ -59,7 +57,7 @@ impl Writer {
 
 impl Shard {
     /// A shard whose tables hash keys with `hasher`.
-    pub(super) fn new(hasher: &RandomState) -> Shard {
+    pub(super) fn new(hasher: &KeyHasher) -> Shard {
         Shard {
             words2: Table::new(hasher.clone()),
             words3: Table::new(hasher.clone()),
@@ -97,7 +95,7 @@ impl Shard {
 
     /// Drops every key that expired by `now_ms`; returns how many. The
     /// caller holds the shard's mutex: `writer` is what it guards.
-    pub(super) fn sweep(&self, writer: &mut Writer, now_ms: u64, hasher: &RandomState) -> usize {
+    pub(super) fn sweep(&self, writer: &mut Writer, now_ms: u64, hasher: &KeyHasher) -> usize {
         let now_s = now_ms / 1_000;
         let dropped = self.words2.sweep(&mut writer.words2, now_s)
             + self.words3.sweep(&mut writer.words3, now_s)

@@ -11,6 +11,13 @@ pub(super) use loom::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering}
 #[cfg(not(loom))]
 pub(super) use parking_lot::{Mutex, MutexGuard};
 
+/// The hasher of the store's keys: seeded at random per backend, or with a
+/// fixed seed under loom, whose models must run the same way every time.
+#[cfg(not(loom))]
+pub(super) type KeyHasher = foldhash::fast::RandomState;
+#[cfg(loom)]
+pub(super) type KeyHasher = foldhash::fast::FixedState;
+
 /// loom's mutex, with parking_lot's signature (no poisoning).
 #[cfg(loom)]
 pub(super) struct Mutex<T>(loom::sync::Mutex<T>);

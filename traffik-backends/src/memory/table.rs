@@ -25,10 +25,8 @@
 
 use std::hash::BuildHasher;
 
-use foldhash::fast::RandomState;
-
 use super::segmented::{MAX_LEN, Segmented, scatter};
-use super::sync::{AtomicU32, AtomicU64, AtomicUsize, Ordering, backoff};
+use super::sync::{AtomicU32, AtomicU64, AtomicUsize, KeyHasher, Ordering, backoff};
 
 /// A key as a word table keeps it: three words (the scope's hash and the
 /// identity, packed or digested) and the lock word's key bits (strategy,
@@ -45,7 +43,7 @@ pub(super) struct KeyId {
 impl KeyId {
     /// The key of `words` and `meta`, hashed by `hasher`.
     #[inline(always)]
-    pub(super) fn new(hasher: &RandomState, words: [u64; 3], meta: u64) -> KeyId {
+    pub(super) fn new(hasher: &KeyHasher, words: [u64; 3], meta: u64) -> KeyId {
         let meta = meta & KEY_BITS;
         KeyId {
             words,
@@ -126,7 +124,7 @@ impl<const W: usize> Entry<W> {
     }
 
     /// The entry's key, hashed by `hasher`.
-    fn id(&self, hasher: &RandomState) -> KeyId {
+    fn id(&self, hasher: &KeyHasher) -> KeyId {
         let words = std::array::from_fn(|i| self.key[i].load(Ordering::Relaxed));
         KeyId::new(hasher, words, self.lock.load(Ordering::Relaxed))
     }
@@ -272,11 +270,11 @@ pub(super) struct Table<const W: usize> {
     /// How many index slots are in use for probing (a power of two, or 0).
     capacity: AtomicUsize,
     /// The hasher of the keys, to place entries again as the index grows.
-    hasher: RandomState,
+    hasher: KeyHasher,
 }
 
 impl<const W: usize> Table<W> {
-    pub(super) fn new(hasher: RandomState) -> Table<W> {
+    pub(super) fn new(hasher: KeyHasher) -> Table<W> {
         Table {
             entries: std::array::from_fn(|_| Segmented::new()),
             slots: Segmented::new(),
@@ -546,10 +544,10 @@ mod tests {
         KeyId::new(&hasher(), [i, i.wrapping_mul(3), 7], (i % 5) << 2)
     }
 
-    fn hasher() -> RandomState {
+    fn hasher() -> KeyHasher {
         use std::sync::OnceLock;
-        static HASHER: OnceLock<RandomState> = OnceLock::new();
-        HASHER.get_or_init(RandomState::default).clone()
+        static HASHER: OnceLock<KeyHasher> = OnceLock::new();
+        HASHER.get_or_init(KeyHasher::default).clone()
     }
 
     fn table<const W: usize>() -> Table<W> {
@@ -654,7 +652,7 @@ mod loom_tests {
 
     fn store() -> Arc<Store> {
         Arc::new(Store {
-            table: Table::new(RandomState::default()),
+            table: Table::new(KeyHasher::default()),
             writer: Mutex::new(TableWriter::default()),
         })
     }
@@ -722,13 +720,13 @@ mod loom_tests {
             let writer = {
                 let store = Arc::clone(&store);
                 thread::spawn(move || {
-                    // Key 1 goes; key 2 takes its entry.
+                    // Key 1 goes; key 2 takes its entry (key 1's lane is 1).
                     let mut writer = store.writer.lock();
                     store.table.remove(&mut writer, &fp(&store, 1));
                     assert!(
                         store
                             .table
-                            .insert(&mut writer, &fp(&store, 2), &[100, 2], 10, 0)
+                            .insert(&mut writer, &fp(&store, 2), &[100, 2], 10, 1)
                     );
                 })
             };
