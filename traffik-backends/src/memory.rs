@@ -1,27 +1,41 @@
 //! The sharded in-memory backend: the embedded default, for one process.
 //!
-//! Keys are spread over shards by hash; each shard is a mutex around one
-//! table per strategy, and a decision is the pure strategy function applied
-//! under the shard's lock, so it is atomic per key with no I/O at all.
+//! Keys are spread over shards by hash. A decision on a key the store
+//! already holds takes no shared lock and writes nothing but that key's own
+//! entry: the shard's index is probed with atomic loads, the entry's lock
+//! word is taken with one compare-and-swap, the pure strategy function runs
+//! on the state held in the entry's atomic words, and one store releases it.
+//! So threads deciding for different keys do not slow each other down
+//! (`docs/performance.md` has the layout and the figures). The shard's mutex
+//! is taken only to insert, remove or sweep keys and to grow the index, and
+//! by a hit that missed without it (a new key), which then looks again
+//! under it. A decision is atomic per key with no I/O at all.
 //!
-//! - **Expiry**: a key whose quota is full again is worth nothing and is
-//!   removed: at once when a hit leaves it full, otherwise by sweeps. A shard
-//!   sweeps itself when it has doubled in size since its last sweep, and a
-//!   background thread sweeps every shard periodically (default every 5 s;
-//!   it holds no strong reference and stops when the backend is dropped).
-//!   Memory therefore stays within about twice the live keys under any
-//!   flood of new identities.
+//! - **Keys**: a key is kept as its scope's hash and its identity packed
+//!   into two words when the identity is at most 16 bytes, else as a keyed
+//!   128-bit SipHash-1-3 digest of it (random keys per backend), so
+//!   identities of any length and bytes take fixed room.
+//! - **Expiry**: a key whose quota is full again is worth nothing: a hit
+//!   that leaves it so resets its state at once, and its entry is freed by
+//!   the next sweep. A shard sweeps itself when it has doubled in size since
+//!   its last sweep, and a background thread sweeps every shard
+//!   periodically (default every 5 s; it holds no strong reference and
+//!   stops when the backend is dropped). Freed entries are used again, so
+//!   the store stays within about twice the live keys under any flood of new
+//!   identities. Its memory is not returned to the allocator until the
+//!   backend is dropped: a reader may hold a reference into it at any time,
+//!   so storage never moves or shrinks. It stays at its peak.
 //! - **Cap**: with [`MemoryBackendBuilder::max_keys`], a shard that is full
 //!   of live keys refuses *new* keys with an
-//!   [`ErrorKind::Capacity`](traffik_core::ErrorKind::Capacity) error, which
-//!   the throttle's failure policy turns into allow, deny or an error. Keys
-//!   already tracked keep working. Evicting live keys instead would hand
-//!   their owners a fresh budget, which is what a flood would be after.
-//! - **Memory per key**: the identity inline up to 24 bytes, a 4-byte slot
-//!   of the shard's scope directory (the throttles whose keys it holds; a
-//!   slot is freed with its last key, so nothing grows for ever), a 4-byte
-//!   expiry and the strategy's state: 48 bytes for the fixed-size
-//!   strategies but the sliding window counter (56).
+//!   [`ErrorKind::Capacity`](traffik_core::ErrorKind::Capacity) error,
+//!   which no failure policy turns into an admission. Keys already tracked
+//!   keep working. Evicting live keys instead would hand their owners a
+//!   fresh budget, which is what a flood would be after.
+//! - **Memory per key**: 48 bytes for the fixed-size strategies but the
+//!   sliding window counter (56), plus a 4-byte index slot at a load factor
+//!   of 38% to 75%. The sliding window log, whose state has no fixed size,
+//!   is kept in a table under the shard's mutex, its identity inline up to
+//!   24 bytes.
 
 mod backend;
 mod boxed;

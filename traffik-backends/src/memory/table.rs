@@ -619,6 +619,38 @@ mod tests {
     }
 
     #[test]
+    fn threads_hitting_one_key_and_others_count_every_hit() {
+        // Small enough for Miri, which checks the threads' accesses too.
+        let table: Table<2> = table();
+        let writer = std::sync::Mutex::new(TableWriter::default());
+        assert!(table.insert(&mut writer.lock().unwrap(), &fp(0), &[0, 0], 10, 0));
+        std::thread::scope(|scope| {
+            for thread in 1..=2u64 {
+                let (table, writer) = (&table, &writer);
+                scope.spawn(move || {
+                    for i in 0..20u64 {
+                        let mut held = table.hold(&fp(0)).unwrap();
+                        let mut words = [0u64; 2];
+                        held.read(&mut words);
+                        held.write(&[words[0] + 1, words[1]], 10);
+                        drop(held);
+                        // A key of this thread's own, inserted as the index grows.
+                        let own = fp(thread * 100 + i);
+                        let mut writer = writer.lock().unwrap();
+                        assert!(table.insert(&mut writer, &own, &[i, 0], 10, thread as usize));
+                    }
+                });
+            }
+        });
+        assert_eq!(read::<2>(&table.hold(&fp(0)).unwrap()), [40, 0]);
+        for thread in 1..=2u64 {
+            for i in 0..20u64 {
+                assert_eq!(read::<2>(&table.hold(&fp(thread * 100 + i)).unwrap())[0], i);
+            }
+        }
+    }
+
+    #[test]
     fn a_stale_position_is_never_taken_for_another_key() {
         let table: Table<2> = table();
         let mut writer = TableWriter::default();
