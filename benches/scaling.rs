@@ -21,8 +21,10 @@
 //!   neighbouring entries belong to different threads);
 //! - `hot`: both threads on one shared key, where contention is the point;
 //! - `churn`: every hit is a new key; the clock moves a second every 1,024
-//!   hits, so keys expire and sweeps run during the run (governor is never
-//!   swept: it needs a caller to clean up).
+//!   hits of all threads together (each thread moves it for its share), so
+//!   keys expire and sweeps run during the run (governor is never
+//!   swept: it needs a caller to clean up, so its memory only grows; its row
+//!   runs last, since freeing what it kept slows the allocator for a while).
 
 use std::hint::black_box;
 use std::num::NonZeroU32;
@@ -39,8 +41,8 @@ use traffik_core::{AnyStrategy, FixedWindow, Gcra, ManualClock, Throttle};
 const PAIRS: usize = 11;
 const HITS_PER_THREAD: u64 = 4_000_000;
 
-/// A check: thread, hit number, key.
-type Check<'a> = dyn Fn(usize, u64, &String) -> bool + Sync + 'a;
+/// A check: thread, how many threads run, hit number, key.
+type Check<'a> = dyn Fn(usize, usize, u64, &String) -> bool + Sync + 'a;
 
 /// Runs `hits` checks on each of `threads` threads at once, each on its own
 /// keys; returns the wall time of the slowest.
@@ -56,7 +58,7 @@ fn run(threads: usize, keys: &[Vec<String>], hits: u64, check: &Check<'_>) -> Du
                     let start = Instant::now();
                     let n = keys.len() as u64;
                     for i in 0..hits {
-                        black_box(check(t, i, &keys[(i % n) as usize]));
+                        black_box(check(t, threads, i, &keys[(i % n) as usize]));
                     }
                     start.elapsed()
                 })
@@ -177,7 +179,7 @@ fn main() {
             "baseline_unshared",
             &keys,
             HITS_PER_THREAD,
-            &|_, _, k| {
+            &|_, _, _, k| {
                 k.bytes()
                     .fold(0u64, |h, b| h.wrapping_mul(31) ^ u64::from(b))
                     > 1
@@ -187,7 +189,7 @@ fn main() {
         // workers do: one pass of each thread over its own keys.
         if wanted(scenario, "governor") {
             let governor = RateLimiter::keyed(governor_quota);
-            let check: &Check<'_> = &|_, _, k| governor.check_key(k).is_ok();
+            let check: &Check<'_> = &|_, _, _, k| governor.check_key(k).is_ok();
             run(2, &keys, per_thread, check);
             measure(scenario, "governor", &keys, HITS_PER_THREAD, check);
         }
@@ -196,7 +198,7 @@ fn main() {
                 continue;
             }
             let throttle = throttle(strategy.clone(), never, &clock);
-            let check: &Check<'_> = &|_, _, k| ready(throttle.hit(k)).unwrap().is_allowed();
+            let check: &Check<'_> = &|_, _, _, k| ready(throttle.hit(k)).unwrap().is_allowed();
             run(2, &keys, per_thread, check);
             measure(scenario, name, &keys, HITS_PER_THREAD, check);
         }
@@ -218,7 +220,7 @@ fn main() {
             name,
             &keys,
             HITS_PER_THREAD,
-            &|_, _, k| ready(throttle.hit(k)).unwrap().is_allowed(),
+            &|_, _, _, k| ready(throttle.hit(k)).unwrap().is_allowed(),
         );
     }
 
@@ -228,21 +230,25 @@ fn main() {
         }
         let throttle = throttle(strategy.clone(), never, &clock);
         let keys = confined(&throttle);
-        measure("1k_confined", name, &keys, HITS_PER_THREAD, &|_, _, k| {
-            ready(throttle.hit(k)).unwrap().is_allowed()
-        });
+        measure(
+            "1k_confined",
+            name,
+            &keys,
+            HITS_PER_THREAD,
+            &|_, _, _, k| ready(throttle.hit(k)).unwrap().is_allowed(),
+        );
     }
 
     let hot = vec![vec![key(42)], vec![key(42)]];
     if wanted("hot", "governor") {
         let governor = RateLimiter::keyed(governor_quota);
-        measure("hot", "governor", &hot, HITS_PER_THREAD, &|_, _, k| {
+        measure("hot", "governor", &hot, HITS_PER_THREAD, &|_, _, _, k| {
             governor.check_key(k).is_ok()
         });
     }
     for (name, strategy) in &strategies {
         let throttle = throttle(strategy.clone(), never, &clock);
-        measure("hot", name, &hot, HITS_PER_THREAD, &|_, _, k| {
+        measure("hot", name, &hot, HITS_PER_THREAD, &|_, _, _, k| {
             ready(throttle.hit(k)).unwrap().is_allowed()
         });
     }
@@ -256,22 +262,24 @@ fn main() {
         let n = fresh[t].fetch_add(1, Ordering::Relaxed);
         format!("churn:{t}:{n:012}")
     };
-    if wanted("churn", "governor") {
-        let governor = RateLimiter::keyed(governor_quota);
-        measure("churn", "governor", &unused, churn_hits, &|t, _, _| {
-            governor.check_key(&name_of(t)).is_ok()
-        });
-    }
     for (name, strategy) in &strategies {
         let throttle = throttle(strategy.clone(), "10/s", &clock);
-        measure("churn", name, &unused, churn_hits, &|t, i, _| {
-            if t == 0 && i % 1_024 == 0 {
+        measure("churn", name, &unused, churn_hits, &|t, threads, i, _| {
+            // A second per 1,024 hits of all threads together: each thread
+            // moves the clock for its own share of them.
+            if (i + t as u64 * 1_024) % (1_024 * threads as u64) == 0 {
                 clock.advance(Duration::from_secs(1));
             }
             ready(throttle.hit(&name_of(t))).unwrap().is_allowed()
         });
     }
 
+    if wanted("churn", "governor") {
+        let governor = RateLimiter::keyed(governor_quota);
+        measure("churn", "governor", &unused, churn_hits, &|t, _, _, _| {
+            governor.check_key(&name_of(t)).is_ok()
+        });
+    }
     println!("\n| scenario | contender | ns/hit, 1 thread | 2 threads / 1 thread |");
     println!("|---|---|---|---|");
     for row in &rows {

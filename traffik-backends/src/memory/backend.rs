@@ -252,6 +252,7 @@ impl MemoryBackend {
         let cap = self.inner.shard_cap;
         let over_cap = |writer: &Writer| writer.len().saturating_add(new) > cap;
         if !writer.wants_sweep(new) && !over_cap(writer) {
+            writer.inserted(new);
             return Ok(());
         }
         if !over_cap(writer) || writer.last_sweep_s < now / 1_000 {
@@ -260,6 +261,7 @@ impl MemoryBackend {
         if over_cap(writer) {
             return Err(capacity_error(key));
         }
+        writer.inserted(new);
         Ok(())
     }
 }

@@ -31,6 +31,8 @@ pub(super) struct Writer {
     /// When the last sweep ran (seconds), to sweep at most once a second at
     /// the cap.
     pub(super) last_sweep_s: u64,
+    /// Keys inserted since the last sweep.
+    inserted: usize,
 }
 
 impl Writer {
@@ -49,9 +51,22 @@ impl Writer {
         self.words2.live() + self.words3.live() + self.boxed.len()
     }
 
-    /// Whether the shard should sweep before it takes `new` keys more.
+    /// Whether the shard should sweep before it takes `new` keys more: when
+    /// it has doubled since its last sweep, once as many keys have come in
+    /// as a quarter of the entries a sweep walks (which stay at the most
+    /// keys the shard ever held), or at once when no entry is free. So a
+    /// sweep costs at most four entries walked per key inserted, and no
+    /// entry is made while a sweep could free one.
     pub(super) fn wants_sweep(&self, new: usize) -> bool {
+        let made = self.words2.made() + self.words3.made() + self.boxed.len();
+        let free = self.words2.free() + self.words3.free();
         self.len().saturating_add(new) > self.next_sweep_len
+            && (self.inserted >= made / 4 || free < new)
+    }
+
+    /// Counts `new` keys inserted.
+    pub(super) fn inserted(&mut self, new: usize) {
+        self.inserted = self.inserted.saturating_add(new);
     }
 }
 
@@ -67,6 +82,7 @@ impl Shard {
                 boxed: Boxed::new(),
                 next_sweep_len: MIN_SWEEP_LEN,
                 last_sweep_s: 0,
+                inserted: 0,
             }),
             latest_ms: AtomicU64::new(0),
         }
@@ -102,6 +118,7 @@ impl Shard {
             + writer.boxed.sweep(now_ms, hasher);
         writer.next_sweep_len = (writer.len() * 2).max(MIN_SWEEP_LEN);
         writer.last_sweep_s = now_s;
+        writer.inserted = 0;
         dropped
     }
 }

@@ -38,8 +38,11 @@ impl<T> Mutex<T> {
     }
 }
 
-/// Waits a little for an entry another thread holds: spins at first, then
-/// yields the core (the holder may have been preempted).
+/// Waits a little for an entry another thread holds, before the caller
+/// looks at its lock word again: 1, 2, 4 … 64 spin hints, then yields the
+/// core (the holder may have been preempted). Waiting before looking again
+/// keeps a waiter from pulling the entry's line away from the holder in the
+/// middle of its few instructions.
 #[inline]
 pub(super) fn backoff(spins: &mut u32) {
     #[cfg(loom)]
@@ -49,9 +52,11 @@ pub(super) fn backoff(spins: &mut u32) {
     }
     #[cfg(not(loom))]
     {
-        if *spins < 64 {
+        if *spins < 7 {
+            for _ in 0..1u32 << *spins {
+                std::hint::spin_loop();
+            }
             *spins += 1;
-            std::hint::spin_loop();
         } else {
             std::thread::yield_now();
         }

@@ -250,7 +250,8 @@ impl Drop for Held<'_> {
 pub(super) struct TableWriter {
     /// Per lane: entries `scatter(0..made)` have been used at least once.
     made: [usize; LANES],
-    /// Per lane: entries of those that are free again.
+    /// Per lane: entries of those that are free again (taken by inserts of
+    /// their own lane first, of any lane when their own has none).
     free: [Vec<u32>; LANES],
     /// Live entries, which is also how many slots of the index are taken.
     live: usize,
@@ -260,6 +261,16 @@ impl TableWriter {
     /// How many keys the table holds, counting expired ones not yet swept.
     pub(super) fn live(&self) -> usize {
         self.live
+    }
+
+    /// How many entries the table has made: what a sweep walks.
+    pub(super) fn made(&self) -> usize {
+        self.made.iter().sum()
+    }
+
+    /// How many of those are free.
+    pub(super) fn free(&self) -> usize {
+        self.free.iter().map(Vec::len).sum()
     }
 }
 
@@ -350,7 +361,14 @@ impl<const W: usize> Table<W> {
         if (writer.live + 2) * 4 > self.capacity.load(Ordering::Relaxed) * 3 && !self.grow(writer) {
             return false;
         }
-        let position = match writer.free[lane].pop() {
+        // A free entry of this lane, else of any lane (so that entries made
+        // stay about as many as the most keys held, and a sweep walks no
+        // more than that), else a new one in this lane.
+        let free = writer.free[lane].pop().or_else(|| {
+            let other = writer.free.iter().position(|free| !free.is_empty())?;
+            writer.free[other].pop()
+        });
+        let position = match free {
             Some(free) => free as usize,
             None => {
                 let made = writer.made[lane];
@@ -493,8 +511,10 @@ impl<const W: usize> Table<W> {
     /// caller holds the shard's mutex.
     pub(super) fn sweep(&self, writer: &mut TableWriter, now_s: u64) -> usize {
         let mut dropped = 0;
-        let made: Vec<usize> = Self::made(writer).collect();
-        for position in made {
+        let made = writer.made;
+        let positions = (0..LANES)
+            .flat_map(|lane| (0..made[lane]).map(move |n| lane << LANE_SHIFT | scatter(n)));
+        for position in positions {
             let Some(entry) = self.entry(position) else {
                 continue;
             };
