@@ -1,5 +1,5 @@
-//! Run with `cargo bench -p traffik-benches --bench scaling` (add a filter
-//! word to run only the rows whose scenario or contender contains it).
+//! Run with `cargo bench -p traffik-benches --bench scaling` (add filter
+//! words to run only the rows whose scenario or contender contains each).
 //!
 //! How aggregate throughput grows from one thread to two, for traffik's
 //! in-memory backend (FixedWindow, GCRA) and governor's keyed limiter, in one
@@ -138,11 +138,14 @@ struct Row {
 }
 
 fn main() {
-    let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
     let wanted = |scenario: &str, contender: &str| {
-        filter
-            .as_deref()
-            .is_none_or(|f| scenario.contains(f) || contender.contains(f))
+        filters
+            .iter()
+            .all(|f| scenario.contains(f.as_str()) || contender.contains(f.as_str()))
     };
     let mut rows = Vec::new();
     let mut measure = |scenario: &'static str,
