@@ -3,7 +3,7 @@
 //!
 //! | backend | atomic by | round trips per decision |
 //! |---|---|---|
-//! | in-memory | the shard's lock around the pure strategy | 0 |
+//! | in-memory | the key's own entry, taken with one compare-and-swap, around the pure strategy (new keys under the shard's lock) | 0 |
 //! | Redis | one Lua script per strategy (EVALSHA) | 1 |
 //! | Memcached | arithmetic with TTL for counters; gets + cas for state | 1 or 2 |
 
@@ -79,7 +79,7 @@ pub trait Backend: Send + Sync + 'static {
     /// can slip in between the peeks and the hits, and a hit denied then
     /// leaves the earlier ones charged (never more admitted than a limit
     /// allows: each hit is atomic on its own). The built-in backends override it with an atomic one (the
-    /// in-memory backend under its shard locks, Redis in one script);
+    /// in-memory backend under its shard locks with every key's entry held, Redis in one script);
     /// override it in yours when the store can do better.
     fn hit_all<'a>(
         &'a self,
