@@ -739,6 +739,16 @@ mod loom_tests {
         }
     }
 
+    /// Runs `race` on a thread of its own, against whatever the caller does
+    /// next.
+    fn spawn<R: Send + 'static>(
+        store: &Arc<Store>,
+        race: impl FnOnce(&Store) -> R + Send + 'static,
+    ) -> thread::JoinHandle<R> {
+        let store = Arc::clone(store);
+        thread::spawn(move || race(&store))
+    }
+
     /// Word 0 of a key, or `None` if the table does not hold it.
     fn count(store: &Store, key: u64) -> Option<u64> {
         let _writer = store.writer.lock();
@@ -754,10 +764,7 @@ mod loom_tests {
         loom::model(|| {
             let store = store();
             hit(&store, 1, 10);
-            let other = {
-                let store = Arc::clone(&store);
-                thread::spawn(move || hit(&store, 1, 10))
-            };
+            let other = spawn(&store, |store| hit(store, 1, 10));
             hit(&store, 1, 10);
             other.join().unwrap();
             assert_eq!(count(&store, 1), Some(3));
@@ -769,19 +776,16 @@ mod loom_tests {
         loom::model(|| {
             let store = store();
             hit(&store, 1, 10);
-            let writer = {
-                let store = Arc::clone(&store);
-                thread::spawn(move || {
-                    // Key 1 goes; key 2 takes its entry (key 1's lane is 1).
-                    let mut writer = store.writer.lock();
-                    store.table.remove(&mut writer, &fp(&store, 1));
-                    assert!(
-                        store
-                            .table
-                            .insert(&mut writer, &fp(&store, 2), &[100, 2], 10, 1)
-                    );
-                })
-            };
+            let writer = spawn(&store, |store| {
+                // Key 1 goes; key 2 takes its entry (key 1's lane is 1).
+                let mut writer = store.writer.lock();
+                store.table.remove(&mut writer, &fp(store, 1));
+                assert!(
+                    store
+                        .table
+                        .insert(&mut writer, &fp(store, 2), &[100, 2], 10, 1)
+                );
+            });
             hit(&store, 1, 10);
             writer.join().unwrap();
             // The hit found key 1 before it went, or stored it anew.
@@ -795,14 +799,11 @@ mod loom_tests {
         loom::model(|| {
             let store = store();
             hit(&store, 1, 10);
-            let writer = {
-                let store = Arc::clone(&store);
-                thread::spawn(move || {
-                    for key in [2, 3] {
-                        hit(&store, key, 10);
-                    }
-                })
-            };
+            let writer = spawn(&store, |store| {
+                for key in [2, 3] {
+                    hit(store, key, 10);
+                }
+            });
             hit(&store, 1, 10);
             writer.join().unwrap();
             assert_eq!(count(&store, 1), Some(2));
@@ -817,13 +818,10 @@ mod loom_tests {
             let store = store();
             // Key 1 expires at second 5; the hit moves it to second 50.
             hit(&store, 1, 5);
-            let sweeper = {
-                let store = Arc::clone(&store);
-                thread::spawn(move || {
-                    let mut writer = store.writer.lock();
-                    store.table.sweep(&mut writer, 10)
-                })
-            };
+            let sweeper = spawn(&store, |store| {
+                let mut writer = store.writer.lock();
+                store.table.sweep(&mut writer, 10)
+            });
             hit(&store, 1, 50);
             let dropped = sweeper.join().unwrap();
             // Swept first: the hit stored the key anew. Hit first: the

@@ -1,5 +1,5 @@
-use super::state::{decode_words, encode_words, put_words, take_words};
-use super::{State, Storage, Strategy, StrategyKind, until, window_end_ms, window_over};
+use super::state::words_state;
+use super::{Storage, Strategy, StrategyKind, until, window_end_ms, window_over};
 use crate::{Decision, Rate};
 
 /// Counts hits in windows of one period, aligned to multiples of the period
@@ -21,35 +21,10 @@ pub struct FixedWindowState {
     pub count: u64,
 }
 
-impl State for FixedWindowState {
-    fn encode(&self, out: &mut Vec<u8>) {
-        encode_words(out, &[self.window_end_ms, self.count]);
-    }
-
-    fn decode(bytes: &[u8]) -> Option<Self> {
-        let [window_end_ms, count] = decode_words(bytes)?;
-        Some(FixedWindowState {
-            window_end_ms,
-            count,
-        })
-    }
-
-    const WORDS: usize = 2;
-
-    #[inline]
-    fn to_words(&self, words: &mut [u64]) {
-        put_words(words, &[self.window_end_ms, self.count]);
-    }
-
-    #[inline]
-    fn from_words(words: &[u64]) -> Self {
-        let [window_end_ms, count] = take_words(words);
-        FixedWindowState {
-            window_end_ms,
-            count,
-        }
-    }
-}
+words_state!(FixedWindowState {
+    window_end_ms,
+    count
+});
 
 impl Strategy for FixedWindow {
     type State = FixedWindowState;

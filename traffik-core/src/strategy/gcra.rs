@@ -1,8 +1,8 @@
 use std::num::NonZeroU64;
 
 use super::meter::Meter;
-use super::state::{decode_words, encode_words, put_words, take_words};
-use super::{State, Strategy, StrategyKind};
+use super::state::words_state;
+use super::{Strategy, StrategyKind};
 use crate::{ConfigError, Decision, Rate};
 
 /// The Generic Cell Rate Algorithm: one "theoretical arrival time" per key.
@@ -48,29 +48,7 @@ pub struct GcraState {
     pub tat_frac: u64,
 }
 
-impl State for GcraState {
-    fn encode(&self, out: &mut Vec<u8>) {
-        encode_words(out, &[self.tat_ms, self.tat_frac]);
-    }
-
-    fn decode(bytes: &[u8]) -> Option<Self> {
-        let [tat_ms, tat_frac] = decode_words(bytes)?;
-        Some(GcraState { tat_ms, tat_frac })
-    }
-
-    const WORDS: usize = 2;
-
-    #[inline]
-    fn to_words(&self, words: &mut [u64]) {
-        put_words(words, &[self.tat_ms, self.tat_frac]);
-    }
-
-    #[inline]
-    fn from_words(words: &[u64]) -> Self {
-        let [tat_ms, tat_frac] = take_words(words);
-        GcraState { tat_ms, tat_frac }
-    }
-}
+words_state!(GcraState { tat_ms, tat_frac });
 
 impl Strategy for Gcra {
     type State = GcraState;

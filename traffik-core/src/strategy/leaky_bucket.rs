@@ -1,8 +1,8 @@
 use std::num::NonZeroU64;
 
 use super::meter::Meter;
-use super::state::{decode_words, encode_words, put_words, take_words};
-use super::{State, Strategy, StrategyKind};
+use super::state::words_state;
+use super::{Strategy, StrategyKind};
 use crate::{ConfigError, Decision, Rate};
 
 /// A bucket that leaks at the rate and holds `burst` (default: the rate's
@@ -47,29 +47,7 @@ pub struct LeakyBucketState {
     pub leaked_ms: u64,
 }
 
-impl State for LeakyBucketState {
-    fn encode(&self, out: &mut Vec<u8>) {
-        encode_words(out, &[self.level, self.leaked_ms]);
-    }
-
-    fn decode(bytes: &[u8]) -> Option<Self> {
-        let [level, leaked_ms] = decode_words(bytes)?;
-        Some(LeakyBucketState { level, leaked_ms })
-    }
-
-    const WORDS: usize = 2;
-
-    #[inline]
-    fn to_words(&self, words: &mut [u64]) {
-        put_words(words, &[self.level, self.leaked_ms]);
-    }
-
-    #[inline]
-    fn from_words(words: &[u64]) -> Self {
-        let [level, leaked_ms] = take_words(words);
-        LeakyBucketState { level, leaked_ms }
-    }
-}
+words_state!(LeakyBucketState { level, leaked_ms });
 
 impl Strategy for LeakyBucket {
     type State = LeakyBucketState;

@@ -1,5 +1,5 @@
-use super::state::{decode_words, encode_words, put_words, take_words};
-use super::{State, Storage, Strategy, StrategyKind, until, window_end_ms, window_over};
+use super::state::words_state;
+use super::{Storage, Strategy, StrategyKind, until, window_end_ms, window_over};
 use crate::{Decision, Rate};
 
 /// Two aligned fixed windows, the previous one weighted by how much of it the
@@ -25,37 +25,11 @@ pub struct SlidingWindowCounterState {
     pub current: u64,
 }
 
-impl State for SlidingWindowCounterState {
-    fn encode(&self, out: &mut Vec<u8>) {
-        encode_words(out, &[self.window_end_ms, self.previous, self.current]);
-    }
-
-    fn decode(bytes: &[u8]) -> Option<Self> {
-        let [window_end_ms, previous, current] = decode_words(bytes)?;
-        Some(SlidingWindowCounterState {
-            window_end_ms,
-            previous,
-            current,
-        })
-    }
-
-    const WORDS: usize = 3;
-
-    #[inline]
-    fn to_words(&self, words: &mut [u64]) {
-        put_words(words, &[self.window_end_ms, self.previous, self.current]);
-    }
-
-    #[inline]
-    fn from_words(words: &[u64]) -> Self {
-        let [window_end_ms, previous, current] = take_words(words);
-        SlidingWindowCounterState {
-            window_end_ms,
-            previous,
-            current,
-        }
-    }
-}
+words_state!(SlidingWindowCounterState {
+    window_end_ms,
+    previous,
+    current
+});
 
 impl Strategy for SlidingWindowCounter {
     type State = SlidingWindowCounterState;

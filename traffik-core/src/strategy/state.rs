@@ -34,6 +34,38 @@ pub trait State: Clone + Default + Debug + Send + Sync + 'static {
     }
 }
 
+/// `impl State` for a state of `u64` fields: the byte codec writes them as
+/// decimal words in field order, the word codec as words in the same order.
+macro_rules! words_state {
+    ($state:ident { $($field:ident),+ $(,)? }) => {
+        impl $crate::strategy::State for $state {
+            fn encode(&self, out: &mut Vec<u8>) {
+                $crate::strategy::state::encode_words(out, &[$(self.$field),+]);
+            }
+
+            fn decode(bytes: &[u8]) -> Option<Self> {
+                let [$($field),+] = $crate::strategy::state::decode_words(bytes)?;
+                Some($state { $($field),+ })
+            }
+
+            const WORDS: usize = [$(stringify!($field)),+].len();
+
+            #[inline]
+            fn to_words(&self, words: &mut [u64]) {
+                $crate::strategy::state::put_words(words, &[$(self.$field),+]);
+            }
+
+            #[inline]
+            fn from_words(words: &[u64]) -> Self {
+                let [$($field),+] = $crate::strategy::state::take_words(words);
+                $state { $($field),+ }
+            }
+        }
+    };
+}
+
+pub(crate) use words_state;
+
 /// Copies `values` into the front of `words`, as far as both go.
 #[inline]
 pub(crate) fn put_words(words: &mut [u64], values: &[u64]) {

@@ -1,8 +1,8 @@
 use std::num::NonZeroU64;
 
 use super::meter::Meter;
-use super::state::{decode_words, encode_words, put_words, take_words};
-use super::{State, Strategy, StrategyKind};
+use super::state::words_state;
+use super::{Strategy, StrategyKind};
 use crate::{ConfigError, Decision, Rate};
 
 /// A bucket of `burst` tokens (default: the rate's count) that refills
@@ -48,29 +48,7 @@ pub struct TokenBucketState {
     pub updated_ms: u64,
 }
 
-impl State for TokenBucketState {
-    fn encode(&self, out: &mut Vec<u8>) {
-        encode_words(out, &[self.taken, self.updated_ms]);
-    }
-
-    fn decode(bytes: &[u8]) -> Option<Self> {
-        let [taken, updated_ms] = decode_words(bytes)?;
-        Some(TokenBucketState { taken, updated_ms })
-    }
-
-    const WORDS: usize = 2;
-
-    #[inline]
-    fn to_words(&self, words: &mut [u64]) {
-        put_words(words, &[self.taken, self.updated_ms]);
-    }
-
-    #[inline]
-    fn from_words(words: &[u64]) -> Self {
-        let [taken, updated_ms] = take_words(words);
-        TokenBucketState { taken, updated_ms }
-    }
-}
+words_state!(TokenBucketState { taken, updated_ms });
 
 impl Strategy for TokenBucket {
     type State = TokenBucketState;
