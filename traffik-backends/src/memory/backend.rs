@@ -234,9 +234,8 @@ impl MemoryBackend {
     }
 
     /// Room for `new` more keys in a shard whose mutex the caller holds:
-    /// sweeps when the shard has doubled since its last sweep, and at the
-    /// cap at most once a second (a flood must not turn every new key into
-    /// a full scan).
+    /// sweeps when [`Writer::wants_sweep`] says so, and at the cap at most
+    /// once a second (a flood must not turn every new key into a full scan).
     ///
     /// # Errors
     ///
@@ -318,11 +317,14 @@ fn peek_held<S: Strategy, const W: usize>(
     strategy.peek(rate, &S::State::from_words(&words), now, cost)
 }
 
-/// Why a table of some width is missing: it cannot be, by [`Shard::words`].
+/// Why a table of some width is missing. It cannot be: widths are 2 or 3
+/// by construction (checked at compile time in [`MemoryBackend::hit_words`]),
+/// and were it ever otherwise the error must not be a store failure, which a
+/// failure policy could turn into an admission.
 #[cold]
 fn no_table() -> Error {
     Error::new(
-        ErrorKind::Other,
+        ErrorKind::Config,
         "the in-memory backend has no table of this state width",
     )
 }
@@ -338,6 +340,7 @@ impl MemoryBackend {
         now: u64,
         cost: u64,
     ) -> Result<Decision, Error> {
+        const { assert!(W == 2 || W == 3, "word tables hold 2 or 3 words") };
         let id = self.key_id(key, S::KIND);
         let shard = self.shard(&id);
         shard.note_time(now);
@@ -370,20 +373,18 @@ impl MemoryBackend {
         if let Some(held) = table.hold(id) {
             return Ok(apply_held::<S, W>(held, strategy, limit.rate(), now, cost));
         }
-        let mut state = S::State::default();
-        let decision = strategy.hit(limit.rate(), &mut state, now, cost);
-        if decision.reset_after_ms() == 0 {
-            // As good as new: nothing to keep.
-            return Ok(decision);
-        }
-        self.make_room(shard, &mut writer, now, 1, Some(key))?;
-        let mut words = [0u64; W];
-        state.to_words(&mut words);
-        let expires = expiry_s(now, decision.reset_after_ms());
-        if !table.insert(writer.words::<W>(), id, &words, expires, current_lane()) {
-            return Err(capacity_error(Some(key)));
-        }
-        Ok(decision)
+        let (rate, key) = (limit.rate(), Some(key));
+        hit_new::<S, W>(
+            strategy,
+            table,
+            &mut writer,
+            id,
+            rate,
+            now,
+            cost,
+            key,
+            |writer| self.make_room(shard, writer, now, 1, key),
+        )
     }
 
     /// One hit of a strategy whose state has no fixed size, under the
@@ -700,10 +701,34 @@ impl Visitor for GroupApply<'_, '_> {
             (Slot::Held(held), 2) => Ok(apply_held::<S, 2>(held, strategy, rate, now, cost)),
             (Slot::Held(held), 3) => Ok(apply_held::<S, 3>(held, strategy, rate, now, cost)),
             (Slot::New, 2) => {
-                insert_new::<S, 2>(strategy, self.shard, self.writer, self.id, rate, now, cost)
+                let table = self.shard.words::<2>().ok_or_else(no_table)?;
+                // Room was made for every new key before any was charged.
+                hit_new::<S, 2>(
+                    strategy,
+                    table,
+                    self.writer,
+                    self.id,
+                    rate,
+                    now,
+                    cost,
+                    None,
+                    |_| Ok(()),
+                )
             }
             (Slot::New, 3) => {
-                insert_new::<S, 3>(strategy, self.shard, self.writer, self.id, rate, now, cost)
+                let table = self.shard.words::<3>().ok_or_else(no_table)?;
+                // Room was made for every new key before any was charged.
+                hit_new::<S, 3>(
+                    strategy,
+                    table,
+                    self.writer,
+                    self.id,
+                    rate,
+                    now,
+                    cost,
+                    None,
+                    |_| Ok(()),
+                )
             }
             _ => {
                 let key = Key::new(self.hit.key.scope(), self.identity);
@@ -721,32 +746,33 @@ impl Visitor for GroupApply<'_, '_> {
     }
 }
 
-/// Adds a new key of a combined decision, room having been made for it.
-fn insert_new<S: Strategy, const W: usize>(
+/// A hit on a key the table does not hold, on a shard whose mutex the
+/// caller holds: decided on a fresh state, then the key stored in the
+/// calling thread's lane, once `room` has made room for it, unless the hit
+/// leaves it as good as new (nothing to keep).
+#[allow(clippy::too_many_arguments)]
+fn hit_new<S: Strategy, const W: usize>(
     strategy: &S,
-    shard: &Shard,
+    table: &Table<W>,
     writer: &mut Writer,
     id: &KeyId,
     rate: &Rate,
     now: u64,
     cost: u64,
+    key: Option<&Key<'_>>,
+    room: impl FnOnce(&mut Writer) -> Result<(), Error>,
 ) -> Result<Decision, Error> {
     let mut state = S::State::default();
     let decision = strategy.hit(rate, &mut state, now, cost);
     if decision.reset_after_ms() == 0 {
         return Ok(decision);
     }
+    room(writer)?;
     let mut words = [0u64; W];
     state.to_words(&mut words);
-    let table = shard.words::<W>().ok_or_else(no_table)?;
-    if !table.insert(
-        writer.words::<W>(),
-        id,
-        &words,
-        expiry_s(now, decision.reset_after_ms()),
-        current_lane(),
-    ) {
-        return Err(capacity_error(None));
+    let expires = expiry_s(now, decision.reset_after_ms());
+    if !table.insert(writer.words::<W>(), id, &words, expires, current_lane()) {
+        return Err(capacity_error(key));
     }
     Ok(decision)
 }
