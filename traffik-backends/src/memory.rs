@@ -18,7 +18,9 @@
 //! - **Expiry**: a key whose quota is full again is worth nothing: a hit
 //!   that leaves it so resets its state at once, and its entry is freed by
 //!   the next sweep. A shard sweeps itself when it has doubled in size since
-//!   its last sweep, and a background thread sweeps every shard
+//!   its last sweep (and, since a sweep walks every entry the shard ever
+//!   made, once a quarter as many keys have come in, or at once when no
+//!   entry is free), and a background thread sweeps every shard
 //!   periodically (default every 5 s; it holds no strong reference and
 //!   stops when the backend is dropped). Freed entries are used again, so
 //!   the store stays within about twice the live keys under any flood of new
