@@ -15,6 +15,8 @@
 //!   server's worker stores the keys of the clients it serves;
 //! - `1k_confined`: the same, each thread's keys in its own half of the
 //!   shards (traffik only: governor's shards are not visible);
+//! - `1k_256_shards`: the same keys over 256 shards, the default of a
+//!   64-core machine (traffik only);
 //! - `1m`: each thread walks its own 500,000 keys (1M in all);
 //! - `1k_alternating`: 1,000 keys each, all stored beforehand by one other
 //!   thread, the two threads' keys in turn (a worst case for the layout:
@@ -205,6 +207,23 @@ fn main() {
             run(2, &keys, per_thread, check);
             measure(scenario, name, &keys, HITS_PER_THREAD, check);
         }
+    }
+
+    // Many shards, as the default gives a many-core machine (4 per core):
+    // each shard holds a few keys of each thread.
+    for (name, strategy) in &strategies {
+        if !wanted("1k_256_shards", name) {
+            continue;
+        }
+        let throttle = Throttle::builder("bench", never.parse().unwrap())
+            .strategy(strategy.clone())
+            .clock(clock.clone())
+            .build(MemoryBackend::builder().shards(256).build())
+            .unwrap();
+        let keys = disjoint(1_000);
+        let check: &Check<'_> = &|_, _, _, k| ready(throttle.hit(k)).unwrap().is_allowed();
+        run(2, &keys, 1_000, check);
+        measure("1k_256_shards", name, &keys, HITS_PER_THREAD, check);
     }
 
     for (name, strategy) in &strategies {

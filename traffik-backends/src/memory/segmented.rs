@@ -5,13 +5,31 @@
 //! Segment 0 holds `2^BASE_BITS` elements and segment `k ≥ 1` holds
 //! `2^(BASE_BITS + k − 1)`, so the first `n` segments hold
 //! `2^(BASE_BITS + n − 1)` elements: a power of two, as an index wants.
+//!
+//! Elements are kept in [`Block`]s of whole 128-byte-aligned line pairs, so
+//! no cache line, nor the pair an adjacent-line prefetcher fetches, is ever
+//! shared by two segments, whatever the heap puts side by side: a segment
+//! one thread writes never slows a segment another thread reads.
 
 use std::sync::OnceLock;
+
+/// Elements grouped into a block whose size is a multiple of 128 bytes and
+/// which is aligned to 128 (`#[repr(align(128))]`).
+pub(super) trait Block {
+    /// What the block holds.
+    type Item;
+    /// Elements per block: a power of two no larger than segment 0.
+    const LEN: usize;
+    /// A block of new elements.
+    fn make() -> Self;
+    /// The block's elements.
+    fn items(&self) -> &[Self::Item];
+}
 
 /// log2 of segment 0's length (tiny under loom, so that models reach a
 /// new segment within a few operations).
 #[cfg(not(loom))]
-const BASE_BITS: u32 = 4;
+const BASE_BITS: u32 = 5;
 #[cfg(loom)]
 const BASE_BITS: u32 = 1;
 
@@ -22,12 +40,12 @@ const SEGMENTS: usize = 26;
 pub(super) const MAX_LEN: usize = 1 << (BASE_BITS as usize + SEGMENTS - 1);
 
 /// Elements in segments that are made once and never move.
-pub(super) struct Segmented<T> {
-    segments: [OnceLock<Box<[T]>>; SEGMENTS],
+pub(super) struct Segmented<B> {
+    segments: [OnceLock<Box<[B]>>; SEGMENTS],
 }
 
 /// The segment of element `i`, and its place in it.
-#[inline]
+#[inline(always)]
 fn locate(i: usize) -> (usize, usize) {
     let high = i >> BASE_BITS;
     if high == 0 {
@@ -61,19 +79,21 @@ fn segment_len(k: usize) -> usize {
     }
 }
 
-impl<T> Segmented<T> {
+impl<B: Block> Segmented<B> {
     /// No segment yet.
-    pub(super) fn new() -> Segmented<T> {
+    pub(super) fn new() -> Segmented<B> {
         Segmented {
             segments: std::array::from_fn(|_| OnceLock::new()),
         }
     }
 
     /// Element `i`, if its segment has been made.
-    #[inline]
-    pub(super) fn get(&self, i: usize) -> Option<&T> {
+    #[inline(always)]
+    pub(super) fn get(&self, i: usize) -> Option<&B::Item> {
+        const { assert!(B::LEN.is_power_of_two() && B::LEN <= 1 << BASE_BITS) };
         let (k, at) = locate(i);
-        self.segments.get(k)?.get()?.get(at)
+        let block = self.segments.get(k)?.get()?.get(at / B::LEN)?;
+        block.items().get(at % B::LEN)
     }
 
     /// How many elements the segments made so far hold.
@@ -87,9 +107,9 @@ impl<T> Segmented<T> {
         (0..made).map(segment_len).sum()
     }
 
-    /// Makes the segments that elements `0..len` need, each element made by
-    /// `make`. Returns false if `len` is over [`MAX_LEN`].
-    pub(super) fn reserve(&self, len: usize, make: impl Fn() -> T) -> bool {
+    /// Makes the segments that elements `0..len` need. Returns false if
+    /// `len` is over [`MAX_LEN`].
+    pub(super) fn reserve(&self, len: usize) -> bool {
         if len == 0 {
             return true;
         }
@@ -98,24 +118,39 @@ impl<T> Segmented<T> {
         }
         let (last, _) = locate(len - 1);
         for (k, segment) in self.segments.iter().enumerate().take(last + 1) {
-            segment.get_or_init(|| (0..segment_len(k)).map(|_| make()).collect());
+            segment.get_or_init(|| (0..segment_len(k) / B::LEN).map(|_| B::make()).collect());
         }
         true
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
 
+    #[repr(align(128))]
+    struct Sevens([u32; 32]);
+
+    impl Block for Sevens {
+        type Item = u32;
+        const LEN: usize = 32;
+        fn make() -> Sevens {
+            Sevens([7; 32])
+        }
+        fn items(&self) -> &[u32] {
+            &self.0
+        }
+    }
+
     #[test]
     fn elements_are_found_in_order_and_never_move() {
-        let storage: Segmented<u32> = Segmented::new();
+        let storage: Segmented<Sevens> = Segmented::new();
         assert!(storage.get(0).is_none());
-        assert!(storage.reserve(100, || 7));
+        assert!(storage.reserve(100));
         assert_eq!(storage.allocated(), 128);
         let first: *const u32 = storage.get(3).unwrap();
-        assert!(storage.reserve(5_000, || 7));
+        assert_eq!(storage.get(99), Some(&7));
+        assert!(storage.reserve(5_000));
         assert_eq!(storage.allocated(), 8_192);
         assert!(
             std::ptr::eq(first, storage.get(3).unwrap()),
@@ -123,7 +158,12 @@ mod tests {
         );
         assert!(storage.get(8_191).is_some());
         assert!(storage.get(8_192).is_none());
-        assert!(!storage.reserve(MAX_LEN + 1, || 7));
+        assert!(!storage.reserve(MAX_LEN + 1));
+        // Every segment starts on a 128-byte boundary.
+        for i in [0, 32, 64, 128, 256, 4_096] {
+            let at = storage.get(i).unwrap() as *const u32 as usize;
+            assert_eq!(at % 128, 0, "segment of {i}");
+        }
     }
 
     #[test]

@@ -25,7 +25,7 @@
 
 use std::hash::BuildHasher;
 
-use super::segmented::{MAX_LEN, Segmented, scatter};
+use super::segmented::{Block, MAX_LEN, Segmented, scatter};
 use super::sync::{AtomicU32, AtomicU64, AtomicUsize, KeyHasher, Ordering, backoff};
 
 /// A key as a word table keeps it: three words (the scope's hash and the
@@ -95,6 +95,59 @@ const MIN_INDEX: usize = 16;
 #[cfg(loom)]
 const MIN_INDEX: usize = 2;
 
+/// Entries per block of storage: 16 entries of 48 or 56 bytes are 768 or
+/// 896 bytes, whole 128-byte line pairs (one under loom, whose segments
+/// are tiny).
+const ENTRY_BLOCK: usize = if cfg!(loom) { 1 } else { 16 };
+
+/// Index slots per block of storage: 32 slots are 128 bytes.
+const SLOT_BLOCK: usize = if cfg!(loom) { 1 } else { 32 };
+
+// Blocks are whole line pairs with no padding, so they cost no memory.
+#[cfg(not(loom))]
+const _: () = {
+    use std::mem::size_of;
+    assert!(size_of::<Entries<2>>() == ENTRY_BLOCK * size_of::<Entry<2>>());
+    assert!(size_of::<Entries<3>>() == ENTRY_BLOCK * size_of::<Entry<3>>());
+    assert!(size_of::<Slots>() == SLOT_BLOCK * size_of::<AtomicU32>());
+};
+
+/// A block of entries, on line pairs of its own.
+#[repr(align(128))]
+pub(super) struct Entries<const W: usize>([Entry<W>; ENTRY_BLOCK]);
+
+impl<const W: usize> Block for Entries<W> {
+    type Item = Entry<W>;
+    const LEN: usize = ENTRY_BLOCK;
+
+    fn make() -> Entries<W> {
+        Entries(std::array::from_fn(|_| Entry::new()))
+    }
+
+    #[inline(always)]
+    fn items(&self) -> &[Entry<W>] {
+        &self.0
+    }
+}
+
+/// A block of index slots, on a line pair of its own.
+#[repr(align(128))]
+pub(super) struct Slots([AtomicU32; SLOT_BLOCK]);
+
+impl Block for Slots {
+    type Item = AtomicU32;
+    const LEN: usize = SLOT_BLOCK;
+
+    fn make() -> Slots {
+        Slots(std::array::from_fn(|_| AtomicU32::new(0)))
+    }
+
+    #[inline(always)]
+    fn items(&self) -> &[AtomicU32] {
+        &self.0
+    }
+}
+
 /// One key: its lock word, its key words and its state.
 pub(super) struct Entry<const W: usize> {
     /// [`HELD`] | [`LIVE`] | key bits | expiry seconds << [`EXPIRY_SHIFT`];
@@ -115,7 +168,7 @@ impl<const W: usize> Entry<W> {
 
     /// Whether the entry's key words and lock word's key bits are `id`'s
     /// (unheld, a hint; held, the truth).
-    #[inline]
+    #[inline(always)]
     fn is(&self, id: &KeyId) -> bool {
         self.key[0].load(Ordering::Relaxed) == id.words[0]
             && self.key[1].load(Ordering::Relaxed) == id.words[1]
@@ -131,7 +184,7 @@ impl<const W: usize> Entry<W> {
 
     /// Holds the entry if it is live and, once held, still the key `id`.
     /// Waits while another thread holds it.
-    #[inline]
+    #[inline(always)]
     pub(super) fn hold(&self, id: &KeyId) -> Option<Held<'_>> {
         let held = self.hold_live()?;
         // Only a writer holding the entry changes its key, so under the
@@ -140,7 +193,7 @@ impl<const W: usize> Entry<W> {
     }
 
     /// Holds the entry if it is live, whatever its key.
-    #[inline]
+    #[inline(always)]
     fn hold_live(&self) -> Option<Held<'_>> {
         let mut spins = 0;
         loop {
@@ -276,8 +329,8 @@ impl TableWriter {
 
 /// Fixed-size states in atomics, with their index.
 pub(super) struct Table<const W: usize> {
-    entries: [Segmented<Entry<W>>; LANES],
-    slots: Segmented<AtomicU32>,
+    entries: [Segmented<Entries<W>>; LANES],
+    slots: Segmented<Slots>,
     /// How many index slots are in use for probing (a power of two, or 0).
     capacity: AtomicUsize,
     /// The hasher of the keys, to place entries again as the index grows.
@@ -311,7 +364,7 @@ impl<const W: usize> Table<W> {
 
     /// The entry of `id` and its position, if the index shows one.
     /// Without the shard's mutex this may miss a key that exists.
-    #[inline]
+    #[inline(always)]
     pub(super) fn find(&self, id: &KeyId) -> Option<(usize, &Entry<W>)> {
         let capacity = self.capacity.load(Ordering::Acquire);
         let mask = capacity.wrapping_sub(1);
@@ -336,7 +389,7 @@ impl<const W: usize> Table<W> {
     }
 
     /// Holds the entry of `id`, if the index shows one.
-    #[inline]
+    #[inline(always)]
     pub(super) fn hold(&self, id: &KeyId) -> Option<Held<'_>> {
         self.find(id)?.1.hold(id)
     }
@@ -372,7 +425,7 @@ impl<const W: usize> Table<W> {
             Some(free) => free as usize,
             None => {
                 let made = writer.made[lane];
-                if made >= MAX_LANE_ENTRIES || !self.entries[lane].reserve(made + 1, Entry::new) {
+                if made >= MAX_LANE_ENTRIES || !self.entries[lane].reserve(made + 1) {
                     return false;
                 }
                 writer.made[lane] += 1;
@@ -403,7 +456,7 @@ impl<const W: usize> Table<W> {
     /// probe meanwhile may miss, and look again under the mutex.
     fn grow(&self, writer: &TableWriter) -> bool {
         let capacity = (self.capacity.load(Ordering::Relaxed) * 2).max(MIN_INDEX);
-        if !self.slots.reserve(capacity, || AtomicU32::new(0)) {
+        if !self.slots.reserve(capacity) {
             return false;
         }
         for at in 0..capacity {
