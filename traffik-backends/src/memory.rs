@@ -5,7 +5,10 @@
 //! entry: the shard's index is probed with atomic loads, the entry's lock
 //! word is taken with one compare-and-swap, the pure strategy function runs
 //! on the state held in the entry's atomic words, and one store releases it.
-//! So threads deciding for different keys do not slow each other down
+//! So threads deciding for different keys do not slow each other down:
+//! entries are kept in lanes by the thread that stored them, and all
+//! storage comes in blocks of whole 128-byte line pairs, so no cache line
+//! is shared by two threads' entries or by an entry and the index
 //! (`docs/performance.md` has the layout and the figures). The shard's mutex
 //! is taken only to insert, remove or sweep keys and to grow the index, and
 //! by a hit that missed without it (a new key), which then looks again
