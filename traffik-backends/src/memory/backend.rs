@@ -701,34 +701,10 @@ impl Visitor for GroupApply<'_, '_> {
             (Slot::Held(held), 2) => Ok(apply_held::<S, 2>(held, strategy, rate, now, cost)),
             (Slot::Held(held), 3) => Ok(apply_held::<S, 3>(held, strategy, rate, now, cost)),
             (Slot::New, 2) => {
-                let table = self.shard.words::<2>().ok_or_else(no_table)?;
-                // Room was made for every new key before any was charged.
-                hit_new::<S, 2>(
-                    strategy,
-                    table,
-                    self.writer,
-                    self.id,
-                    rate,
-                    now,
-                    cost,
-                    None,
-                    |_| Ok(()),
-                )
+                group_new::<S, 2>(strategy, self.shard, self.writer, self.id, rate, now, cost)
             }
             (Slot::New, 3) => {
-                let table = self.shard.words::<3>().ok_or_else(no_table)?;
-                // Room was made for every new key before any was charged.
-                hit_new::<S, 3>(
-                    strategy,
-                    table,
-                    self.writer,
-                    self.id,
-                    rate,
-                    now,
-                    cost,
-                    None,
-                    |_| Ok(()),
-                )
+                group_new::<S, 3>(strategy, self.shard, self.writer, self.id, rate, now, cost)
             }
             _ => {
                 let key = Key::new(self.hit.key.scope(), self.identity);
@@ -775,6 +751,23 @@ fn hit_new<S: Strategy, const W: usize>(
         return Err(capacity_error(key));
     }
     Ok(decision)
+}
+
+/// A new key of a combined decision, room having been made for every new
+/// key before any was charged.
+fn group_new<S: Strategy, const W: usize>(
+    strategy: &S,
+    shard: &Shard,
+    writer: &mut Writer,
+    id: &KeyId,
+    rate: &Rate,
+    now: u64,
+    cost: u64,
+) -> Result<Decision, Error> {
+    let table = shard.words::<W>().ok_or_else(no_table)?;
+    hit_new::<S, W>(strategy, table, writer, id, rate, now, cost, None, |_| {
+        Ok(())
+    })
 }
 
 impl MemoryBackend {
