@@ -192,31 +192,11 @@ impl<const W: usize> Entry<W> {
         self.is(id).then_some(held)
     }
 
-    /// Holds the entry if it is live, whatever its key.
+    /// Holds the entry if it is live, whatever its key; waits while
+    /// another thread holds it.
     #[inline(always)]
     fn hold_live(&self) -> Option<Held<'_>> {
-        let mut spins = 0;
-        loop {
-            let word = self.lock.load(Ordering::Relaxed);
-            if word & LIVE == 0 {
-                return None;
-            }
-            if word & HELD != 0 {
-                backoff(&mut spins);
-                continue;
-            }
-            if self
-                .lock
-                .compare_exchange_weak(word, word | HELD, Ordering::Acquire, Ordering::Relaxed)
-                .is_ok()
-            {
-                return Some(Held {
-                    lock: &self.lock,
-                    state: &self.state,
-                    release: word,
-                });
-            }
-        }
+        self.take(true)
     }
 
     /// Holds the entry if it is live and no one else holds it; never waits.
@@ -224,10 +204,25 @@ impl<const W: usize> Entry<W> {
     /// and the one holding it may be this thread (a combined decision that
     /// makes room for its new keys).
     fn try_hold_live(&self) -> Option<Held<'_>> {
+        self.take(false)
+    }
+
+    /// Takes the lock word of a live entry; while another thread holds it,
+    /// waits if `wait`, else gives up.
+    #[inline(always)]
+    fn take(&self, wait: bool) -> Option<Held<'_>> {
+        let mut spins = 0;
         loop {
             let word = self.lock.load(Ordering::Relaxed);
-            if word & LIVE == 0 || word & HELD != 0 {
+            if word & LIVE == 0 {
                 return None;
+            }
+            if word & HELD != 0 {
+                if !wait {
+                    return None;
+                }
+                backoff(&mut spins);
+                continue;
             }
             if self
                 .lock
@@ -327,6 +322,12 @@ impl TableWriter {
     }
 }
 
+/// The positions of every entry made, given how many each lane has made
+/// (by value, so a writer can change the table while it walks them).
+fn positions(made: [usize; LANES]) -> impl Iterator<Item = usize> {
+    (0..LANES).flat_map(move |lane| (0..made[lane]).map(move |n| lane << LANE_SHIFT | scatter(n)))
+}
+
 /// Fixed-size states in atomics, with their index.
 pub(super) struct Table<const W: usize> {
     entries: [Segmented<Entries<W>>; LANES],
@@ -353,13 +354,6 @@ impl<const W: usize> Table<W> {
         self.entries
             .get(position >> LANE_SHIFT)?
             .get(position & LANE_MASK)
-    }
-
-    /// The positions of every entry made so far.
-    fn made(writer: &TableWriter) -> impl Iterator<Item = usize> + '_ {
-        (0..LANES).flat_map(move |lane| {
-            (0..writer.made[lane]).map(move |n| lane << LANE_SHIFT | scatter(n))
-        })
     }
 
     /// The entry of `id` and its position, if the index shows one.
@@ -465,7 +459,7 @@ impl<const W: usize> Table<W> {
             }
         }
         self.capacity.store(capacity, Ordering::Release);
-        for position in Self::made(writer) {
+        for position in positions(writer.made) {
             if let Some(entry) = self.entry(position) {
                 if entry.expiry_hint().is_some() {
                     self.index_insert(entry.id(&self.hasher).hash, position);
@@ -564,10 +558,7 @@ impl<const W: usize> Table<W> {
     /// caller holds the shard's mutex.
     pub(super) fn sweep(&self, writer: &mut TableWriter, now_s: u64) -> usize {
         let mut dropped = 0;
-        let made = writer.made;
-        let positions = (0..LANES)
-            .flat_map(|lane| (0..made[lane]).map(move |n| lane << LANE_SHIFT | scatter(n)));
-        for position in positions {
+        for position in positions(writer.made) {
             let Some(entry) = self.entry(position) else {
                 continue;
             };
