@@ -110,6 +110,14 @@ pub trait Strategy: Clone + Debug + Send + Sync + 'static {
     /// the quota untouched when it does not.
     fn hit(&self, rate: &Rate, state: &mut Self::State, now_ms: u64, cost: u64) -> Decision;
 
+    /// Gives back `cost` that a hit admitted at `charged_ms` counted, as of
+    /// `now_ms`: the reservation of a request whose response turned out not
+    /// to count. Only what that hit can still be holding is given back (a
+    /// window that has closed since holds nothing), so a refund never
+    /// frees more than the hit took. Refunding a hit that was denied, or
+    /// twice, is the caller's mistake: it frees budget other hits took.
+    fn refund(&self, rate: &Rate, state: &mut Self::State, now_ms: u64, charged_ms: u64, cost: u64);
+
     /// The decision a hit of `cost` at `now_ms` would get, without counting it.
     fn peek(&self, rate: &Rate, state: &Self::State, now_ms: u64, cost: u64) -> Decision {
         let mut scratch = state.clone();

@@ -217,6 +217,30 @@ proptest! {
         }
     }
 
+    /// Refunding an admitted hit at once gives back exactly what it took:
+    /// the quota is as if the hit never happened, on every strategy.
+    #[test]
+    fn a_refund_undoes_the_hit(rate in rates(), hits in hits(14, 2_500), burst in 1u64..=20) {
+        for strategy in every_strategy(Some(burst)) {
+            strategy.visit(RefundUndoes { rate: &rate, hits: &hits })?;
+        }
+    }
+
+    /// A refund after the state moved on frees no more than the hit took:
+    /// a hit refunded later never leaves more quota than if it had not
+    /// happened at all.
+    #[test]
+    fn a_late_refund_frees_no_more_than_the_hit(
+        rate in rates(),
+        hits in hits(14, 2_500),
+        delay in 0u64..5_000,
+        burst in 1u64..=20,
+    ) {
+        for strategy in every_strategy(Some(burst)) {
+            strategy.visit(LateRefund { rate: &rate, hits: &hits, delay })?;
+        }
+    }
+
     #[test]
     fn rate_display_round_trips(count in 1u64..=1_000_000, multiplier in 1u64..=500, unit in 0usize..5) {
         let unit_ms = [1, 1_000, 60_000, 3_600_000, 86_400_000][unit];
@@ -343,6 +367,24 @@ impl Visitor for Total<'_> {
             if cost > capacity {
                 prop_assert_eq!(decision.reason(), Reason::CostExceedsCapacity);
             }
+            // A refund of any cost, at any charge time, stays total and
+            // never frees more than the capacity.
+            let before = strategy.peek(self.rate, &state, now, 1).remaining();
+            let mut refunded = state.clone();
+            strategy.refund(
+                self.rate,
+                &mut refunded,
+                now,
+                now.saturating_sub(cost % 5_000),
+                cost,
+            );
+            let after = strategy.peek(self.rate, &refunded, now, 1);
+            prop_assert!(
+                after.remaining() >= before,
+                "{:?}: a refund took quota",
+                S::KIND
+            );
+            prop_assert!(after.remaining() <= capacity);
             // Whatever the state became, it encodes and decodes to itself.
             let mut bytes = Vec::new();
             state.encode(&mut bytes);
@@ -427,5 +469,88 @@ proptest! {
         for kind in traffik_core::StrategyKind::ALL {
             traffik_core::AnyStrategy::from(kind).visit(WordsRoundTrip { words })?;
         }
+    }
+}
+
+/// Runs the hits; after each admitted one, a copy of the state is refunded
+/// at once and must decide every later cost as the state before the hit.
+struct RefundUndoes<'a> {
+    rate: &'a Rate,
+    hits: &'a [(u64, u64)],
+}
+
+impl Visitor for RefundUndoes<'_> {
+    type Output = Result<(), TestCaseError>;
+    fn visit<S: Strategy>(self, strategy: &S) -> Self::Output {
+        let mut state = S::State::default();
+        let mut now = 1_700_000_000_123;
+        for &(gap, cost) in self.hits {
+            now += gap;
+            let before = state.clone();
+            let decision = strategy.hit(self.rate, &mut state, now, cost);
+            if !decision.is_allowed() || cost == 0 {
+                continue;
+            }
+            let mut refunded = state.clone();
+            strategy.refund(self.rate, &mut refunded, now, now, cost);
+            for probe in 0..=strategy.capacity(self.rate) {
+                prop_assert_eq!(
+                    strategy.peek(self.rate, &refunded, now, probe),
+                    strategy.peek(self.rate, &before, now, probe),
+                    "{:?}: refund of {} at {}",
+                    S::KIND,
+                    cost,
+                    now
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// After the hits, one more hit is refunded `delay` ms later: then and at
+/// every later time, that key has at most the quota of one where the hit
+/// never happened.
+struct LateRefund<'a> {
+    rate: &'a Rate,
+    hits: &'a [(u64, u64)],
+    delay: u64,
+}
+
+impl Visitor for LateRefund<'_> {
+    type Output = Result<(), TestCaseError>;
+    fn visit<S: Strategy>(self, strategy: &S) -> Self::Output {
+        let mut without = S::State::default();
+        let mut now = 1_700_000_000_123;
+        let (last, earlier) = self.hits.split_last().expect("one hit at least");
+        for &(gap, cost) in earlier {
+            now += gap;
+            strategy.hit(self.rate, &mut without, now, cost);
+        }
+        now += last.0;
+        let mut with = without.clone();
+        let cost = last.1;
+        if !strategy.hit(self.rate, &mut with, now, cost).is_allowed() {
+            return Ok(());
+        }
+        let charged = now;
+        strategy.refund(self.rate, &mut with, charged + self.delay, charged, cost);
+        for later in [0, 1, 7, 100, 999, 5_000, 60_000] {
+            let at = charged + self.delay + later;
+            for probe in 0..=strategy.capacity(self.rate) {
+                let (a, b) = (
+                    strategy.peek(self.rate, &with, at, probe),
+                    strategy.peek(self.rate, &without, at, probe),
+                );
+                prop_assert!(
+                    a.is_allowed() <= b.is_allowed() && a.remaining() <= b.remaining(),
+                    "{:?}: refunded {:?} frees more than never hit {:?}",
+                    S::KIND,
+                    a,
+                    b
+                );
+            }
+        }
+        Ok(())
     }
 }

@@ -247,6 +247,63 @@ impl AnyStrategy {
         })
     }
 
+    /// [`Strategy::refund`] on a state kept as bytes (`None`: no state, so
+    /// nothing to give back). Returns whether the state changed, with its
+    /// new bytes in `out` (cleared first).
+    ///
+    /// # Errors
+    ///
+    /// When `stored` does not decode as this strategy's state.
+    pub fn refund_encoded(
+        &self,
+        rate: &Rate,
+        stored: Option<&[u8]>,
+        now_ms: u64,
+        charged_ms: u64,
+        cost: u64,
+        out: &mut Vec<u8>,
+    ) -> Result<bool, UndecodableState> {
+        struct Encoded<'a> {
+            rate: &'a Rate,
+            stored: Option<&'a [u8]>,
+            now_ms: u64,
+            charged_ms: u64,
+            cost: u64,
+            out: &'a mut Vec<u8>,
+        }
+        impl Visitor for Encoded<'_> {
+            type Output = Result<bool, UndecodableState>;
+            fn visit<S: Strategy>(self, strategy: &S) -> Self::Output {
+                self.out.clear();
+                let Some(bytes) = self.stored else {
+                    return Ok(false);
+                };
+                let mut state = S::State::decode(bytes).ok_or(UndecodableState(S::KIND))?;
+                let before = state.clone();
+                strategy.refund(
+                    self.rate,
+                    &mut state,
+                    self.now_ms,
+                    self.charged_ms,
+                    self.cost,
+                );
+                let changed = state != before;
+                if changed {
+                    state.encode(self.out);
+                }
+                Ok(changed)
+            }
+        }
+        self.visit(Encoded {
+            rate,
+            stored,
+            now_ms,
+            charged_ms,
+            cost,
+            out,
+        })
+    }
+
     /// For [`Storage::Counters`] strategies: the decision for a hit of `cost`
     /// (or a peek) given the counters of its windows as they were before the
     /// hit (see [`Strategy::state_from_counters`]).

@@ -62,6 +62,21 @@ impl Strategy for FixedWindow {
             count: counters.last().copied().unwrap_or(0),
         }
     }
+
+    fn refund(
+        &self,
+        rate: &Rate,
+        state: &mut FixedWindowState,
+        now_ms: u64,
+        charged_ms: u64,
+        cost: u64,
+    ) {
+        // Only the window the hit was counted in holds its cost.
+        let window = window_end_ms(charged_ms, rate.period_ms());
+        if state.window_end_ms == window && !window_over(window, now_ms) {
+            state.count = state.count.saturating_sub(cost);
+        }
+    }
 }
 
 #[cfg(test)]

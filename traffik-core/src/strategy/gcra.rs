@@ -71,21 +71,39 @@ impl Strategy for Gcra {
         // How far the arrival time is ahead of now, in units of 1/drain ms.
         // An arrival time that saturated at the end of time is as far ahead
         // as the burst allows: the quota stays spent.
-        let ahead = if state.tat_ms == u64::MAX {
-            meter.capacity
-        } else if state.tat_ms > now_ms || (state.tat_ms == now_ms && state.tat_frac > 0) {
-            (state.tat_ms - now_ms)
-                .saturating_mul(meter.drain)
-                .saturating_add(state.tat_frac)
-        } else {
-            0
-        };
+        let ahead = ahead(&meter, state, now_ms);
         let (decision, ahead_after) = meter.decide(ahead, cost);
         if decision.is_allowed() {
             state.tat_ms = now_ms.saturating_add(ahead_after / meter.drain);
             state.tat_frac = ahead_after % meter.drain;
         }
         decision
+    }
+
+    fn refund(&self, rate: &Rate, state: &mut GcraState, now_ms: u64, _charged_ms: u64, cost: u64) {
+        let meter = Meter::new(rate, self.burst);
+        let ahead = ahead(&meter, state, now_ms);
+        let ahead = meter.refunded(ahead, cost);
+        let tat_ms = now_ms.saturating_add(ahead / meter.drain);
+        // At the end of time the meter stays full, as a hit leaves it.
+        if tat_ms != u64::MAX {
+            state.tat_ms = tat_ms;
+            state.tat_frac = ahead % meter.drain;
+        }
+    }
+}
+
+/// How far ahead of `now_ms` the theoretical arrival time is, in meter
+/// units.
+fn ahead(meter: &Meter, state: &GcraState, now_ms: u64) -> u64 {
+    if state.tat_ms == u64::MAX {
+        meter.capacity
+    } else if state.tat_ms > now_ms || (state.tat_ms == now_ms && state.tat_frac > 0) {
+        (state.tat_ms - now_ms)
+            .saturating_mul(meter.drain)
+            .saturating_add(state.tat_frac)
+    } else {
+        0
     }
 }
 

@@ -73,6 +73,20 @@ impl Strategy for LeakyBucket {
         state.leaked_ms = state.leaked_ms.max(now_ms);
         decision
     }
+
+    fn refund(
+        &self,
+        rate: &Rate,
+        state: &mut LeakyBucketState,
+        now_ms: u64,
+        _charged_ms: u64,
+        cost: u64,
+    ) {
+        let meter = Meter::new(rate, self.burst);
+        let level = meter.drained(state.level, now_ms.saturating_sub(state.leaked_ms));
+        state.level = meter.refunded(level, cost);
+        state.leaked_ms = state.leaked_ms.max(now_ms);
+    }
 }
 
 #[cfg(test)]

@@ -63,6 +63,13 @@ impl Meter {
 
     /// Decides a hit of `cost` against the current `level`; returns the
     /// decision and the level after it.
+    /// The level after giving back `cost` hits (never below empty).
+    pub(crate) fn refunded(&self, level: u64, cost: u64) -> u64 {
+        level
+            .min(self.capacity)
+            .saturating_sub(cost.saturating_mul(self.unit))
+    }
+
     #[inline]
     pub(crate) fn decide(&self, level: u64, cost: u64) -> (Decision, u64) {
         let level = level.min(self.capacity);

@@ -98,6 +98,24 @@ impl Strategy for SlidingWindowCounter {
             current,
         }
     }
+
+    fn refund(
+        &self,
+        rate: &Rate,
+        state: &mut SlidingWindowCounterState,
+        _now_ms: u64,
+        charged_ms: u64,
+        cost: u64,
+    ) {
+        // The cost sits in the counter of the window it was charged in:
+        // the current one, or the previous one once the state rolled on.
+        let window = window_end_ms(charged_ms, rate.period_ms());
+        if state.window_end_ms == window {
+            state.current = state.current.saturating_sub(cost);
+        } else if state.window_end_ms == window.saturating_add(rate.period_ms()) {
+            state.previous = state.previous.saturating_sub(cost);
+        }
+    }
 }
 
 /// How long until both windows' counts have slid out.

@@ -119,6 +119,31 @@ impl Strategy for SlidingWindowLog {
         }
         Decision::denied(limit, remaining, retry, reset(state))
     }
+
+    fn refund(
+        &self,
+        _rate: &Rate,
+        state: &mut SlidingWindowLogState,
+        _now_ms: u64,
+        charged_ms: u64,
+        cost: u64,
+    ) {
+        // A hit is logged at its time, or at the newest entry's when the
+        // clock went back: the oldest entries not older than the charge.
+        let mut left = cost;
+        for (at, spent) in state.entries.iter_mut() {
+            if left == 0 {
+                break;
+            }
+            if *at >= charged_ms {
+                let back = (*spent).min(left);
+                *spent -= back;
+                left -= back;
+                state.total = state.total.saturating_sub(back);
+            }
+        }
+        state.entries.retain(|&(_, spent)| spent > 0);
+    }
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use std::fmt::Debug;
 /// numbers separated by spaces), so stored values stay readable with a
 /// store's own tools. `decode` accepts exactly what `encode` writes and
 /// returns `None` for anything else; it never panics.
-pub trait State: Clone + Default + Debug + Send + Sync + 'static {
+pub trait State: Clone + Default + Debug + PartialEq + Send + Sync + 'static {
     /// Appends the state's bytes to `out`.
     fn encode(&self, out: &mut Vec<u8>);
 

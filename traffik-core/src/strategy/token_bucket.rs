@@ -74,6 +74,20 @@ impl Strategy for TokenBucket {
         state.updated_ms = state.updated_ms.max(now_ms);
         decision
     }
+
+    fn refund(
+        &self,
+        rate: &Rate,
+        state: &mut TokenBucketState,
+        now_ms: u64,
+        _charged_ms: u64,
+        cost: u64,
+    ) {
+        let meter = Meter::new(rate, self.burst);
+        let level = meter.drained(state.taken, now_ms.saturating_sub(state.updated_ms));
+        state.taken = meter.refunded(level, cost);
+        state.updated_ms = state.updated_ms.max(now_ms);
+    }
 }
 
 #[cfg(test)]
