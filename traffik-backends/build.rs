@@ -89,6 +89,48 @@ fn main() {
          pub(super) const GROUP: &str = concat!({});",
         group.join(", ")
     );
+    // The refund scripts: `refund/<strategy>.lua`, sent like a decision's.
+    let refunds = dir.join("refund");
+    println!("cargo:rerun-if-changed={}", refunds.display());
+    let mut files: Vec<_> = fs::read_dir(&refunds)
+        .expect("src/redis/scripts/refund exists")
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.extension().is_some_and(|ext| ext == "lua"))
+        .collect();
+    files.sort();
+    out.push_str(
+        "/// `(strategy name, keys taken, script source)` for every refund script\n\
+         /// in `src/redis/scripts/refund`.\n\
+         pub(super) const REFUNDS: &[(&str, usize, &str)] = &[\n",
+    );
+    for path in &files {
+        println!("cargo:rerun-if-changed={}", path.display());
+        let name = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .expect("a utf-8 name");
+        let text = fs::read_to_string(path).expect("a readable script");
+        let mut parts = vec![dir.join("lib/prelude.lua"), dir.join("lib/args.lua")];
+        let mut keys = 1usize;
+        for line in text.lines() {
+            if let Some(n) = line.trim().strip_prefix("-- keys:") {
+                keys = n.trim().parse().expect("`-- keys: <n>` takes a number");
+            }
+            if let Some(libs) = line.trim().strip_prefix("-- uses:") {
+                for lib in libs.split(',').map(str::trim).filter(|l| !l.is_empty()) {
+                    parts.push(dir.join("lib").join(format!("{lib}.lua")));
+                }
+            }
+        }
+        parts.push(path.clone());
+        let includes: Vec<String> = parts.iter().map(|p| include(p)).collect();
+        let _ = writeln!(
+            out,
+            "    ({name:?}, {keys}, concat!({})),",
+            includes.join(", ")
+        );
+    }
+    out.push_str("];\n");
     let target = Path::new(&env::var("OUT_DIR").expect("cargo sets it")).join("redis_scripts.rs");
     fs::write(target, out).expect("OUT_DIR is writable");
 }

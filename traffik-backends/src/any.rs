@@ -186,6 +186,17 @@ impl Backend for AnyBackend {
         each!(self, backend => backend.reset(key, limit, now_ms))
     }
 
+    fn refund(
+        &self,
+        key: Key<'_>,
+        limit: &Limit,
+        now_ms: u64,
+        charged_ms: u64,
+        cost: u64,
+    ) -> Answer<impl Future<Output = Result<(), Error>> + Send> {
+        each!(self, backend => backend.refund(key, limit, now_ms, charged_ms, cost))
+    }
+
     fn hit_all<'a>(
         &'a self,
         hits: Vec<Hit<'a>>,

@@ -51,6 +51,8 @@ macro_rules! conformance_tests {
             identities_of_any_length_and_bytes_are_limited,
             a_group_charges_all_or_nothing,
             concurrent_groups_never_exceed_any_limit,
+            a_refund_gives_back_a_reservation,
+            concurrent_reservations_never_exceed_the_limit,
         );
     };
     (@cases $fixture:expr; $($case:ident),* $(,)?) => {$(
@@ -151,6 +153,22 @@ impl Oracle {
         }
     }
 
+    fn refund(&mut self, now: u64, charged: u64, cost: u64) {
+        let outcome = self.strategy.refund_encoded(
+            &self.rate,
+            self.state.as_deref(),
+            now,
+            charged,
+            cost,
+            &mut self.scratch,
+        );
+        match outcome {
+            Ok(true) => self.state = Some(std::mem::take(&mut self.scratch)),
+            Ok(false) => {}
+            Err(error) => panic!("the oracle's own state: {error}"),
+        }
+    }
+
     fn hit(&mut self, now: u64, cost: u64) -> Decision {
         let outcome = self.strategy.hit_encoded(
             &self.rate,
@@ -217,6 +235,7 @@ pub async fn parity_at<B: Backend + Clone>(
                 Sequence(0x9e37_79b9_7f4a_7c15 ^ ((index as u64 + 1) * 7919) ^ rate.count());
             let span = rate.period_ms() * 3 / 2 + 1;
             let capacity = strategy.capacity(&rate);
+            let mut admitted: Vec<(u64, u64)> = Vec::new();
             for step in 0..steps {
                 let advance = match sequence.next(4) {
                     0 | 1 => 0,
@@ -232,12 +251,26 @@ pub async fn parity_at<B: Backend + Clone>(
                     4 => u64::MAX - sequence.next(3),
                     _ => 1,
                 };
-                let expected = oracle.hit(traffik_core::Clock::now_ms(&clock), cost);
+                let now = traffik_core::Clock::now_ms(&clock);
+                // Now and then, a reservation made earlier is given back.
+                if sequence.next(5) == 0 {
+                    if let Some(at) = admitted.len().checked_sub(1 + sequence.next(3) as usize) {
+                        let (charged, cost) = admitted.remove(at);
+                        oracle.refund(now, charged, cost);
+                        if let Err(error) = throttle.refund("client", charged, cost).await {
+                            panic!("{strategy} at {text}, step {step}: the refund failed: {error}");
+                        }
+                    }
+                }
+                let expected = oracle.hit(now, cost);
                 let got = hit(&throttle, "client", cost).await;
                 assert_eq!(
                     got, expected,
                     "{strategy} at {text}, step {step}, cost {cost}"
                 );
+                if got.is_allowed() && cost > 0 {
+                    admitted.push((now, cost));
+                }
             }
         }
     }
@@ -668,4 +701,109 @@ async fn race_a_group<B: Backend + Clone>(
     let capacity = minute_strategy.capacity(&rate("50/min"));
     let unspent = left.remaining() + u64::from(left.is_allowed());
     (admitted, capacity - unspent)
+}
+
+/// A reservation given back frees exactly its cost, at once and on every
+/// strategy; a refund after the window it was charged in closed frees
+/// nothing; a key the store does not hold has nothing to give back.
+pub async fn a_refund_gives_back_a_reservation<B: Backend + Clone>(backend: &B) {
+    for strategy in strategies() {
+        let rate = rate("5/s");
+        let clock = ManualClock::new(START_MS);
+        let throttle = throttle(backend, "refund", rate, strategy.clone(), &clock);
+        let capacity = strategy.capacity(&rate);
+        let charged = traffik_core::Clock::now_ms(&clock);
+        for _ in 0..capacity {
+            assert!(hit(&throttle, "k", 1).await.is_allowed(), "{strategy}");
+        }
+        assert!(
+            !hit(&throttle, "k", 1).await.is_allowed(),
+            "{strategy}: full"
+        );
+        if let Err(error) = throttle.refund("k", charged, 2).await {
+            panic!("{strategy}: the refund failed: {error}");
+        }
+        assert!(
+            hit(&throttle, "k", 2).await.is_allowed(),
+            "{strategy}: 2 given back"
+        );
+        assert!(
+            !hit(&throttle, "k", 1).await.is_allowed(),
+            "{strategy}: and no more"
+        );
+        // A key never hit: nothing to give, nothing created.
+        if let Err(error) = throttle.refund("never", charged, 3).await {
+            panic!("{strategy}: the refund failed: {error}");
+        }
+        let fresh = throttle.peek("never").await.ok();
+        assert_eq!(
+            fresh.map(|d| d.remaining()),
+            Some(capacity - 1),
+            "{strategy}"
+        );
+    }
+    // A fixed window's refund after its window closed frees nothing in the
+    // next one.
+    let clock = ManualClock::new(START_MS);
+    let throttle = throttle(backend, "late", rate("2/s"), FixedWindow.into(), &clock);
+    let charged = traffik_core::Clock::now_ms(&clock);
+    assert!(hit(&throttle, "k", 2).await.is_allowed());
+    clock.advance(Duration::from_secs(1));
+    assert!(hit(&throttle, "k", 2).await.is_allowed());
+    if let Err(error) = throttle.refund("k", charged, 2).await {
+        panic!("the refund failed: {error}");
+    }
+    assert!(
+        !hit(&throttle, "k", 1).await.is_allowed(),
+        "a late refund freed quota"
+    );
+}
+
+/// Many tasks reserve at once, and those whose work "did not count" give
+/// back: at no time are more than the limit's hits both admitted and kept.
+pub async fn concurrent_reservations_never_exceed_the_limit<B: Backend + Clone>(backend: &B) {
+    let clock = ManualClock::new(START_MS);
+    let throttle = throttle(
+        backend,
+        "reserve",
+        rate("10/min"),
+        FixedWindow.into(),
+        &clock,
+    );
+    let throttle = std::sync::Arc::new(throttle);
+    let mut tasks = Vec::new();
+    for i in 0..40u64 {
+        let throttle = std::sync::Arc::clone(&throttle);
+        tasks.push(tokio::spawn(async move {
+            let charged = traffik_core::Clock::now_ms(throttle.clock());
+            let decision = hit(&throttle, "k", 1).await;
+            // Every other admitted request is refunded (its response did
+            // not count); the others keep their charge.
+            if decision.is_allowed() && i % 2 == 0 {
+                if let Err(error) = throttle.refund("k", charged, 1).await {
+                    panic!("the refund failed: {error}");
+                }
+                return 0;
+            }
+            u64::from(decision.is_allowed())
+        }));
+    }
+    let mut kept = 0;
+    for task in tasks {
+        match task.await {
+            Ok(k) => kept += k,
+            Err(error) => panic!("a task failed: {error}"),
+        }
+    }
+    assert!(kept <= 10, "{kept} charges kept under a limit of 10");
+    let left = match throttle.peek("k").await {
+        Ok(decision) => decision.remaining(),
+        Err(error) => panic!("peek failed: {error}"),
+    };
+    // A peek shows what would be left after one more hit.
+    assert_eq!(
+        left,
+        (10 - kept).saturating_sub(1),
+        "the quota left is what the kept charges left"
+    );
 }

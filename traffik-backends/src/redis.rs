@@ -29,4 +29,5 @@ mod scripts;
 pub use backend::{RedisBackend, RedisBackendBuilder, TimeSource, group_call};
 pub use redis;
 pub use scripts::group_source as group_script_source;
+pub use scripts::refund_source as refund_script_source;
 pub use scripts::source as script_source;

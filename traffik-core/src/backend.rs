@@ -56,6 +56,24 @@ pub trait Backend: Send + Sync + 'static {
         cost: u64,
     ) -> Answer<impl Future<Output = Result<Decision, Error>> + Send>;
 
+    /// Gives back `cost` that a hit on `key` admitted at `charged_ms` took
+    /// ([`Strategy::refund`](crate::Strategy::refund)), as of `now_ms`: a
+    /// reservation whose request turned out not to count. Only what that
+    /// hit still holds is given back, so a late refund never frees more
+    /// than the hit took. A key the store no longer holds has nothing to
+    /// give back. Refund only admitted hits, and each once.
+    ///
+    /// The answer's error is for when the store fails: the hit then stays
+    /// charged (over-counted, never over-admitted).
+    fn refund(
+        &self,
+        key: Key<'_>,
+        limit: &Limit,
+        now_ms: u64,
+        charged_ms: u64,
+        cost: u64,
+    ) -> Answer<impl Future<Output = Result<(), Error>> + Send>;
+
     /// Forgets `key`: its next hit starts from a full quota. `now_ms` is
     /// the caller's clock, for stores whose keys carry the current window.
     fn reset(
@@ -165,6 +183,17 @@ impl<B: Backend + ?Sized> Backend for Arc<B> {
         now_ms: u64,
     ) -> Answer<impl Future<Output = Result<(), Error>> + Send> {
         (**self).reset(key, limit, now_ms)
+    }
+
+    fn refund(
+        &self,
+        key: Key<'_>,
+        limit: &Limit,
+        now_ms: u64,
+        charged_ms: u64,
+        cost: u64,
+    ) -> Answer<impl Future<Output = Result<(), Error>> + Send> {
+        (**self).refund(key, limit, now_ms, charged_ms, cost)
     }
 
     fn hit_all<'a>(

@@ -157,8 +157,23 @@ impl<B: Backend, C: Clock> Throttle<B, C> {
         limit: &'a Limit,
         cost: u64,
     ) -> Answer<impl Future<Output = Result<Decision, Error>> + Send + 'a> {
+        self.hit_tagged_at(identity, tag, limit, cost, self.clock.now_ms())
+    }
+
+    /// [`hit_tagged`](Throttle::hit_tagged) at a time the caller read from
+    /// this throttle's [`clock`](Throttle::clock): the charge time to give
+    /// to [`refund_tagged`](Throttle::refund_tagged) when the hit is a
+    /// reservation.
+    #[inline]
+    pub fn hit_tagged_at<'a>(
+        &'a self,
+        identity: &'a str,
+        tag: usize,
+        limit: &'a Limit,
+        cost: u64,
+        now: u64,
+    ) -> Answer<impl Future<Output = Result<Decision, Error>> + Send + 'a> {
         let key = Key::with_tag(&self.scope, identity, tag);
-        let now = self.clock.now_ms();
         let span = DecisionSpan::start(self.name());
         let capacity = limit.capacity();
         self.backend
@@ -180,6 +195,36 @@ impl<B: Backend, C: Clock> Throttle<B, C> {
         self.backend
             .peek(key, &self.limit, now, 1)
             .map(move |outcome| self.settle(outcome, capacity))
+    }
+
+    /// Gives back `cost` that an admitted hit of `identity` took at
+    /// `charged_ms` (read from [`clock`](Throttle::clock) before the hit):
+    /// reserve, then settle. See [`Backend::refund`].
+    ///
+    /// Its error comes when the backend fails, whatever the failure policy;
+    /// the hit then stays charged.
+    pub fn refund<'a>(
+        &'a self,
+        identity: &'a str,
+        charged_ms: u64,
+        cost: u64,
+    ) -> Answer<impl Future<Output = Result<(), Error>> + Send + 'a> {
+        self.refund_tagged(identity, identity.len(), &self.limit, charged_ms, cost)
+    }
+
+    /// [`refund`](Throttle::refund) of a hit made with
+    /// [`hit_tagged_at`](Throttle::hit_tagged_at) (same tag and limit).
+    pub fn refund_tagged<'a>(
+        &'a self,
+        identity: &'a str,
+        tag: usize,
+        limit: &'a Limit,
+        charged_ms: u64,
+        cost: u64,
+    ) -> Answer<impl Future<Output = Result<(), Error>> + Send + 'a> {
+        let key = Key::with_tag(&self.scope, identity, tag);
+        self.backend
+            .refund(key, limit, self.clock.now_ms(), charged_ms, cost)
     }
 
     /// Forgets `identity`: its next hit starts from a full quota.

@@ -70,6 +70,17 @@ impl Backend for Counting {
         self.inner.reset(key, limit, now_ms)
     }
 
+    fn refund(
+        &self,
+        key: Key<'_>,
+        limit: &Limit,
+        now_ms: u64,
+        charged_ms: u64,
+        cost: u64,
+    ) -> Answer<impl Future<Output = Result<(), Error>> + Send> {
+        self.inner.refund(key, limit, now_ms, charged_ms, cost)
+    }
+
     fn is_local(&self) -> bool {
         !self.remote
     }
@@ -108,6 +119,17 @@ impl Backend for Down {
         &self,
         _: Key<'_>,
         _: &Limit,
+        _: u64,
+    ) -> Answer<impl Future<Output = Result<(), Error>> + Send> {
+        Answer::pending(async { Err(down()) })
+    }
+
+    fn refund(
+        &self,
+        _: Key<'_>,
+        _: &Limit,
+        _: u64,
+        _: u64,
         _: u64,
     ) -> Answer<impl Future<Output = Result<(), Error>> + Send> {
         Answer::pending(async { Err(down()) })

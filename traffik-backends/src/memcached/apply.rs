@@ -92,6 +92,83 @@ impl Apply<'_> {
         }
     }
 
+    /// Gives back `self.cost` that a hit admitted at `charged` took
+    /// ([`Backend::refund`](traffik_core::Backend::refund)). Counters: the
+    /// counter of the charge's window is decremented while the strategy
+    /// still counts that window (memcached stops a decrement at 0). A blob:
+    /// the strategy's refund in a CAS loop, like a hit.
+    pub(super) async fn give_back(&self, charged: u64) -> Result<(), Error> {
+        let period = self.limit.rate().period_ms();
+        match self.limit.strategy().storage() {
+            Storage::Counters { windows } => {
+                let end = window_end_ms(charged, period);
+                // The last window that still counts the charge ends here.
+                let counted_until =
+                    end.saturating_add(u64::from(windows.max(1) - 1).saturating_mul(period));
+                if counted_until <= self.now && counted_until != u64::MAX {
+                    return Ok(());
+                }
+                let mut commands = Vec::with_capacity(128);
+                command::decr(&mut commands, &format!("{}:{end}", self.base), self.cost);
+                self.pool.exchange(self.server, &commands, 1).await?;
+                Ok(())
+            }
+            Storage::Blob => self.give_back_blob(charged).await,
+        }
+    }
+
+    async fn give_back_blob(&self, charged: u64) -> Result<(), Error> {
+        let strategy = self.limit.strategy();
+        let rate = self.limit.rate();
+        let mut commands = Vec::with_capacity(256);
+        let mut encoded = Vec::with_capacity(64);
+        for _ in 0..=self.cas_retries {
+            commands.clear();
+            command::get(&mut commands, self.base, true);
+            let replies = self.pool.exchange(self.server, &commands, 1).await?;
+            let (stored, cas) = match &replies[0] {
+                Reply::Value { data, cas } => (data.as_slice(), *cas),
+                Reply::Missing => return Ok(()),
+                other => return Err(unexpected(other, "mg")),
+            };
+            let changed = strategy
+                .refund_encoded(
+                    rate,
+                    Some(stored),
+                    self.now,
+                    charged,
+                    self.cost,
+                    &mut encoded,
+                )
+                .map_err(|error| Error::new(ErrorKind::Protocol, "memcached").with_source(error))?;
+            if !changed {
+                return Ok(());
+            }
+            let (ttl, _) = strategy
+                .hit_encoded(rate, Some(&encoded), self.now, 0, true, &mut Vec::new())
+                .map_err(|error| Error::new(ErrorKind::Protocol, "memcached").with_source(error))?;
+            commands.clear();
+            let ttl = self.ttl(ttl.reset_after_ms());
+            command::set(&mut commands, self.base, &encoded, ttl, cas);
+            let replies = self.pool.exchange(self.server, &commands, 1).await?;
+            match replies[0] {
+                Reply::Done => return Ok(()),
+                Reply::Conflict => continue,
+                Reply::Missing => return Ok(()),
+                ref other => return Err(unexpected(other, "ms")),
+            }
+        }
+        let shown: String = self.base.chars().take(64).collect();
+        Err(Error::new(
+            ErrorKind::Contention,
+            format!(
+                "{} writers kept racing on {shown}; a refund gave up after {} tries",
+                strategy.kind(),
+                self.cas_retries.saturating_add(1)
+            ),
+        ))
+    }
+
     /// Seconds to keep an item whose state is as good as new after `ms`,
     /// as memcached wants them (absolute past 30 days), on the caller's clock.
     fn ttl(&self, ms: u64) -> u64 {

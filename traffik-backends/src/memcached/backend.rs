@@ -241,6 +241,31 @@ impl MemcachedBackend {
         }
     }
 
+    async fn give_back(
+        &self,
+        key: Key<'_>,
+        limit: &Limit,
+        now: u64,
+        charged: u64,
+        cost: u64,
+    ) -> Result<(), Error> {
+        let base = base_key(&key, limit)?;
+        let inner = &self.inner;
+        Apply {
+            pool: &inner.pool,
+            server: inner.servers.of(&base),
+            base: &base,
+            limit,
+            now,
+            cost,
+            peek: false,
+            ttl_margin_s: inner.ttl_margin_s,
+            cas_retries: inner.cas_retries,
+        }
+        .give_back(charged)
+        .await
+    }
+
     async fn forget(&self, key: Key<'_>, limit: &Limit, now: u64) -> Result<(), Error> {
         let base = base_key(&key, limit)?;
         let server = self.inner.servers.of(&base);
@@ -295,6 +320,17 @@ impl Backend for MemcachedBackend {
         now_ms: u64,
     ) -> Answer<impl Future<Output = Result<(), Error>> + Send> {
         Answer::pending(self.forget(key, limit, now_ms))
+    }
+
+    fn refund(
+        &self,
+        key: Key<'_>,
+        limit: &Limit,
+        now_ms: u64,
+        charged_ms: u64,
+        cost: u64,
+    ) -> Answer<impl Future<Output = Result<(), Error>> + Send> {
+        Answer::pending(self.give_back(key, limit, now_ms, charged_ms, cost))
     }
 
     /// Each hit is atomic on its own (a counter's arithmetic, a blob's CAS);

@@ -303,6 +303,22 @@ fn apply_held<S: Strategy, const W: usize>(
     decision
 }
 
+/// A held entry with `strategy`'s refund applied, written back with the
+/// time to live its state now has.
+fn refund_held<S: Strategy, const W: usize>(mut held: Held<'_>, strategy: &S, refund: &Refund<'_>) {
+    let mut words = [0u64; W];
+    held.read(&mut words);
+    let mut state = S::State::from_words(&words);
+    let rate = refund.limit.rate();
+    strategy.refund(rate, &mut state, refund.now, refund.charged, refund.cost);
+    let ttl = strategy.peek(rate, &state, refund.now, 0).reset_after_ms();
+    if ttl == 0 {
+        state = S::State::default();
+    }
+    state.to_words(&mut words);
+    held.write(&words, expiry_s(refund.now, ttl));
+}
+
 /// What a held entry's state would give a hit of `cost`, unchanged.
 #[inline]
 fn peek_held<S: Strategy, const W: usize>(
@@ -614,6 +630,84 @@ impl Visitor for Forget<'_> {
     }
 }
 
+/// Gives back a cost an admitted hit took.
+struct Refund<'a> {
+    backend: &'a MemoryBackend,
+    key: &'a Key<'a>,
+    limit: &'a Limit,
+    now: u64,
+    charged: u64,
+    cost: u64,
+}
+
+impl Visitor for Refund<'_> {
+    type Output = ();
+
+    fn visit<S: Strategy>(self, strategy: &S) {
+        match S::State::WORDS {
+            2 => self.backend.refund_words::<S, 2>(strategy, &self),
+            3 => self.backend.refund_words::<S, 3>(strategy, &self),
+            _ => self.backend.refund_boxed(strategy, &self),
+        }
+    }
+}
+
+impl MemoryBackend {
+    /// A refund on a word table: nothing to do for a key not stored (it
+    /// expired, or was reset).
+    fn refund_words<S: Strategy, const W: usize>(&self, strategy: &S, refund: &Refund<'_>) {
+        let id = self.key_id(refund.key, S::KIND);
+        let shard = self.shard(&id);
+        let Some(table) = shard.words::<W>() else {
+            return;
+        };
+        if let Some(held) = table.hold(&id) {
+            return refund_held::<S, W>(held, strategy, refund);
+        }
+        // A miss without the lock may be a rebuild: look again under it.
+        let _writer = shard.writer.lock();
+        if let Some(held) = table.hold(&id) {
+            refund_held::<S, W>(held, strategy, refund);
+        }
+    }
+
+    /// A refund on the boxed tables, under the shard's mutex.
+    fn refund_boxed<S: Strategy>(&self, strategy: &S, refund: &Refund<'_>) {
+        let id = self.key_id(refund.key, S::KIND);
+        let shard = self.shard(&id);
+        let mut writer = shard.writer.lock();
+        let identity = refund.key.stored_identity();
+        let key = Key::new(refund.key.scope(), &identity);
+        let hasher = &self.inner.hasher;
+        let hash = hash_key(hasher, key.scope().hash(), key.identity());
+        let boxed = &mut writer.boxed;
+        let Some(slot) = boxed.scopes.find(key.scope()) else {
+            return;
+        };
+        let (table, _) = boxed.table_mut::<S>();
+        let Some(at) = table.find(hash, slot, key.identity()) else {
+            return;
+        };
+        let rate = refund.limit.rate();
+        let entry = table.entry_mut(at);
+        strategy.refund(
+            rate,
+            &mut entry.state,
+            refund.now,
+            refund.charged,
+            refund.cost,
+        );
+        let ttl = strategy
+            .peek(rate, &entry.state, refund.now, 0)
+            .reset_after_ms();
+        if ttl == 0 {
+            boxed.remove::<S>(at, hash, hasher);
+        } else {
+            entry.expires_s = expiry_s(refund.now, ttl);
+        }
+    }
+}
+
 /// Where a hit of a combined decision stands between observing and
 /// charging: its entry held, a new key of a word table, or a boxed key.
 enum Slot<'a> {
@@ -920,6 +1014,25 @@ impl Backend for MemoryBackend {
             now: now_ms,
             cost,
         })))
+    }
+
+    fn refund(
+        &self,
+        key: Key<'_>,
+        limit: &Limit,
+        now_ms: u64,
+        charged_ms: u64,
+        cost: u64,
+    ) -> Answer<Pending<Result<(), Error>>> {
+        limit.strategy().visit(Refund {
+            backend: self,
+            key: &key,
+            limit,
+            now: now_ms,
+            charged: charged_ms,
+            cost,
+        });
+        Answer::ready(Ok(()))
     }
 
     fn reset(

@@ -270,6 +270,48 @@ impl RedisBackend {
         decision(&reply)
     }
 
+    /// A refund: the strategy's refund script with the decision's
+    /// arguments, the peek flag's place taking how long ago the hit was
+    /// charged. An age, not a time: on the server's clock the script works
+    /// out when that was on the clock it charged by.
+    async fn give_back(
+        &self,
+        key: Key<'_>,
+        limit: &Limit,
+        now_ms: u64,
+        charged_ms: u64,
+        cost: u64,
+    ) -> Result<(), Error> {
+        let script = self.inner.scripts.refund_of(limit.strategy());
+        let mut invocation = script.prepare_invoke();
+        for key in keys(&key, limit) {
+            invocation.key(key);
+        }
+        let (reduced_count, reduced_period) = limit.rate().reduced();
+        match self.inner.time {
+            TimeSource::Server => invocation.arg(""),
+            TimeSource::Client => invocation.arg(now_ms.min(LUA_EXACT_MS)),
+        };
+        invocation
+            .arg(limit.rate().count())
+            .arg(limit.rate().period_ms())
+            .arg(reduced_count)
+            .arg(reduced_period)
+            .arg(limit.capacity())
+            .arg(cost.min(LUA_EXACT_MS))
+            .arg(now_ms.saturating_sub(charged_ms).min(LUA_EXACT_MS))
+            .arg(self.inner.ttl_margin_ms);
+        self.bounded("a refund", async {
+            let mut connection = self.connection().await?;
+            invocation
+                .invoke_async::<i64>(&mut connection)
+                .await
+                .map(|_| ())
+                .map_err(from_redis)
+        })
+        .await
+    }
+
     /// Calls a script, bounded by the timeouts: its reply's numbers.
     async fn invoke(
         &self,
@@ -408,6 +450,17 @@ impl Backend for RedisBackend {
         _now_ms: u64,
     ) -> Answer<impl Future<Output = Result<(), Error>> + Send> {
         Answer::pending(self.delete(key, limit))
+    }
+
+    fn refund(
+        &self,
+        key: Key<'_>,
+        limit: &Limit,
+        now_ms: u64,
+        charged_ms: u64,
+        cost: u64,
+    ) -> Answer<impl Future<Output = Result<(), Error>> + Send> {
+        Answer::pending(self.give_back(key, limit, now_ms, charged_ms, cost))
     }
 
     /// One call of the group script: every limit in one round trip, all or

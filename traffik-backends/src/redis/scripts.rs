@@ -60,6 +60,43 @@ impl Visitor for ScriptOf {
     }
 }
 
+/// The position of a strategy's refund script, found at compile time.
+struct RefundOf;
+
+/// The position in [`REFUNDS`] of the refund script named `name`.
+const fn refund_position(name: &str) -> Option<usize> {
+    let mut i = 0;
+    while i < REFUNDS.len() {
+        if same(REFUNDS[i].0, name) {
+            return Some(i);
+        }
+        i += 1;
+    }
+    None
+}
+
+impl Visitor for RefundOf {
+    type Output = usize;
+
+    #[inline]
+    fn visit<S: Strategy>(self, _: &S) -> usize {
+        const {
+            match refund_position(S::KIND.as_str()) {
+                Some(at) => at,
+                None => panic!(
+                    "a strategy of the table has no refund script: add \
+                     traffik-backends/src/redis/scripts/refund/<its name>.lua"
+                ),
+            }
+        }
+    }
+}
+
+/// The Lua source of a strategy's refund script, as sent to Redis.
+pub fn refund_source(kind: StrategyKind) -> &'static str {
+    REFUNDS[AnyStrategy::from(kind).visit(RefundOf)].2
+}
+
 /// The Lua source of a strategy's script, exactly as sent to Redis (its
 /// arguments and reply are described at the top of the source), for audits
 /// and for benchmarks that run the same script.
@@ -77,6 +114,7 @@ pub fn group_source() -> &'static str {
 /// Every script, each knowing its SHA1 for `EVALSHA`.
 pub(super) struct Scripts {
     all: Vec<Script>,
+    refunds: Vec<Script>,
     group: Script,
 }
 
@@ -84,6 +122,10 @@ impl Scripts {
     pub(super) fn new() -> Scripts {
         Scripts {
             all: SCRIPTS
+                .iter()
+                .map(|(_, _, source)| Script::new(source))
+                .collect(),
+            refunds: REFUNDS
                 .iter()
                 .map(|(_, _, source)| Script::new(source))
                 .collect(),
@@ -106,6 +148,13 @@ impl Scripts {
     #[inline]
     pub(super) fn of(&self, strategy: &AnyStrategy) -> &Script {
         &self.all[strategy.visit(ScriptOf)]
+    }
+
+    /// The refund script of a strategy (it takes the keys its decision
+    /// script takes).
+    #[inline]
+    pub(super) fn refund_of(&self, strategy: &AnyStrategy) -> &Script {
+        &self.refunds[strategy.visit(RefundOf)]
     }
 
     /// How many Redis keys a strategy's script takes.
@@ -145,6 +194,22 @@ mod tests {
             let source = source(kind);
             assert!(source.starts_with("-- traffik"), "{kind}: prelude first");
             assert!(source.contains(&format!("({}", kind_title(kind))), "{kind}");
+        }
+        for kind in StrategyKind::ALL {
+            let source = refund_source(kind);
+            assert!(
+                source.contains(&format!("refund ({}", kind_title(kind))),
+                "{kind}"
+            );
+        }
+        for (name, keys, _) in REFUNDS {
+            let kind = StrategyKind::ALL.iter().find(|k| k.as_str() == *name);
+            let kind = kind.unwrap_or_else(|| panic!("refund/{name}.lua names no strategy"));
+            assert_eq!(
+                *keys,
+                SCRIPTS[AnyStrategy::from(*kind).visit(ScriptOf)].1,
+                "{name}"
+            );
         }
         for (name, _, _) in SCRIPTS {
             assert!(

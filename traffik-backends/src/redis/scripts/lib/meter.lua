@@ -29,3 +29,16 @@ local function decide(level)
   end
   return {0, 1, burst, remaining, retry, reset}, level
 end
+
+-- The level after giving back `cost` hits (never below empty).
+local function refunded(level)
+  local capacity = burst * unit
+  if level > capacity then
+    level = capacity
+  end
+  level = level - cost * unit
+  if level < 0 then
+    level = 0
+  end
+  return level
+end
