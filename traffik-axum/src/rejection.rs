@@ -83,6 +83,11 @@ impl Rejected {
             (Reason::BackendFailure, _) => {
                 "the rate limiter is unavailable; retry later".to_owned()
             }
+            (Reason::Blocked, Some(wait)) => format!(
+                "blocked after repeatedly exceeding the policy {:?}; retry in {} s",
+                self.violated_policy(),
+                seconds_up(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX)).max(1)
+            ),
             (Reason::Contended, Some(wait)) => format!(
                 "too many concurrent requests for the policy {:?} to decide; retry in {} s",
                 self.violated_policy(),

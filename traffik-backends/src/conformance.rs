@@ -53,6 +53,7 @@ macro_rules! conformance_tests {
             concurrent_groups_never_exceed_any_limit,
             a_refund_gives_back_a_reservation,
             concurrent_reservations_never_exceed_the_limit,
+            a_lockout_escalates_exactly_and_forgives,
         );
     };
     (@cases $fixture:expr; $($case:ident),* $(,)?) => {$(
@@ -806,4 +807,97 @@ pub async fn concurrent_reservations_never_exceed_the_limit<B: Backend + Clone>(
         (10 - kept).saturating_sub(1),
         "the quota left is what the kept charges left"
     );
+}
+
+/// A key that breaches its limit is blocked for the first step, then for
+/// longer at each repeat offence, up to the last step; a blocked key is
+/// denied with exactly the time left and its knocking is not counted;
+/// offences are forgiven one per quiet period; an operator can block and
+/// unblock; other keys are untouched.
+pub async fn a_lockout_escalates_exactly_and_forgives<B: Backend + Clone>(backend: &B) {
+    let clock = ManualClock::new(START_MS);
+    let penalty =
+        traffik_core::Penalty::escalating([Duration::from_secs(10), Duration::from_secs(60)])
+            .and_then(|penalty| penalty.forgive_after(Duration::from_secs(3_600)));
+    let penalty = penalty.unwrap_or_else(|error| panic!("penalty: {error}"));
+    let lockout = throttle(
+        backend,
+        "login",
+        rate("2/s"),
+        Gcra::with_burst(NonZeroU64::MIN.saturating_add(1)).into(),
+        &clock,
+    )
+    .penalized(penalty)
+    .unwrap_or_else(|error| panic!("lockout: {error}"));
+    let hit = |identity: &'static str| {
+        let lockout = &lockout;
+        async move {
+            match lockout.hit(identity).await {
+                Ok(decision) => decision,
+                Err(error) => panic!("lockout hit failed: {error}"),
+            }
+        }
+    };
+    let offences = |identity: &'static str| {
+        let lockout = &lockout;
+        async move {
+            lockout
+                .offences(identity)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"))
+        }
+    };
+    assert!(hit("mallory").await.is_allowed());
+    assert!(hit("mallory").await.is_allowed());
+    // The breach: blocked for the first step.
+    let first = hit("mallory").await;
+    assert_eq!(first.reason(), Reason::Blocked, "{first:?}");
+    assert_eq!(first.retry_after_ms(), 10_000);
+    assert_eq!(offences("mallory").await, 1);
+    // Knocking while blocked: exact time left, nothing counted.
+    clock.advance(Duration::from_millis(4_321));
+    let knock = hit("mallory").await;
+    assert_eq!(
+        (knock.reason(), knock.retry_after_ms()),
+        (Reason::Blocked, 5_679)
+    );
+    assert_eq!(offences("mallory").await, 1, "knocking is no offence");
+    // Others are untouched.
+    assert!(hit("alice").await.is_allowed());
+    clock.advance(Duration::from_millis(5_679));
+    assert!(hit("mallory").await.is_allowed(), "the block ended");
+    assert!(hit("mallory").await.is_allowed());
+    let second = hit("mallory").await;
+    assert_eq!(
+        (second.reason(), second.retry_after_ms()),
+        (Reason::Blocked, 60_000)
+    );
+    clock.advance(Duration::from_secs(60));
+    assert!(hit("mallory").await.is_allowed());
+    assert!(hit("mallory").await.is_allowed());
+    let third = hit("mallory").await;
+    assert_eq!(
+        (third.reason(), third.retry_after_ms()),
+        (Reason::Blocked, 60_000),
+        "the last step holds"
+    );
+    assert_eq!(offences("mallory").await, 2, "counted up to the steps");
+    // A quiet hour forgives one offence, another the second.
+    clock.advance(Duration::from_secs(3_600));
+    assert_eq!(offences("mallory").await, 1);
+    clock.advance(Duration::from_secs(3_600));
+    assert_eq!(offences("mallory").await, 0);
+    // An operator's block and unblock.
+    if let Err(error) = lockout.block("alice", Duration::from_secs(90)).await {
+        panic!("block: {error}");
+    }
+    let blocked = hit("alice").await;
+    assert_eq!(
+        (blocked.reason(), blocked.retry_after_ms()),
+        (Reason::Blocked, 90_000)
+    );
+    if let Err(error) = lockout.unblock("alice").await {
+        panic!("unblock: {error}");
+    }
+    assert!(hit("alice").await.is_allowed(), "unblocked");
 }

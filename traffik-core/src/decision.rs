@@ -26,6 +26,10 @@ pub enum Reason {
     /// the hit is let through. The decision's quota figures are those of the
     /// denial.
     Shadowed,
+    /// The key is blocked by a [`Lockout`](crate::Lockout) after breaching
+    /// its limit: denied without being counted, until
+    /// [`Decision::retry_after`].
+    Blocked,
 }
 
 /// The answer to one hit: allowed or not, and the quota around it.
@@ -60,6 +64,24 @@ impl Decision {
             remaining: 0,
             retry_after_ms,
             reset_after_ms: 0,
+        }
+    }
+
+    /// A denial because the key is blocked ([`Reason::Blocked`]) for
+    /// `retry_after_ms` more (at least 1); `limit` is the throttle's.
+    pub const fn blocked(limit: u64, retry_after_ms: u64) -> Decision {
+        let wait = if retry_after_ms == 0 {
+            1
+        } else {
+            retry_after_ms
+        };
+        Decision {
+            allowed: false,
+            reason: Reason::Blocked,
+            limit,
+            remaining: 0,
+            retry_after_ms: wait,
+            reset_after_ms: wait,
         }
     }
 

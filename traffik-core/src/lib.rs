@@ -32,6 +32,7 @@ pub mod error;
 pub mod group;
 pub mod limit;
 pub mod observe;
+pub mod penalty;
 pub mod rate;
 pub mod strategy;
 pub mod throttle;
@@ -43,6 +44,7 @@ pub use error::{ConfigError, Error, ErrorKind, RateError, RateErrorKind};
 pub use group::{Decisions, GroupHit, ThrottleGroup};
 pub use limit::Limit;
 pub use observe::{Enforcement, Outcome};
+pub use penalty::{Lockout, Penalty};
 pub use rate::Rate;
 pub use strategy::{
     AnyStrategy, FixedWindow, Gcra, LeakyBucket, SlidingWindowCounter, SlidingWindowLog, State,

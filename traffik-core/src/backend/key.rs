@@ -52,6 +52,11 @@ impl Scope {
     pub fn new(namespace: &str, name: &str) -> Result<Scope, ConfigError> {
         check_part("namespace", namespace)?;
         check_part("throttle name", name)?;
+        if name.contains('!') {
+            return Err(ConfigError::new(format!(
+                "throttle name {name:?} must not hold '!' (it names a lockout's keys)"
+            )));
+        }
         let prefix = format!("{namespace}:{name}");
         // SipHash with fixed keys: the same for equal prefixes, in every process.
         let mut hasher = DefaultHasher::new();
@@ -62,6 +67,23 @@ impl Scope {
             hash: hasher.finish(),
             prefix: prefix.into(),
         })
+    }
+
+    /// The scope of keys kept beside this one's, named `name` + `suffix`
+    /// (a [`Lockout`](crate::Lockout)'s blocks and offences). Throttle
+    /// names cannot hold `!`, so a suffix that starts with it names no
+    /// throttle's scope.
+    pub(crate) fn derived(&self, suffix: &str) -> Scope {
+        let name = format!("{}{suffix}", self.name);
+        let prefix = format!("{}:{name}", self.namespace);
+        let mut hasher = DefaultHasher::new();
+        prefix.hash(&mut hasher);
+        Scope {
+            namespace: self.namespace.clone(),
+            name: name.into(),
+            hash: hasher.finish(),
+            prefix: prefix.into(),
+        }
     }
 
     /// A hash of [`prefix`](Scope::prefix), the same for equal scopes (in
