@@ -200,7 +200,10 @@ impl<I: IdentityExtractor> ThrottleLayerBuilder<I> {
         }
         let groups = groups(&self.rules);
         let decides_at_once = self.rules.iter().all(|rule| {
-            rule.throttle.is_local() && rule.limit_by.is_none() && rule.cost_by.is_none()
+            rule.throttle.is_local()
+                && rule.limit_by.is_none()
+                && rule.cost_by.is_none()
+                && rule.is_plain()
         });
         ThrottleLayer {
             shared: Arc::new(Shared {
@@ -227,7 +230,9 @@ fn groups(rules: &[Rule]) -> Vec<Vec<usize>> {
     for (i, rule) in rules.iter().enumerate() {
         let joined = groups.iter_mut().find(|group| {
             let first = &rules[group[0]].throttle;
-            first.joins(&*rule.throttle)
+            !rule.alone()
+                && !rules[group[0]].alone()
+                && first.joins(&*rule.throttle)
                 && group
                     .iter()
                     .all(|&j| !rules[j].throttle.scope().same(rule.throttle.scope()))

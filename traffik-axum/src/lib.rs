@@ -30,7 +30,9 @@
 //! |---|---|---|
 //! | `ws` | yes | [`ThrottledSocket`]: throttle the messages of a WebSocket |
 
+mod counting;
 mod error;
+mod filter;
 mod future;
 mod head;
 mod headers;
@@ -43,7 +45,9 @@ mod service;
 #[cfg(feature = "ws")]
 mod websocket;
 
+pub use counting::{Counting, Settle};
 pub use error::{IdentityError, IdentityErrorKind};
+pub use filter::Filter;
 pub use future::ResponseFuture;
 pub use head::RequestHead;
 pub use headers::QuotaHeaders;

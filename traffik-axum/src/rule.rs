@@ -10,10 +10,12 @@ use http::HeaderValue;
 use std::any::Any;
 
 use traffik_core::{
-    Answer, Backend, Clock, Decision, Enforcement, Error, Hit, Limit, Scope, Throttle,
+    Answer, Backend, Clock, Decision, Enforcement, Error, Hit, Limit, Lockout, Scope, Throttle,
 };
 
 use crate::RequestHead;
+use crate::counting::{Counting, Settle};
+use crate::filter::Filter;
 use crate::headers::{Policy, Quota, policy_member};
 use crate::identity::Identity;
 use crate::key::{Ipv4Text, KeyBuf};
@@ -48,7 +50,7 @@ pub(crate) trait ErasedThrottle: Send + Sync + 'static {
     fn joins(&self, other: &dyn ErasedThrottle) -> bool;
     /// Every hit at once, all or nothing, through this throttle's backend
     /// and clock.
-    fn hit_all<'a>(&'a self, hits: Vec<Hit<'a>>) -> DecidedAll<'a>;
+    fn hit_all<'a>(&'a self, hits: Vec<Hit<'a>>, now: u64) -> DecidedAll<'a>;
     /// What a backend error means for this throttle's decision (`None`: the
     /// error is the answer).
     fn decision_for_error(&self, error: &Error, capacity: u64) -> Option<Decision>;
@@ -56,6 +58,61 @@ pub(crate) trait ErasedThrottle: Send + Sync + 'static {
     fn record(&self, decision: &Decision);
     /// Notes that the store failed a decision (a rate-limited warning).
     fn failed(&self, error: &Error);
+    /// The throttle's clock.
+    fn now_ms(&self) -> u64;
+    /// One hit at a time read from [`now_ms`](ErasedThrottle::now_ms): a
+    /// reservation that may be refunded.
+    fn hit_at<'a>(
+        &'a self,
+        id: &'a str,
+        tag: usize,
+        limit: Option<&'a Limit>,
+        cost: u64,
+        now: u64,
+    ) -> Decided<'a>;
+    /// What a hit would get, uncharged, through the failure policy.
+    fn peek<'a>(
+        &'a self,
+        id: &'a str,
+        tag: usize,
+        limit: Option<&'a Limit>,
+        cost: u64,
+    ) -> Decided<'a>;
+    /// Gives back a reservation made with [`hit_at`](ErasedThrottle::hit_at).
+    fn refund<'a>(
+        &'a self,
+        id: &'a str,
+        tag: usize,
+        limit: Option<&'a Limit>,
+        charged: u64,
+        cost: u64,
+    ) -> Answer<BoxFuture<'a, Result<(), Error>>>;
+}
+
+/// A [`Lockout`] with its backend and clock types erased.
+pub(crate) trait ErasedLockout: Send + Sync + 'static {
+    /// The denial of a blocked key, if it is.
+    fn blocked<'a>(
+        &'a self,
+        id: &'a str,
+        tag: usize,
+    ) -> BoxFuture<'a, Result<Option<Decision>, Error>>;
+    /// Records an offence and blocks: the denial with the block's wait.
+    fn offend<'a>(&'a self, id: &'a str, tag: usize, denial: Decision) -> BoxFuture<'a, Decision>;
+}
+
+impl<B: Backend, C: Clock> ErasedLockout for Lockout<B, C> {
+    fn blocked<'a>(
+        &'a self,
+        id: &'a str,
+        tag: usize,
+    ) -> BoxFuture<'a, Result<Option<Decision>, Error>> {
+        Box::pin(self.blocked_tagged(id, tag))
+    }
+
+    fn offend<'a>(&'a self, id: &'a str, tag: usize, denial: Decision) -> BoxFuture<'a, Decision> {
+        Box::pin(self.offend_tagged(id, tag, denial))
+    }
 }
 
 impl<B: Backend, C: Clock> ErasedThrottle for Throttle<B, C> {
@@ -101,8 +158,7 @@ impl<B: Backend, C: Clock> ErasedThrottle for Throttle<B, C> {
                 .is_some_and(|other| enforced(other) && self.backend().same_store(other.backend()))
     }
 
-    fn hit_all<'a>(&'a self, hits: Vec<Hit<'a>>) -> DecidedAll<'a> {
-        let now = self.clock().now_ms();
+    fn hit_all<'a>(&'a self, hits: Vec<Hit<'a>>, now: u64) -> DecidedAll<'a> {
         boxed(self.backend().hit_all(hits, now))
     }
 
@@ -116,6 +172,60 @@ impl<B: Backend, C: Clock> ErasedThrottle for Throttle<B, C> {
 
     fn failed(&self, error: &Error) {
         Throttle::failed(self, error, self.clock().now_ms());
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.clock().now_ms()
+    }
+
+    fn hit_at<'a>(
+        &'a self,
+        id: &'a str,
+        tag: usize,
+        limit: Option<&'a Limit>,
+        cost: u64,
+        now: u64,
+    ) -> Decided<'a> {
+        let limit = limit.unwrap_or_else(|| Throttle::limit(self));
+        boxed(self.hit_tagged_at(id, tag, limit, cost, now))
+    }
+
+    fn peek<'a>(
+        &'a self,
+        id: &'a str,
+        tag: usize,
+        limit: Option<&'a Limit>,
+        cost: u64,
+    ) -> Decided<'a> {
+        let limit = limit.unwrap_or_else(|| Throttle::limit(self));
+        let key = traffik_core::Key::with_tag(self.scope(), id, tag);
+        let now = self.clock().now_ms();
+        let capacity = limit.capacity();
+        boxed(
+            self.backend()
+                .peek(key, limit, now, cost)
+                .map(move |outcome| match outcome {
+                    Ok(decision) => Ok(self.enforce(id, decision)),
+                    Err(error) => {
+                        if error.kind().is_store_failure() {
+                            Throttle::failed(self, &error, now);
+                        }
+                        Throttle::decision_for_error(self, &error, capacity).ok_or(error)
+                    }
+                }),
+        )
+    }
+
+    fn refund<'a>(
+        &'a self,
+        id: &'a str,
+        tag: usize,
+        limit: Option<&'a Limit>,
+        charged: u64,
+        cost: u64,
+    ) -> Answer<BoxFuture<'a, Result<(), Error>>> {
+        let limit = limit.unwrap_or_else(|| Throttle::limit(self));
+        boxed(self.refund_tagged(id, tag, limit, charged, cost))
     }
 }
 
@@ -202,6 +312,12 @@ pub struct Rule {
     pub(crate) scope: KeyScope,
     pub(crate) limit_by: Option<LimitFn>,
     pub(crate) cost_by: Option<CostFn>,
+    /// Which requests the rule applies to (`None`: all).
+    pub(crate) filter: Option<Arc<Filter>>,
+    /// Which responses it counts (`None`: every request).
+    pub(crate) counting: Option<Counting>,
+    /// Blocks for keys that breach it.
+    pub(crate) lockout: Option<Arc<dyn ErasedLockout>>,
 }
 
 impl fmt::Debug for Rule {
@@ -220,6 +336,12 @@ impl<B: Backend, C: Clock> From<Throttle<B, C>> for Rule {
     }
 }
 
+impl<B: Backend, C: Clock> From<Lockout<B, C>> for Rule {
+    fn from(lockout: Lockout<B, C>) -> Rule {
+        Rule::penalized(lockout)
+    }
+}
+
 impl Rule {
     /// A rule for `throttle`, keyed by identity and route.
     pub fn new<B: Backend, C: Clock>(throttle: Throttle<B, C>) -> Rule {
@@ -232,7 +354,70 @@ impl Rule {
             scope: KeyScope::default(),
             limit_by: None,
             cost_by: None,
+            filter: None,
+            counting: None,
+            lockout: None,
         }
+    }
+
+    /// A rule for a throttle with a penalty: a key that breaches it is
+    /// blocked, for longer at each repeat offence (see [`Lockout`]).
+    pub fn penalized<B: Backend, C: Clock>(lockout: Lockout<B, C>) -> Rule {
+        let throttle: Arc<dyn ErasedThrottle> = lockout.shared_throttle().clone();
+        let policy = Arc::new(Policy::new(throttle.name()));
+        let member = policy_member(&policy, throttle.limit());
+        Rule {
+            policy,
+            member,
+            throttle,
+            scope: KeyScope::default(),
+            limit_by: None,
+            cost_by: None,
+            filter: None,
+            counting: None,
+            lockout: Some(Arc::new(lockout)),
+        }
+    }
+
+    /// Applies the rule only to the requests `filter` matches; the others
+    /// pass it uncounted.
+    pub fn filter(mut self, filter: Filter) -> Rule {
+        self.filter = (!filter.is_empty()).then(|| Arc::new(filter));
+        self
+    }
+
+    /// Counts only the responses `counting` matches, reserving the cost
+    /// when the request arrives and refunding it when the response does
+    /// not count (or checking first and charging after, see [`Settle`]).
+    pub fn count(mut self, counting: Counting) -> Rule {
+        self.counting = Some(counting);
+        self
+    }
+
+    /// Whether the rule applies to `request`.
+    #[inline]
+    pub(crate) fn applies(&self, request: RequestHead<'_>) -> bool {
+        self.filter
+            .as_ref()
+            .is_none_or(|filter| filter.matches(request))
+    }
+
+    /// Whether the rule is decided on its own, never in a store's combined
+    /// call: its penalty or its check-then-charge counting takes steps of
+    /// its own.
+    pub(crate) fn alone(&self) -> bool {
+        self.lockout.is_some()
+            || self
+                .counting
+                .as_ref()
+                .is_some_and(|counting| counting.settle() == Settle::CheckThenCharge)
+    }
+
+    /// Whether the rule needs more than one decision per request (filters,
+    /// response counting, a penalty): the layer's path that boxes nothing
+    /// is not for it.
+    pub(crate) fn is_plain(&self) -> bool {
+        self.filter.is_none() && self.counting.is_none() && self.lockout.is_none()
     }
 
     /// What the keys are made of (default: [`KeyScope::Route`]).

@@ -13,6 +13,7 @@ use tower::Service;
 use traffik_core::{Decision, Error, Hit, Limit, Reason};
 
 use crate::RequestHead;
+use crate::counting::Settle;
 use crate::future::ResponseFuture;
 use crate::headers::Quota;
 use crate::identity::{Identity, IdentityExtractor, cached, keep};
@@ -106,6 +107,10 @@ where
                 return Ok(response);
             }
             let mut response = inner.call(Request::from_parts(parts, body)).await?;
+            if !run.settlements.is_empty() {
+                let counted = run.counted(&shared, &response);
+                run.settle_responses(&shared, counted).await;
+            }
             crate::headers::write(response.headers_mut(), &run.quotas, shared.headers);
             Ok(response)
         }))
@@ -120,6 +125,21 @@ struct Run {
     next: usize,
     /// What the quota headers will show.
     quotas: Vec<Quota>,
+    /// What response-counted rules do once the response is known.
+    settlements: Vec<Settlement>,
+}
+
+/// A response-counted rule's charge, settled once the response is known.
+struct Settlement {
+    rule: usize,
+    key: Key,
+    limit: Option<Limit>,
+    cost: u64,
+    /// When the reservation was charged (for a refund).
+    charged: u64,
+    /// Whether the cost was reserved (refund it if the response does not
+    /// count) or only checked (charge it if the response counts).
+    reserved: bool,
 }
 
 enum Step {
@@ -163,7 +183,9 @@ impl Run {
                 .collect();
             let limits = vec![None; group.len()];
             let costs = vec![1; group.len()];
-            let Ok(outcome) = hit_group(shared, group, &keys, &limits, &costs).into_ready() else {
+            let now = shared.rules[group[0]].throttle.now_ms();
+            let Ok(outcome) = hit_group(shared, group, &keys, &limits, &costs, now).into_ready()
+            else {
                 return Step::Pending;
             };
             self.next += 1;
@@ -182,12 +204,21 @@ impl Run {
         if identity.is_exempt() {
             return None;
         }
-        while let Some(group) = shared.groups.get(self.next) {
+        while let Some(all) = shared.groups.get(self.next) {
             self.next += 1;
+            // The rules of the group whose filters this request passes.
+            let group: Vec<usize> = all
+                .iter()
+                .copied()
+                .filter(|&i| shared.rules[i].applies(request))
+                .collect();
+            if group.is_empty() {
+                continue;
+            }
             let mut keys = Vec::with_capacity(group.len());
             let mut limits = Vec::with_capacity(group.len());
             let mut costs = Vec::with_capacity(group.len());
-            for &i in group {
+            for &i in &group {
                 let rule = &shared.rules[i];
                 keys.push(rule.key(identity, request));
                 limits.push(match &rule.limit_by {
@@ -200,24 +231,157 @@ impl Run {
                 });
             }
             if let [one] = group.as_slice() {
-                let rule = &shared.rules[*one];
-                let (key, limit) = (&keys[0], limits[0].as_ref());
-                let outcome = rule
-                    .throttle
-                    .hit(key.as_str(), key.tag(), limit, costs[0])
-                    .await;
-                if let Some(response) = settle(&mut self.quotas, shared, rule, limit, outcome) {
+                let (key, limit, cost) = (keys.remove(0), limits.remove(0), costs[0]);
+                if let Some(response) = self.one(shared, *one, key, limit, cost).await {
                     return Some(response);
                 }
                 continue;
             }
-            let outcome = hit_group(shared, group, &keys, &limits, &costs).await;
-            if let Some(response) = settle_group(&mut self.quotas, shared, group, &limits, outcome)
+            let now = shared.rules[group[0]].throttle.now_ms();
+            let outcome = hit_group(shared, &group, &keys, &limits, &costs, now).await;
+            let reserved = outcome.as_ref().ok().map(|decisions| {
+                decisions
+                    .iter()
+                    .map(|d| d.is_allowed() && d.reason() == Reason::WithinLimit)
+                    .collect::<Vec<bool>>()
+            });
+            if let Some(response) = settle_group(&mut self.quotas, shared, &group, &limits, outcome)
             {
                 return Some(response);
             }
+            // Admitted: the response-counted rules of the group reserved.
+            let charged = reserved.unwrap_or_default();
+            for (((&i, key), limit), (&cost, charged_here)) in
+                group.iter().zip(keys).zip(limits).zip(
+                    costs
+                        .iter()
+                        .zip(charged.into_iter().chain(std::iter::repeat(false))),
+                )
+            {
+                if shared.rules[i].counting.is_some() && charged_here {
+                    self.settlements.push(Settlement {
+                        rule: i,
+                        key,
+                        limit,
+                        cost,
+                        charged: now,
+                        reserved: true,
+                    });
+                }
+            }
         }
         None
+    }
+
+    /// One rule decided on its own: its block first, then a reservation, a
+    /// check (check-then-charge) or a plain hit; a breach blocks the key.
+    async fn one<I>(
+        &mut self,
+        shared: &Shared<I>,
+        i: usize,
+        key: Key,
+        limit: Option<Limit>,
+        cost: u64,
+    ) -> Option<Response> {
+        let rule = &shared.rules[i];
+        let (id, tag) = (key.as_str(), key.tag());
+        if let Some(lockout) = &rule.lockout {
+            match lockout.blocked(id, tag).await {
+                Ok(Some(denial)) => {
+                    rule.throttle.record(&denial);
+                    return settle(&mut self.quotas, shared, rule, limit.as_ref(), Ok(denial));
+                }
+                Ok(None) => {}
+                Err(error) => return Some(unavailable(&error)),
+            }
+        }
+        let check_first = rule
+            .counting
+            .as_ref()
+            .is_some_and(|counting| counting.settle() == Settle::CheckThenCharge);
+        let now = rule.throttle.now_ms();
+        let mut outcome = if check_first {
+            let peeked = rule.throttle.peek(id, tag, limit.as_ref(), cost).await;
+            if let Ok(decision) = &peeked {
+                if !decision.is_allowed() {
+                    rule.throttle.record(decision);
+                }
+            }
+            peeked
+        } else {
+            rule.throttle
+                .hit_at(id, tag, limit.as_ref(), cost, now)
+                .await
+        };
+        if let (Ok(decision), Some(lockout)) = (&outcome, &rule.lockout) {
+            if decision.reason() == Reason::OverLimit {
+                outcome = Ok(lockout.offend(id, tag, *decision).await);
+            }
+        }
+        let counted = rule.counting.is_some()
+            && matches!(&outcome, Ok(d) if d.is_allowed() && d.reason() == Reason::WithinLimit);
+        if let Some(response) = settle(&mut self.quotas, shared, rule, limit.as_ref(), outcome) {
+            return Some(response);
+        }
+        if counted {
+            self.settlements.push(Settlement {
+                rule: i,
+                key,
+                limit,
+                cost,
+                charged: now,
+                reserved: !check_first,
+            });
+        }
+        None
+    }
+
+    /// Whether the response counts, for each settlement (the response is
+    /// not `Sync`, so it is not held across the settling).
+    fn counted<I>(&self, shared: &Shared<I>, response: &Response) -> Vec<bool> {
+        self.settlements
+            .iter()
+            .map(|settlement| {
+                shared.rules[settlement.rule]
+                    .counting
+                    .as_ref()
+                    .is_some_and(|counting| counting.counts(response))
+            })
+            .collect()
+    }
+
+    /// Once the response is known: a reservation whose response does not
+    /// count is given back; a check whose response counts is charged (and
+    /// a charge over the limit is a breach, for a penalized rule). A store
+    /// that fails here leaves the reservation charged, never the other way.
+    async fn settle_responses<I>(&mut self, shared: &Shared<I>, counted: Vec<bool>) {
+        for (settlement, counts) in std::mem::take(&mut self.settlements)
+            .into_iter()
+            .zip(counted)
+        {
+            let rule = &shared.rules[settlement.rule];
+            let (id, tag) = (settlement.key.as_str(), settlement.key.tag());
+            let limit = settlement.limit.as_ref();
+            if settlement.reserved && !counts {
+                let refund =
+                    rule.throttle
+                        .refund(id, tag, limit, settlement.charged, settlement.cost);
+                if let Err(error) = refund.await {
+                    rule.throttle.failed(&error);
+                }
+            } else if !settlement.reserved && counts {
+                let now = rule.throttle.now_ms();
+                let charged = rule
+                    .throttle
+                    .hit_at(id, tag, limit, settlement.cost, now)
+                    .await;
+                if let (Ok(decision), Some(lockout)) = (charged, &rule.lockout) {
+                    if decision.reason() == Reason::OverLimit {
+                        lockout.offend(id, tag, decision).await;
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -229,6 +393,7 @@ fn hit_group<'a, I>(
     keys: &'a [Key],
     limits: &'a [Option<Limit>],
     costs: &[u64],
+    now: u64,
 ) -> DecidedAll<'a> {
     let hits = group
         .iter()
@@ -244,7 +409,7 @@ fn hit_group<'a, I>(
             }
         })
         .collect();
-    shared.rules[group[0]].throttle.hit_all(hits)
+    shared.rules[group[0]].throttle.hit_all(hits, now)
 }
 
 /// Records one decision; `Some` when it ends the request (a denial or a

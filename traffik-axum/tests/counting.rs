@@ -1,0 +1,315 @@
+//! Over real HTTP (axum on a loopback port, reqwest): response-counted
+//! rules in both modes under concurrent requests, request filters, and a
+//! login route with failed-attempt counting and an escalating lockout.
+//!
+//! Handlers wait on a barrier or a short sleep so that requests really are
+//! in flight together; the throttles run on a manual clock.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use traffik_axum::{Counting, Filter, HeaderKey, Rule, ThrottleLayer};
+use traffik_backends::memory::MemoryBackend;
+use traffik_core::{FixedWindow, ManualClock, Penalty, Throttle};
+
+struct Server {
+    url: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn serve(app: Router) -> Server {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .unwrap();
+    });
+    Server {
+        url: format!("http://{address}"),
+        task,
+    }
+}
+
+const START_MS: u64 = 1_700_000_000_123;
+
+/// `POST /login` answers 401 unless the `x-password` header is `right`,
+/// after holding the request `hold` long (so concurrent requests overlap).
+fn login_app(rule: Rule, hold: Duration) -> Router {
+    let layer = ThrottleLayer::builder(HeaderKey::new("x-user"))
+        .rule(rule)
+        .build();
+    Router::new()
+        .route(
+            "/login",
+            post(move |headers: HeaderMap| async move {
+                tokio::time::sleep(hold).await;
+                if headers.get("x-password").is_some_and(|p| p == "right") {
+                    StatusCode::OK
+                } else {
+                    StatusCode::UNAUTHORIZED
+                }
+            }),
+        )
+        .layer(layer)
+}
+
+fn throttle(
+    memory: &MemoryBackend,
+    clock: &ManualClock,
+    rate: &str,
+) -> Throttle<MemoryBackend, ManualClock> {
+    Throttle::builder("login", rate.parse().unwrap())
+        .strategy(FixedWindow)
+        .clock(clock.clone())
+        .build(memory.clone())
+        .unwrap()
+}
+
+async fn login(
+    client: &reqwest::Client,
+    url: &str,
+    user: &str,
+    password: &str,
+) -> reqwest::Response {
+    client
+        .post(format!("{url}/login"))
+        .header("x-user", user)
+        .header("x-password", password)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Fires `n` logins at once; the statuses, sorted.
+async fn burst(url: &str, user: &str, password: &str, n: usize) -> Vec<u16> {
+    let client = reqwest::Client::new();
+    let mut calls = Vec::new();
+    for _ in 0..n {
+        let (client, url, user, password) = (
+            client.clone(),
+            url.to_owned(),
+            user.to_owned(),
+            password.to_owned(),
+        );
+        calls.push(tokio::spawn(async move {
+            login(&client, &url, &user, &password)
+                .await
+                .status()
+                .as_u16()
+        }));
+    }
+    let mut statuses = Vec::new();
+    for call in calls {
+        statuses.push(call.await.unwrap());
+    }
+    statuses.sort_unstable();
+    statuses
+}
+
+fn count(statuses: &[u16], status: u16) -> usize {
+    statuses.iter().filter(|&&s| s == status).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reserve_then_settle_is_exact_under_concurrency() {
+    let (memory, clock) = (MemoryBackend::new(), ManualClock::new(START_MS));
+    let rule = Rule::new(throttle(&memory, &clock, "5/min"))
+        .count(Counting::statuses([StatusCode::UNAUTHORIZED]));
+    let server = serve(login_app(rule, Duration::from_millis(150))).await;
+    // 30 concurrent failed logins: each reserves while in flight, so no
+    // more than 5 reach the handler.
+    let statuses = burst(&server.url, "mallory", "wrong", 30).await;
+    assert_eq!(count(&statuses, 401), 5, "{statuses:?}");
+    assert_eq!(count(&statuses, 429), 25, "{statuses:?}");
+    // Successful logins are refunded: any number of them, one at a time.
+    let client = reqwest::Client::new();
+    for _ in 0..12 {
+        assert_eq!(
+            login(&client, &server.url, "alice", "right").await.status(),
+            200
+        );
+    }
+    // And alice's failures still have their full budget of 5.
+    for _ in 0..5 {
+        assert_eq!(
+            login(&client, &server.url, "alice", "wrong").await.status(),
+            401
+        );
+    }
+    assert_eq!(
+        login(&client, &server.url, "alice", "right").await.status(),
+        429
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn check_then_charge_lets_a_concurrent_burst_past_the_limit() {
+    let (memory, clock) = (MemoryBackend::new(), ManualClock::new(START_MS));
+    let rule = Rule::new(throttle(&memory, &clock, "5/min"))
+        .count(Counting::statuses([StatusCode::UNAUTHORIZED]).check_then_charge());
+    let server = serve(login_app(rule, Duration::from_millis(150))).await;
+    // The documented race: every request passes the check before any is
+    // charged.
+    let statuses = burst(&server.url, "mallory", "wrong", 30).await;
+    assert!(count(&statuses, 401) > 5, "{statuses:?}");
+    // Once charged, the limit holds.
+    let client = reqwest::Client::new();
+    assert_eq!(
+        login(&client, &server.url, "mallory", "wrong")
+            .await
+            .status(),
+        429
+    );
+    // One at a time it is exact, and uncounted responses are never charged.
+    for _ in 0..12 {
+        assert_eq!(
+            login(&client, &server.url, "bob", "right").await.status(),
+            200
+        );
+    }
+    for _ in 0..5 {
+        assert_eq!(
+            login(&client, &server.url, "bob", "wrong").await.status(),
+            401
+        );
+    }
+    assert_eq!(
+        login(&client, &server.url, "bob", "wrong").await.status(),
+        429
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_locks_out_for_longer_at_each_breach() {
+    let (memory, clock) = (MemoryBackend::new(), ManualClock::new(START_MS));
+    let penalty = Penalty::escalating([Duration::from_secs(60), Duration::from_secs(600)])
+        .unwrap()
+        .forgive_after(Duration::from_secs(86_400))
+        .unwrap();
+    let lockout = throttle(&memory, &clock, "5/min")
+        .penalized(penalty)
+        .unwrap();
+    let rule = Rule::penalized(lockout).count(Counting::statuses([StatusCode::UNAUTHORIZED]));
+    let server = serve(login_app(rule, Duration::ZERO)).await;
+    let client = reqwest::Client::new();
+    let retry_after = |response: &reqwest::Response| -> u64 {
+        response.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    for _ in 0..5 {
+        assert_eq!(
+            login(&client, &server.url, "alice", "wrong").await.status(),
+            401
+        );
+    }
+    // The sixth attempt breaches: locked out for the first step.
+    let locked = login(&client, &server.url, "alice", "wrong").await;
+    assert_eq!(locked.status(), 429);
+    assert_eq!(retry_after(&locked), 60);
+    // Locked out even with the right password, with the time left.
+    clock.advance(Duration::from_secs(20));
+    let locked = login(&client, &server.url, "alice", "right").await;
+    assert_eq!((locked.status().as_u16(), retry_after(&locked)), (429, 40));
+    let body = locked.text().await.unwrap();
+    assert!(body.contains("blocked"), "{body}");
+    // Others are not.
+    assert_eq!(
+        login(&client, &server.url, "bob", "right").await.status(),
+        200
+    );
+    // After the block (and the window), in again.
+    clock.advance(Duration::from_secs(40));
+    assert_eq!(
+        login(&client, &server.url, "alice", "right").await.status(),
+        200
+    );
+    // The second breach locks out for the second step.
+    for _ in 0..5 {
+        assert_eq!(
+            login(&client, &server.url, "alice", "wrong").await.status(),
+            401
+        );
+    }
+    let locked = login(&client, &server.url, "alice", "wrong").await;
+    assert_eq!((locked.status().as_u16(), retry_after(&locked)), (429, 600));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filters_choose_the_requests_a_rule_counts() {
+    let (memory, clock) = (MemoryBackend::new(), ManualClock::new(START_MS));
+    let writes = Throttle::builder("writes", "2/min".parse().unwrap())
+        .clock(clock.clone())
+        .build(memory.clone())
+        .unwrap();
+    let predicate_calls = Arc::new(AtomicUsize::new(0));
+    let calls = Arc::clone(&predicate_calls);
+    let filter = Filter::new()
+        .methods([http::Method::POST])
+        .paths(["/api/**"])
+        .unwrap()
+        .header_absent("x-internal")
+        .unwrap()
+        .bypass_if(move |request| {
+            calls.fetch_add(1, Ordering::Relaxed);
+            request.uri().query() == Some("dry-run")
+        });
+    let layer = ThrottleLayer::builder(HeaderKey::new("x-user"))
+        .rule(Rule::new(writes).filter(filter))
+        .build();
+    let app = Router::new()
+        .route(
+            "/api/{*rest}",
+            get(|| async { "read" }).post(|| async { "written" }),
+        )
+        .route("/other", post(|| async { "other" }))
+        .layer(layer);
+    let server = serve(app).await;
+    let client = reqwest::Client::new();
+    let send = |method: reqwest::Method, path: &str, internal: bool| {
+        let mut request = client
+            .request(method, format!("{}{path}", server.url))
+            .header("x-user", "u");
+        if internal {
+            request = request.header("x-internal", "1");
+        }
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    // Not counted: reads, other paths, internal calls, dry runs.
+    for _ in 0..5 {
+        assert_eq!(send(reqwest::Method::GET, "/api/a/b", false).await, 200);
+        assert_eq!(send(reqwest::Method::POST, "/other", false).await, 200);
+        assert_eq!(send(reqwest::Method::POST, "/api/a", true).await, 200);
+        assert_eq!(
+            send(reqwest::Method::POST, "/api/a?dry-run", false).await,
+            200
+        );
+    }
+    assert!(
+        predicate_calls.load(Ordering::Relaxed) >= 5,
+        "the closure ran"
+    );
+    // Counted: writes under /api.
+    assert_eq!(send(reqwest::Method::POST, "/api/a", false).await, 200);
+    assert_eq!(send(reqwest::Method::POST, "/api/b/c", false).await, 200);
+    assert_eq!(send(reqwest::Method::POST, "/api/a", false).await, 429);
+    // The others still pass.
+    assert_eq!(send(reqwest::Method::GET, "/api/a", false).await, 200);
+}
