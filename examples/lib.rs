@@ -3,70 +3,53 @@
 //! `cargo run -p traffik-examples --example strategies`.
 //!
 //! The demo server's router is built here ([`demo_app`]), so that a test can
-//! serve it and scrape its `/metrics`.
+//! serve it and scrape its `/metrics`. Its limits are in `rules.toml`.
 
+use std::collections::HashMap;
 use std::num::NonZeroU64;
 
 use axum::Router;
+use axum::extract::Query;
 use axum::extract::ws::{WebSocket, WebSocketUpgrade};
+use axum::http::StatusCode;
 use axum::response::Response;
-use axum::routing::get;
+use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
-use traffik_axum::{
-    KeyScope, OverLimit, PeerIp, RequestIdentity, Rule, ThrottleLayer, ThrottledSocket,
-};
+use traffik_axum::config::Rules;
+use traffik_axum::{OverLimit, RequestIdentity, ThrottledSocket};
 use traffik_backends::AnyBackend;
-use traffik_core::{ConfigError, FixedWindow, Gcra, SlidingWindowLog, Throttle};
+use traffik_core::{ConfigError, Gcra, Throttle};
 
-/// The demo's routes on `backend`, and `/metrics` in the Prometheus text
-/// format from `metrics` (not throttled, so scraping never spends a budget).
+/// Where the demo's rules file is.
+pub const RULES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/rules.toml");
+
+/// The demo's routes: every one under the rules of `rules` (a file, see
+/// `examples/rules.toml`), the WebSocket's messages throttled in code on
+/// `backend`, and `/metrics` in the Prometheus text format from `metrics`
+/// (not throttled, so scraping never spends a budget).
 ///
 /// # Errors
 ///
-/// When a throttle cannot be built (the demo's are all valid).
-pub fn demo_app(backend: &AnyBackend, metrics: PrometheusHandle) -> Result<Router, ConfigError> {
-    let throttle = |name: &str, rate: &str| {
-        Ok::<_, ConfigError>(Throttle::builder(
-            name,
-            rate.parse().map_err(|e| ConfigError::new(format!("{e}")))?,
-        ))
-    };
-
-    // Every route: 120 per minute per client, whatever the route.
-    let global = ThrottleLayer::builder(PeerIp::new())
-        .rule(
-            Rule::new(throttle("global", "120/min")?.build(backend.clone())?)
-                .scope(KeyScope::Global),
-        )
-        .build();
-    // /items/{id}: 5 per 10 s per client, shared by every item (the route
-    // template is the key), in fixed windows.
-    let items = ThrottleLayer::builder(PeerIp::new())
-        .rule(
-            throttle("items", "5/10s")?
-                .strategy(FixedWindow)
-                .build(backend.clone())?,
-        )
-        .build();
-    // /login: exactly 3 in any minute.
-    let login = ThrottleLayer::builder(PeerIp::new())
-        .rule(
-            throttle("login", "3/min")?
-                .strategy(SlidingWindowLog)
-                .build(backend.clone())?,
-        )
-        .build();
+/// When the WebSocket's throttle cannot be built (it is valid).
+pub fn demo_app(
+    rules: &Rules,
+    backend: &AnyBackend,
+    metrics: PrometheusHandle,
+) -> Result<Router, ConfigError> {
     // /ws: each message counts; 3 at once, then one every 2 s; extra
     // messages are dropped with a notice.
-    let messages = throttle("ws", "1/2s")?
+    let rate = "1/2s"
+        .parse()
+        .map_err(|e| ConfigError::new(format!("{e}")))?;
+    let messages = Throttle::builder("ws", rate)
         .strategy(Gcra::with_burst(
             NonZeroU64::new(3).unwrap_or(NonZeroU64::MIN),
         ))
         .build(backend.clone())?;
 
     let throttled = Router::new()
-        .route("/items/{id}", get(|| async { "an item\n" }).layer(items))
-        .route("/login", get(|| async { "welcome\n" }).layer(login))
+        .route("/items/{id}", get(|| async { "an item\n" }))
+        .route("/login", post(login))
         .route(
             "/ws",
             get(
@@ -77,10 +60,19 @@ pub fn demo_app(backend: &AnyBackend, metrics: PrometheusHandle) -> Result<Route
         )
         .route(
             "/",
-            get(|| async { "traffik demo: try /items/1, /login, /ws, /metrics\n" }),
+            get(|| async { "traffik demo: try /items/1, POST /login, /ws, /metrics\n" }),
         )
-        .layer(global);
+        .layer(rules.layer());
     Ok(throttled.route("/metrics", get(move || async move { metrics.render() })))
+}
+
+/// `POST /login?password=...`: 200 for `open-sesame`, 401 otherwise.
+async fn login(Query(form): Query<HashMap<String, String>>) -> (StatusCode, &'static str) {
+    if form.get("password").is_some_and(|p| p == "open-sesame") {
+        (StatusCode::OK, "welcome\n")
+    } else {
+        (StatusCode::UNAUTHORIZED, "wrong password\n")
+    }
 }
 
 async fn echo(

@@ -1,16 +1,17 @@
 //! Run with `cargo run -p traffik-examples --example server` (set `PORT` to
-//! change the port, `TRAFFIK_BACKEND` to use another backend, e.g.
-//! `redis://127.0.0.1:6379` or `memcached://127.0.0.1:11211`).
+//! change the port, `TRAFFIK_RULES` to read another rules file).
 //!
-//! An axum server on 127.0.0.1 with throttled routes and a WebSocket echo,
-//! on the in-memory backend by default. It prints the commands that show a
-//! 429 and its headers.
+//! An axum server on 127.0.0.1 whose limits come from `examples/rules.toml`,
+//! reloaded live when the file changes or on SIGHUP, on the in-memory
+//! backend unless the file says otherwise. It prints the commands that show
+//! a 429, a login lockout and a reload.
 
 use std::net::SocketAddr;
 
 use metrics_exporter_prometheus::PrometheusBuilder;
+use traffik_axum::config::Rules;
 use traffik_backends::AnyBackend;
-use traffik_examples::demo_app;
+use traffik_examples::{RULES, demo_app};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -18,17 +19,34 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .ok()
         .and_then(|p| p.parse().ok())
         .unwrap_or(3000);
-    let url = std::env::var("TRAFFIK_BACKEND").unwrap_or_else(|_| "memory://".into());
-    // The deployment picks the store; nothing below depends on which.
-    let backend = AnyBackend::from_url(&url).await?;
+    let path = std::env::var("TRAFFIK_RULES").unwrap_or_else(|_| RULES.to_owned());
+    // Reload messages and refusals are logged through `tracing`.
+    tracing_subscriber::fmt().with_target(false).init();
+    let rules = Rules::load(&path).await?;
+    let _watch = rules.watch()?;
     // Decisions are counted through the `metrics` facade; this exporter
     // renders them for Prometheus at /metrics.
     let metrics = PrometheusBuilder::new().install_recorder()?;
-    let app = demo_app(&backend, metrics)?;
+    let app = demo_app(&rules, &AnyBackend::from_url("memory://").await?, metrics)?;
 
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     let address = listener.local_addr()?;
-    println!("traffik demo on http://{address} (backend: {url})");
+    let shown = std::env::current_dir()
+        .ok()
+        .and_then(|dir| {
+            std::path::Path::new(&path)
+                .strip_prefix(dir)
+                .ok()
+                .map(|p| p.display().to_string())
+        })
+        .unwrap_or_else(|| path.clone());
+    println!("traffik demo on http://{address}");
+    println!(
+        "rules: {shown} (throttles: {}); edit and save it to change them live, \
+         or `kill -HUP {}`",
+        rules.throttles().join(", "),
+        std::process::id()
+    );
     println!();
     println!("  # 5 pass, the 6th gets 429 with Retry-After and RateLimit headers:");
     println!(
@@ -36,8 +54,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     println!("  curl -i http://{address}/items/7");
     println!();
-    println!("  # exactly 3 logins in any minute:");
-    println!("  for i in 1 2 3 4; do curl -s -i http://{address}/login | head -1; done");
+    println!("  # 5 failed logins, then locked out for a minute (then 5, then an hour):");
+    println!(
+        "  for i in 1 2 3 4 5 6; do curl -s -o /dev/null -w '%{{http_code}}\\n' -X POST 'http://{address}/login?password=guess'; done"
+    );
+    println!("  curl -i -X POST 'http://{address}/login?password=open-sesame'");
     println!();
     println!(
         "  # WebSocket echo, 3 messages at once then one every 2 s (websocat: cargo install websocat):"

@@ -1,11 +1,13 @@
-//! The demo serves its decision counts at `/metrics`: a real server on a
-//! loopback port, a real HTTP client, and the Prometheus text it renders.
+//! The demo, on its own rules file, serves its decision counts at
+//! `/metrics`: a real server on a loopback port, a real HTTP client, and the
+//! Prometheus text it renders.
 
 use std::net::SocketAddr;
 
 use metrics_exporter_prometheus::PrometheusBuilder;
+use traffik_axum::config::Rules;
 use traffik_backends::AnyBackend;
-use traffik_examples::demo_app;
+use traffik_examples::{RULES, demo_app};
 
 #[tokio::test]
 async fn metrics_count_what_the_throttles_decided() {
@@ -13,7 +15,8 @@ async fn metrics_count_what_the_throttles_decided() {
     let handle = recorder.handle();
     metrics::set_global_recorder(recorder).expect("the only recorder of this test binary");
     let backend = AnyBackend::from_url("memory://").await.unwrap();
-    let app = demo_app(&backend, handle).unwrap();
+    let rules = Rules::load(RULES).await.unwrap();
+    let app = demo_app(&rules, &backend, handle).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let server = tokio::spawn(async move {

@@ -29,7 +29,10 @@
 //! | feature | default | what it adds |
 //! |---|---|---|
 //! | `ws` | yes | [`ThrottledSocket`]: throttle the messages of a WebSocket |
+//! | `config` | no | [`config::Rules`]: rules from a TOML file, with hot reload |
 
+#[cfg(feature = "config")]
+pub mod config;
 mod counting;
 mod error;
 mod filter;

@@ -32,6 +32,7 @@
 //! | `redis` | no | `redis::RedisBackend`: one Lua script per decision, Redis Cluster |
 //! | `memcached` | no | `memcached::MemcachedBackend`: counters and CAS, several servers |
 //! | `axum` | no | `axum::ThrottleLayer`: identity, 429 with `RateLimit` headers, WebSocket throttling |
+//! | `config` | no | `axum::config::Rules`: rules from a TOML file, hot reload (docs/configuration.md) |
 //! | `conformance` | no | `conformance`: the suite a backend of your own must pass |
 //! | `serde` | no | [`Rate`] (de)serializes as a string such as `"100/min"` |
 //! | `metrics` | no | decisions counted through the `metrics` facade (`traffik::observe`) |
@@ -72,7 +73,13 @@ pub use traffik_axum as axum;
 
 /// The guides in `docs/`, compiled: every Rust snippet in them is a doctest,
 /// so none can rot.
-#[cfg(all(doctest, feature = "axum", feature = "redis", feature = "memcached"))]
+#[cfg(all(
+    doctest,
+    feature = "axum",
+    feature = "config",
+    feature = "redis",
+    feature = "memcached"
+))]
 pub mod guides {
     #[doc = include_str!("../../README.md")]
     pub struct Readme;
@@ -86,4 +93,6 @@ pub mod guides {
     pub struct Performance;
     #[doc = include_str!("../../docs/operations.md")]
     pub struct Operations;
+    #[doc = include_str!("../../docs/configuration.md")]
+    pub struct Configuration;
 }

@@ -1,0 +1,521 @@
+//! Rules from a file: validation errors with their place, real requests
+//! under the file's rules, and hot reload (file changes and SIGHUP) of a
+//! real file under real requests.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use traffik_axum::config::{Rules, RulesError};
+
+struct Server {
+    url: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn serve(app: Router) -> Server {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .unwrap();
+    });
+    Server {
+        url: format!("http://{address}"),
+        task,
+    }
+}
+
+/// A rules file of its own in the temporary directory, removed at the end.
+struct TempRules(PathBuf);
+
+impl TempRules {
+    fn new(text: &str) -> TempRules {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "traffik-rules-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let rules = TempRules(dir.join("rules.toml"));
+        rules.write(text);
+        rules
+    }
+
+    /// Replaces the file as editors do: a new file renamed over it.
+    fn write(&self, text: &str) {
+        let next = self.0.with_extension("toml.new");
+        std::fs::write(&next, text).unwrap();
+        std::fs::rename(&next, &self.0).unwrap();
+    }
+}
+
+impl Drop for TempRules {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+async fn refused(text: &str) -> RulesError {
+    match Rules::from_toml(text, "rules.toml").await {
+        Ok(_) => panic!("accepted:\n{text}"),
+        Err(error) => error,
+    }
+}
+
+#[tokio::test]
+async fn mistakes_are_refused_with_their_line_and_column() {
+    let cases: &[(&str, usize, usize, &str)] = &[
+        // Unknown keys, anywhere.
+        (
+            "[throttles.api]\nrate = \"1/s\"\nrat = \"2/s\"\n",
+            3,
+            1,
+            "unknown field `rat`",
+        ),
+        (
+            "[layer]\nordre = \"as_written\"\n",
+            2,
+            1,
+            "unknown field `ordre`",
+        ),
+        // Values checked as they are read, at the value.
+        (
+            "[throttles.api]\nrate = \"100/mni\"\n",
+            2,
+            8,
+            "is not a rate",
+        ),
+        (
+            "[throttles.api]\nrate = \"1/s\"\nstrategy = \"token-bukket\"\n",
+            3,
+            12,
+            "unknown strategy",
+        ),
+        (
+            "[throttles.a]\nrate = \"1/s\"\npenalty = { steps = [\"1 fortnight\"] }\n",
+            3,
+            21,
+            "is not a duration",
+        ),
+        (
+            "[throttles.a]\nrate = \"1/s\"\nshadow = \"150%\"\n",
+            3,
+            10,
+            "share enforced",
+        ),
+        // Names that refer to nothing.
+        (
+            "[throttles.api]\nrate = \"1/s\"\n\n[[rules]]\nthrottle = \"apl\"\n",
+            5,
+            12,
+            "no throttle named \"apl\" in [throttles]; it defines \"api\"",
+        ),
+        (
+            "[backends]\na = \"memory://\"\n\n[throttles.api]\nrate = \"1/s\"\nbackend = \"b\"\n",
+            6,
+            11,
+            "no backend named \"b\"",
+        ),
+        (
+            "[throttles.api]\nrate = \"1/s\"\nstrategy = \"fixed_window\"\nburst = 5\n",
+            4,
+            9,
+            "burst applies to token_bucket, leaky_bucket and gcra",
+        ),
+        (
+            "[throttles.api]\nrate = \"1/s\"\n[[rules]]\nthrottle = \"api\"\npaths = [\"/a/[b\"]\n",
+            5,
+            9,
+            "not a valid glob",
+        ),
+        (
+            "[exempt]\ncidrs = [\"10.0.0.0/33\"]\n",
+            2,
+            9,
+            "is not a network",
+        ),
+        (
+            "[throttles.api]\nrate = \"1/s\"\n[[rules]]\nthrottle = \"api\"\ncount = { statuses = [\"6xy\"] }\n",
+            5,
+            22,
+            "not a status",
+        ),
+        (
+            "[identity]\nsource = \"x-forwarded-for\"\n",
+            2,
+            10,
+            "needs trusted_proxies",
+        ),
+        ("[backends]\nr = \"mongodb://x\"\n", 2, 5, "backend \"r\""),
+        ("[throttles.api]\nrate = 5\n", 2, 8, "invalid type"),
+    ];
+    for (text, line, column, message) in cases {
+        let error = refused(text).await;
+        assert_eq!(
+            (error.line(), error.column()),
+            (*line, *column),
+            "{text}\n→ {error}"
+        );
+        assert!(error.message().contains(message), "{text}\n→ {error}");
+        let shown = error.to_string();
+        assert!(
+            shown.starts_with(&format!("rules.toml:{line}:{column}: ")),
+            "{shown}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn errors_never_echo_unbounded_input() {
+    let long = "x".repeat(100_000);
+    for text in [
+        format!("[throttles.api]\nrate = \"{long}\"\n"),
+        format!("[throttles.api]\nrate = \"1/s\"\n[[rules]]\nthrottle = \"{long}\"\n"),
+        format!("[throttles.api]\nrate = \"1/s\"\nstrategy = \"{long}\"\n"),
+        format!("[exempt]\ncidrs = [\"{long}\"]\n"),
+        format!("{long} = 1\n"),
+    ] {
+        let error = refused(&text).await.to_string();
+        assert!(
+            error.len() < 400,
+            "{} bytes: {}",
+            error.len(),
+            &error[..200]
+        );
+    }
+}
+
+#[tokio::test]
+async fn arbitrary_text_is_refused_or_accepted_without_panicking() {
+    // Garbage and near-misses of valid files.
+    let valid = include_str!("../../examples/rules.toml");
+    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+    for _ in 0..300 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let mut bytes = valid.as_bytes().to_vec();
+        let at = (seed as usize) % bytes.len();
+        bytes[at] = b"=[]\"{}#\n x0,."[(seed >> 40) as usize % 13];
+        if let Ok(text) = String::from_utf8(bytes) {
+            let _ = Rules::from_toml(&text, "mutant.toml").await;
+        }
+    }
+}
+
+fn app(rules: &Rules, handler_delay: Duration) -> Router {
+    Router::new()
+        .route(
+            "/items/{id}",
+            get(move || async move {
+                tokio::time::sleep(handler_delay).await;
+                "item"
+            }),
+        )
+        .route("/login", post(|| async { StatusCode::UNAUTHORIZED }))
+        .layer(rules.layer())
+}
+
+async fn statuses(client: &reqwest::Client, url: &str, n: usize) -> Vec<u16> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(client.get(url).send().await.unwrap().status().as_u16());
+    }
+    out
+}
+
+const ITEMS: &str = r#"
+[throttles.items]
+rate = "3/min"
+strategy = "fixed_window"
+
+[[rules]]
+throttle = "items"
+paths = ["/items/*"]
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_drives_real_requests_with_filters_counting_and_exemptions() {
+    let text = r#"
+[throttles.items]
+rate = "3/min"
+strategy = "fixed_window"
+
+[throttles.login]
+rate = "2/min"
+penalty = { steps = ["1m"] }
+
+[exempt]
+headers = { "x-internal" = "s3cret" }
+
+[[rules]]
+throttle = "items"
+methods = ["GET"]
+paths = ["/items/*"]
+
+[[rules]]
+throttle = "login"
+paths = ["/login"]
+count = { statuses = ["4xx"] }
+"#;
+    let rules = Rules::from_toml(text, "inline").await.unwrap();
+    let server = serve(app(&rules, Duration::ZERO)).await;
+    let client = reqwest::Client::new();
+    let items = format!("{}/items/1", server.url);
+    assert_eq!(statuses(&client, &items, 4).await, [200, 200, 200, 429]);
+    // The exempting header, exactly: never throttled; a near miss is not.
+    let exempt = client
+        .get(&items)
+        .header("x-internal", "s3cret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(exempt.status(), 200);
+    let near = client
+        .get(&items)
+        .header("x-internal", "s3cre")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(near.status(), 429);
+    // Failed logins: 2, then the breach locks out for the first step.
+    let login = format!("{}/login", server.url);
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        seen.push(client.post(&login).send().await.unwrap());
+    }
+    let codes: Vec<u16> = seen.iter().map(|r| r.status().as_u16()).collect();
+    assert_eq!(codes, [401, 401, 429]);
+    assert_eq!(seen[2].headers()["retry-after"], "60");
+}
+
+/// The tests that watch files or send SIGHUP run one at a time: a signal
+/// reaches every watch in the process.
+static WATCHING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Waits until the rules reach `generation` (a reload happened), at most
+/// a few seconds of real time.
+async fn wait_for(rules: &Rules, generation: u64) {
+    let start = Instant::now();
+    while rules.generation() < generation {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no reload to generation {generation} (at {})",
+            rules.generation()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_file_takes_effect_and_a_broken_one_is_refused() {
+    let _serial = WATCHING.lock().await;
+    let file = TempRules::new(ITEMS);
+    let rules = Rules::load(&file.0).await.unwrap();
+    let _watch = rules.watch().unwrap();
+    let server = serve(app(&rules, Duration::ZERO)).await;
+    let client = reqwest::Client::new();
+    let items = format!("{}/items/1", server.url);
+    assert_eq!(statuses(&client, &items, 2).await, [200, 200]);
+    // A higher limit: the counter is kept (2 used), so 3 more of 5 pass.
+    file.write(&ITEMS.replace("3/min", "5/min"));
+    wait_for(&rules, 2).await;
+    assert_eq!(statuses(&client, &items, 4).await, [200, 200, 200, 429]);
+    // A broken file: refused, the old limit holds.
+    file.write(&ITEMS.replace("3/min", "5/mni"));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(rules.generation(), 2, "a broken file was put in place");
+    assert_eq!(statuses(&client, &items, 1).await, [429]);
+    let error = rules.reload().await.unwrap_err();
+    assert_eq!((error.line(), error.column()), (3, 8), "{error}");
+    // Fixed again: in force again.
+    file.write(&ITEMS.replace("3/min", "10/min"));
+    wait_for(&rules, 3).await;
+    assert_eq!(statuses(&client, &items, 1).await, [200]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_file() {
+    let _serial = WATCHING.lock().await;
+    let file = TempRules::new(ITEMS);
+    let rules = Rules::load(&file.0).await.unwrap();
+    // Changed before the watch begins: only the signal can bring it in.
+    file.write(&ITEMS.replace("3/min", "1/min"));
+    let _watch = rules.watch().unwrap();
+    assert_eq!(rules.generation(), 1);
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &std::process::id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    wait_for(&rules, 2).await;
+    let server = serve(app(&rules, Duration::ZERO)).await;
+    let client = reqwest::Client::new();
+    let items = format!("{}/items/1", server.url);
+    assert_eq!(statuses(&client, &items, 2).await, [200, 429]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_in_flight_finish_under_the_rules_they_started_with() {
+    let _serial = WATCHING.lock().await;
+    let file = TempRules::new(ITEMS);
+    let rules = Rules::load(&file.0).await.unwrap();
+    let server = serve(app(&rules, Duration::from_millis(500))).await;
+    let client = reqwest::Client::new();
+    let items = format!("{}/items/1", server.url);
+    let in_flight = tokio::spawn({
+        let (client, items) = (client.clone(), items.clone());
+        async move { client.get(&items).send().await.unwrap() }
+    });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    file.write(
+        &ITEMS
+            .replace("throttles.items", "throttles.catalog")
+            .replace("throttle = \"items\"", "throttle = \"catalog\""),
+    );
+    let reloaded = rules.reload().await.unwrap();
+    assert!(
+        reloaded
+            .changes
+            .iter()
+            .any(|c| c.contains("\"items\" removed")),
+        "{reloaded:?}"
+    );
+    // The request that started before the reload carries the old rules'
+    // policy; one after it, the new one's.
+    let old = in_flight.await.unwrap();
+    assert_eq!(old.headers()["ratelimit-policy"], "\"items\";q=3;w=60");
+    let new = client.get(&items).send().await.unwrap();
+    assert_eq!(new.headers()["ratelimit-policy"], "\"catalog\";q=3;w=60");
+}
+
+#[tokio::test]
+async fn a_reload_says_which_counters_it_kept() {
+    let _serial = WATCHING.lock().await;
+    let text = r#"
+[throttles.counted]
+rate = "10/min"
+strategy = "sliding_window_counter"
+
+[throttles.metered]
+rate = "10/min"
+strategy = "token_bucket"
+
+[throttles.moved]
+rate = "10/min"
+"#;
+    let file = TempRules::new(text);
+    let rules = Rules::load(&file.0).await.unwrap();
+    file.write(&text.replacen("10/min", "20/min", 2).replace(
+        "rate = \"10/min\"\n",
+        "rate = \"10/min\"\nnamespace = \"other\"\n",
+    ));
+    let reloaded = rules.reload().await.unwrap();
+    let changes = reloaded.changes.join("\n");
+    assert!(
+        changes.contains("throttle \"counted\": rate 10/min → 20/min; counters kept"),
+        "{changes}"
+    );
+    assert!(
+        changes.contains("throttle \"metered\": rate 10/min → 20/min; counters start afresh"),
+        "{changes}"
+    );
+    assert!(
+        changes.contains("throttle \"moved\": namespace traffik → other; counters start afresh"),
+        "{changes}"
+    );
+    // Unchanged: nothing to say.
+    assert!(rules.reload().await.unwrap().changes.is_empty());
+}
+
+#[test]
+fn the_shipped_schema_is_the_files_schema() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/rules.schema.json");
+    let generated = Rules::schema();
+    if std::env::var_os("TRAFFIK_WRITE_SCHEMA").is_some() {
+        std::fs::write(path, &generated).unwrap();
+    }
+    let shipped = std::fs::read_to_string(path).unwrap_or_default();
+    assert!(
+        shipped == generated,
+        "rules.schema.json is out of date: run \
+         TRAFFIK_WRITE_SCHEMA=1 cargo test -p traffik-axum --features config --test config"
+    );
+}
+
+/// Every key the schema knows is in docs/configuration.md's reference, and
+/// every key the reference lists is one the schema knows: the two cannot
+/// drift.
+#[test]
+fn the_reference_documents_exactly_the_schemas_keys() {
+    let schema: serde_json::Value = serde_json::from_str(&Rules::schema()).unwrap();
+    let mut keys = std::collections::BTreeSet::new();
+    collect_keys(&schema, &mut keys);
+    let docs = include_str!("../../docs/configuration.md");
+    let reference = docs
+        .split("<!-- reference:start -->")
+        .nth(1)
+        .and_then(|rest| rest.split("<!-- reference:end -->").next())
+        .expect("docs/configuration.md has a reference section");
+    let mut documented = std::collections::BTreeSet::new();
+    for line in reference.lines().filter(|line| line.starts_with("| `")) {
+        let key = line[3..].split('`').next().unwrap_or_default();
+        let last = key.rsplit('.').next().unwrap_or(key);
+        documented.insert(last.trim_end_matches("[]").to_owned());
+    }
+    let missing: Vec<_> = keys.difference(&documented).collect();
+    let unknown: Vec<_> = documented.difference(&keys).collect();
+    assert!(missing.is_empty(), "not in the reference: {missing:?}");
+    assert!(
+        unknown.is_empty(),
+        "in the reference, not in the schema: {unknown:?}"
+    );
+}
+
+fn collect_keys(value: &serde_json::Value, keys: &mut std::collections::BTreeSet<String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            if let Some(serde_json::Value::Object(properties)) = map.get("properties") {
+                keys.extend(properties.keys().cloned());
+            }
+            for child in map.values() {
+                collect_keys(child, keys);
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for child in items {
+                collect_keys(child, keys);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[tokio::test]
+async fn the_demo_rules_are_valid() {
+    let rules = Rules::load(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/rules.toml"
+    ))
+    .await
+    .unwrap();
+    assert_eq!(rules.throttles(), ["global", "items", "login"]);
+}
