@@ -2,7 +2,8 @@
 //! `valgrind --tool=callgrind target/release/axum-instructions CONFIG N`.
 //! Run it with two values of N; the difference of the totals over the
 //! difference of N is the cost of one request, setup excluded. The configs
-//! are those of `benches/axum_layer.rs`.
+//! are those of `benches/axum_layer.rs`, and `rules_file`: the
+//! `traffik_with_headers` throttle from a rules file (`benches/rules.rs`).
 
 use std::hint::black_box;
 use std::net::SocketAddr;
@@ -65,6 +66,17 @@ fn main() {
         }
         "traffik" => traffik(QuotaHeaders::DenialsOnly),
         "traffik_with_headers" => traffik(QuotaHeaders::Ietf),
+        // The same throttle and headers, from a rules file.
+        "rules_file" => {
+            let text = "[throttles.api]\nrate = \"1000000000/min\"\n\n\
+                        [[rules]]\nthrottle = \"api\"\nscope = \"global\"\n";
+            let rules = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap()
+                .block_on(traffik_axum::config::Rules::from_toml(text, "bench"))
+                .unwrap();
+            route().layer(rules.layer())
+        }
         other => panic!("unknown config {other}"),
     };
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -502,17 +502,49 @@ impl<S> Layer<S> for RulesLayer {
     fn layer(&self, inner: S) -> RulesService<S> {
         RulesService {
             rules: Arc::clone(&self.inner),
-            inner,
+            built: Some(Built::Bare {
+                generation: 0,
+                inner,
+            }),
         }
     }
 }
 
 /// The service of a [`RulesLayer`]: each request runs under the rules in
-/// force when it arrived.
+/// force when the service was made ready for it.
 #[derive(Clone)]
 pub struct RulesService<S> {
     rules: Arc<Inner>,
-    inner: S,
+    /// Always `Some` between calls.
+    built: Option<Built<S>>,
+}
+
+/// The rules of one generation around the service.
+#[derive(Clone)]
+enum Built<S> {
+    /// One layer (one identity, the common case), built once per
+    /// generation: a request pays nothing for the rules being reloadable.
+    One {
+        generation: u64,
+        service: crate::ThrottleService<S, ConfigIdentity>,
+    },
+    /// No layer, or several: stacked per request. Generation 0: not built.
+    Bare { generation: u64, inner: S },
+}
+
+impl<S> Built<S> {
+    fn generation(&self) -> u64 {
+        match self {
+            Built::One { generation, .. } | Built::Bare { generation, .. } => *generation,
+        }
+    }
+
+    fn into_inner(self) -> S {
+        match self {
+            Built::One { service, .. } => service.into_inner(),
+            Built::Bare { inner, .. } => inner,
+        }
+    }
 }
 
 impl<S> fmt::Debug for RulesService<S> {
@@ -523,6 +555,73 @@ impl<S> fmt::Debug for RulesService<S> {
 
 type Handler = BoxCloneService<Request<Body>, Response, Infallible>;
 
+type Boxed = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+pin_project_lite::pin_project! {
+    /// The response future of a [`RulesService`]: the layer's own when the
+    /// rules are one layer (nothing boxed), boxed otherwise.
+    pub struct RulesFuture<F> {
+        #[pin]
+        state: RulesState<F>,
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = RulesStateProjection]
+    enum RulesState<F> {
+        One {
+            #[pin]
+            future: crate::ResponseFuture<F>,
+        },
+        Boxed {
+            future: Boxed,
+        },
+    }
+}
+
+impl<F> RulesFuture<F> {
+    fn one(future: crate::ResponseFuture<F>) -> RulesFuture<F> {
+        RulesFuture {
+            state: RulesState::One { future },
+        }
+    }
+
+    fn boxed(future: Boxed) -> RulesFuture<F> {
+        RulesFuture {
+            state: RulesState::Boxed { future },
+        }
+    }
+}
+
+impl<F> Future for RulesFuture<F>
+where
+    F: Future<Output = Result<Response, Infallible>>,
+{
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            RulesStateProjection::One { future } => future.poll(cx),
+            RulesStateProjection::Boxed { future } => future.as_mut().poll(cx),
+        }
+    }
+}
+
+impl<F> fmt::Debug for RulesFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RulesFuture")
+    }
+}
+
+/// What a service left unbuilt answers (it cannot be: it is rebuilt in
+/// one step; only a panic in between could leave it so).
+fn unbuilt() -> Response {
+    crate::rejection::problem(
+        http::StatusCode::INTERNAL_SERVER_ERROR,
+        "the rules service lost its rules",
+    )
+}
+
 impl<S> Service<Request<Body>> for RulesService<S>
 where
     S: Service<Request<Body>, Response = Response, Error = Infallible> + Clone + Send + 'static,
@@ -530,26 +629,56 @@ where
 {
     type Response = Response;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+    type Future = RulesFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
+        let generation = self.rules.generation.load(Ordering::Acquire);
+        let stale = self
+            .built
+            .as_ref()
+            .is_none_or(|built| built.generation() != generation);
+        if stale {
+            if let Some(old) = self.built.take() {
+                let inner = old.into_inner();
+                let compiled = self.rules.current.load();
+                self.built = Some(match compiled.layers.as_slice() {
+                    [layer] => Built::One {
+                        generation,
+                        service: layer.layer(inner),
+                    },
+                    _ => Built::Bare { generation, inner },
+                });
+            }
+        }
+        match &mut self.built {
+            Some(Built::One { service, .. }) => service.poll_ready(cx),
+            Some(Built::Bare { inner, .. }) => inner.poll_ready(cx),
+            None => Poll::Ready(Ok(())),
+        }
     }
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
-        let compiled = self.rules.current.load_full();
-        // The service that was driven to readiness; a clone stays.
-        let clone = self.inner.clone();
-        let ready = std::mem::replace(&mut self.inner, clone);
-        let mut service: Handler = BoxCloneService::new(ready);
-        for layer in compiled.layers.iter().rev() {
-            service = BoxCloneService::new(layer.layer(service));
+        match &mut self.built {
+            // Made ready under the rules of its generation: the request runs
+            // under them whatever is reloaded meanwhile.
+            Some(Built::One { service, .. }) => RulesFuture::one(service.call(request)),
+            Some(Built::Bare { inner, .. }) => {
+                let compiled = self.rules.current.load();
+                let clone = inner.clone();
+                let mut ready = std::mem::replace(inner, clone);
+                let future: Boxed = match compiled.layers.as_slice() {
+                    [] => Box::pin(ready.call(request)),
+                    layers => {
+                        let mut service: Handler = BoxCloneService::new(ready);
+                        for layer in layers.iter().rev() {
+                            service = BoxCloneService::new(layer.layer(service));
+                        }
+                        Box::pin(service.call(request))
+                    }
+                };
+                RulesFuture::boxed(future)
+            }
+            None => RulesFuture::boxed(Box::pin(std::future::ready(Ok(unbuilt())))),
         }
-        let future = service.call(request);
-        Box::pin(async move {
-            // The rules this request started under live until it ends.
-            let _rules = compiled;
-            future.await
-        })
     }
 }

@@ -267,3 +267,29 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use http::Request;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any pattern is a filter or a reason; any request path, method
+        /// and header a filter is asked about gets an answer, never a panic.
+        #[test]
+        fn any_pattern_and_request_is_total(
+            patterns in proptest::collection::vec("\\PC{0,24}", 0..4),
+            header in "\\PC{0,16}",
+            value in "\\PC{0,16}",
+            path in "/[\\PC&&[^ ]]{0,40}",
+        ) {
+            let filter = Filter::new().paths(&patterns).and_then(|f| f.header_is(&header, &value));
+            if let Ok(filter) = filter {
+                if let Ok(request) = Request::builder().uri(path.as_str()).body(()) {
+                    let _ = filter.matches(RequestHead::from(&request));
+                }
+            }
+        }
+    }
+}

@@ -182,6 +182,14 @@ pub trait IdentityExtractor: Send + Sync + 'static {
     /// one lookup). Default: `true`.
     const CACHE: bool = true;
 
+    /// Whether this extractor's identities are kept
+    /// ([`CACHE`](IdentityExtractor::CACHE) unless an extractor can tell
+    /// better per instance).
+    #[doc(hidden)]
+    fn caches(&self) -> bool {
+        Self::CACHE
+    }
+
     /// Which cache entry of a request this extractor's identity goes in:
     /// its address. An `Arc` of an extractor answers with the shared
     /// allocation, so layers built with clones of one `Arc` identify a
@@ -201,6 +209,10 @@ impl<I: IdentityExtractor> IdentityExtractor for Arc<I> {
     }
 
     const CACHE: bool = I::CACHE;
+
+    fn caches(&self) -> bool {
+        (**self).caches()
+    }
 
     fn cache_id(&self) -> usize {
         Arc::as_ptr(self).cast::<()>() as usize

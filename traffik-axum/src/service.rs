@@ -31,6 +31,12 @@ impl<S, I> ThrottleService<S, I> {
     pub(crate) fn new(inner: S, shared: Arc<Shared<I>>) -> ThrottleService<S, I> {
         ThrottleService { inner, shared }
     }
+
+    /// The service it wraps.
+    #[cfg(feature = "config")]
+    pub(crate) fn into_inner(self) -> S {
+        self.inner
+    }
 }
 
 impl<S: Clone, I> Clone for ThrottleService<S, I> {
@@ -536,7 +542,7 @@ async fn identify<I: IdentityExtractor>(
     shared: &Shared<I>,
     parts: &mut http::request::Parts,
 ) -> Result<Identity, crate::IdentityError> {
-    if !I::CACHE {
+    if !shared.identity.caches() {
         return shared.identity.identify(RequestHead::from(&*parts)).await;
     }
     if let Some(found) = cached(&*shared.identity, &parts.extensions) {

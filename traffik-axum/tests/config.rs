@@ -203,21 +203,149 @@ async fn errors_never_echo_unbounded_input() {
     }
 }
 
-#[tokio::test]
-async fn arbitrary_text_is_refused_or_accepted_without_panicking() {
-    // Garbage and near-misses of valid files.
-    let valid = include_str!("../../examples/rules.toml");
-    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
-    for _ in 0..300 {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        let mut bytes = valid.as_bytes().to_vec();
-        let at = (seed as usize) % bytes.len();
-        bytes[at] = b"=[]\"{}#\n x0,."[(seed >> 40) as usize % 13];
-        if let Ok(text) = String::from_utf8(bytes) {
-            let _ = Rules::from_toml(&text, "mutant.toml").await;
+/// Checks `text` on a runtime of its own (proptest's cases are sync).
+fn check(text: &str) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    match runtime.block_on(Rules::from_toml(text, "case.toml")) {
+        Ok(_) => Ok(()),
+        Err(error) => {
+            let shown = error.to_string();
+            if shown.len() > 500 {
+                return Err(format!(
+                    "an error of {} bytes: {}",
+                    shown.len(),
+                    &shown[..200]
+                ));
+            }
+            Ok(())
         }
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::test_runner::Config::with_cases(256))]
+
+    /// Any text at all is refused or accepted, never a panic, and the error
+    /// stays short whatever the text holds.
+    #[test]
+    fn any_text_is_refused_or_accepted(text in "\\PC{0,400}") {
+        proptest::prop_assert!(check(&text).is_ok(), "{}", check(&text).unwrap_err());
+    }
+
+    /// Near misses of a valid file: one byte replaced, anywhere, by a byte
+    /// TOML cares about.
+    #[test]
+    fn near_misses_of_a_valid_file(at in 0usize..2_000, byte in proptest::sample::select(b"=[]\"{}#\n x0,.%*-".to_vec())) {
+        let valid = include_str!("../../examples/rules.toml");
+        let mut bytes = valid.as_bytes().to_vec();
+        let at = at % bytes.len();
+        bytes[at] = byte;
+        if let Ok(text) = String::from_utf8(bytes) {
+            proptest::prop_assert!(check(&text).is_ok());
+        }
+    }
+
+    /// Any value in any field of a throttle or a rule.
+    #[test]
+    fn any_values_in_every_field(
+        rate in "\\PC{0,30}",
+        strategy in "\\PC{0,20}",
+        burst in proptest::num::i64::ANY,
+        steps in proptest::collection::vec("\\PC{0,12}", 0..4),
+        path in "\\PC{0,30}",
+        method in "\\PC{0,10}",
+        status in proptest::num::i64::ANY,
+        cidr in "\\PC{0,20}",
+        shadow in "\\PC{0,8}",
+    ) {
+        let quote = |s: &str| format!("{s:?}");
+        let steps: Vec<String> = steps.iter().map(|s| quote(s)).collect();
+        let text = format!(
+            "[exempt]\ncidrs = [{}]\n\n[throttles.t]\nrate = {}\nstrategy = {}\nburst = {burst}\n\
+             shadow = {}\npenalty = {{ steps = [{}] }}\n\n[[rules]]\nthrottle = \"t\"\n\
+             paths = [{}]\nmethods = [{}]\ncount = {{ statuses = [{status}] }}\n",
+            quote(&cidr), quote(&rate), quote(&strategy), quote(&shadow), steps.join(", "),
+            quote(&path), quote(&method),
+        );
+        proptest::prop_assert!(check(&text).is_ok());
+    }
+}
+
+#[tokio::test]
+async fn a_broken_file_is_logged_once_and_a_fixed_one_again() {
+    let _serial = WATCHING.lock().await;
+    let file = TempRules::new(ITEMS);
+    let rules = Rules::load(&file.0).await.unwrap();
+    let logs = Logs::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(logs.clone())
+        .with_ansi(false)
+        .finish();
+    let _default = tracing::subscriber::set_default(subscriber);
+    file.write(&ITEMS.replace("3/min", "3/mni"));
+    for _ in 0..3 {
+        assert!(rules.reload().await.is_err());
+    }
+    assert_eq!(logs.count("ERROR"), 1, "{}", logs.text());
+    assert!(logs.text().contains("rules.toml:3:8:"), "{}", logs.text());
+    assert!(
+        logs.text().contains("the previous rules stay"),
+        "{}",
+        logs.text()
+    );
+    file.write(&ITEMS.replace("3/min", "4/min"));
+    rules.reload().await.unwrap();
+    assert_eq!(logs.count("INFO"), 1, "{}", logs.text());
+    assert!(
+        logs.text().contains("rate 3/min → 4/min; counters kept"),
+        "{}",
+        logs.text()
+    );
+    file.write(&ITEMS.replace("3/min", "3/mni"));
+    assert!(rules.reload().await.is_err());
+    assert_eq!(
+        logs.count("ERROR"),
+        2,
+        "broken again: logged again\n{}",
+        logs.text()
+    );
+}
+
+/// Log lines written by a test's subscriber.
+#[derive(Clone, Default)]
+struct Logs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Logs {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+
+    fn count(&self, level: &str) -> usize {
+        self.text()
+            .lines()
+            .filter(|line| line.contains(level))
+            .count()
+    }
+}
+
+impl std::io::Write for Logs {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
+    type Writer = Logs;
+
+    fn make_writer(&'a self) -> Logs {
+        self.clone()
     }
 }
 

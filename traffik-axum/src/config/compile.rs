@@ -48,6 +48,13 @@ enum Built {
     Penalized(Lockout<AnyBackend>),
 }
 
+/// A throttle from the file, with the cost its rules charge by default.
+struct Made {
+    built: Built,
+    cost: u64,
+    summary: Summary,
+}
+
 /// Reports a mistake at a place in the text.
 pub(crate) struct Places<'a> {
     pub(crate) origin: &'a str,
@@ -150,7 +157,7 @@ pub(crate) async fn compile(
         };
         stores.insert(name, (backend, text));
     }
-    let mut throttles: BTreeMap<String, (Built, Summary)> = BTreeMap::new();
+    let mut throttles: BTreeMap<String, Made> = BTreeMap::new();
     for (name, spec) in &file.throttles {
         throttles.insert(name.clone(), throttle(places, name, spec, &stores)?);
     }
@@ -217,7 +224,7 @@ pub(crate) async fn compile(
         layers,
         throttles: throttles
             .into_iter()
-            .map(|(name, (_, summary))| (name, summary))
+            .map(|(name, made)| (name, made.summary))
             .collect(),
     })
 }
@@ -264,7 +271,7 @@ fn throttle(
     name: &str,
     spec: &ThrottleSpec,
     stores: &BTreeMap<String, (AnyBackend, String)>,
-) -> Result<(Built, Summary), RulesError> {
+) -> Result<Made, RulesError> {
     let strategy = strategy(places, spec)?;
     let rate = spec.rate.get().0;
     let (backend, url) = match &spec.backend {
@@ -355,7 +362,11 @@ fn throttle(
         namespace: namespace.to_owned(),
         shadow: format!("{enforcement:?}"),
     };
-    Ok((built, summary))
+    Ok(Made {
+        built,
+        cost: spec.cost.as_ref().map_or(1, |cost| *cost.get()),
+        summary,
+    })
 }
 
 fn identity(
@@ -515,10 +526,10 @@ fn statuses(places: &Places<'_>, spec: &CountSpec) -> Result<Counting, RulesErro
 fn rule(
     places: &Places<'_>,
     spec: &RuleSpec,
-    throttles: &BTreeMap<String, (Built, Summary)>,
+    throttles: &BTreeMap<String, Made>,
 ) -> Result<Rule, RulesError> {
     let name = spec.throttle.get();
-    let (built, _) = throttles.get(name).ok_or_else(|| {
+    let made = throttles.get(name).ok_or_else(|| {
         places.error(
             spec.throttle.span(),
             format!(
@@ -528,7 +539,7 @@ fn rule(
             ),
         )
     })?;
-    let (mut rule, limit_of) = match built.clone() {
+    let (mut rule, limit_of) = match made.built.clone() {
         Built::Plain(throttle) => {
             let limit = throttle.limit().clone();
             (Rule::new(throttle), limit)
@@ -573,11 +584,9 @@ fn rule(
         .map_err(|error| places.error(value.span(), error.to_string()))?;
     }
     rule = rule.filter(filter);
-    if let Some(cost) = &spec.cost {
-        let cost = *cost.get();
-        if cost != 1 {
-            rule = rule.cost_by(move |_| async move { cost });
-        }
+    let cost = spec.cost.as_ref().map_or(made.cost, |cost| *cost.get());
+    if cost != 1 {
+        rule = rule.cost_by(move |_| async move { cost });
     }
     if let Some(count) = &spec.count {
         rule = rule.count(statuses(places, count)?);

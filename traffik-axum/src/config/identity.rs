@@ -122,6 +122,13 @@ fn address_of_prefix(request: RequestHead<'_>, source: &Source) -> Option<IpAddr
 }
 
 impl IdentityExtractor for ConfigIdentity {
+    /// The peer's address is one lookup, cheaper to find again than to
+    /// keep; a header or a proxy's is kept for the handler
+    /// ([`RequestIdentity`](crate::RequestIdentity)).
+    fn caches(&self) -> bool {
+        !matches!(self.source, Source::Peer(_))
+    }
+
     fn identify(
         &self,
         request: RequestHead<'_>,

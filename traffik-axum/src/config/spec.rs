@@ -58,6 +58,10 @@ pub(crate) struct ThrottleSpec {
     /// The burst of a bucket strategy (default: the rate's count).
     #[serde(default)]
     pub(crate) burst: Option<At<u64>>,
+    /// What a request costs under this throttle, unless its rule says
+    /// otherwise (default 1).
+    #[serde(default)]
+    pub(crate) cost: Option<At<u64>>,
     /// The backend's name in `[backends]` (default: the only one).
     #[serde(default)]
     pub(crate) backend: Option<At<String>>,
@@ -273,7 +277,7 @@ pub(crate) struct RuleSpec {
     /// Only requests whose headers have these values (`"*"`: present).
     #[serde(default)]
     pub(crate) headers: BTreeMap<String, At<String>>,
-    /// What a request costs (default 1).
+    /// What a request costs (default: the throttle's cost, or 1).
     #[serde(default)]
     pub(crate) cost: Option<At<u64>>,
     /// Count only some responses.

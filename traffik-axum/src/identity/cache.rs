@@ -42,7 +42,7 @@ pub(crate) fn keep<I: IdentityExtractor>(
     extensions: &mut Extensions,
     identity: &Identity,
 ) {
-    if !I::CACHE {
+    if !extractor.caches() {
         return;
     }
     let id = extractor.cache_id();
@@ -59,7 +59,7 @@ pub(crate) fn cached<I: IdentityExtractor>(
     extractor: &I,
     extensions: &Extensions,
 ) -> Option<Identity> {
-    if !I::CACHE {
+    if !extractor.caches() {
         return None;
     }
     let cache = extensions.get::<IdentityCache>()?;
