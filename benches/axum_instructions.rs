@@ -6,33 +6,16 @@
 //! `traffik_with_headers` throttle from a rules file (`benches/rules.rs`).
 
 use std::hint::black_box;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Body;
-use axum::extract::ConnectInfo;
-use axum::routing::get;
-use http::Request;
 use tower::ServiceExt;
 use tower_governor::GovernorLayer;
 use tower_governor::governor::GovernorConfigBuilder;
 use traffik_axum::{KeyScope, PeerIp, QuotaHeaders, Rule, ThrottleLayer};
 use traffik_backends::memory::MemoryBackend;
+use traffik_benches::{ok_route, peer_request};
 use traffik_core::{Gcra, Throttle};
-
-fn request() -> Request<Body> {
-    let peer: SocketAddr = "203.0.113.7:40000".parse().unwrap();
-    Request::builder()
-        .uri("/")
-        .extension(ConnectInfo(peer))
-        .body(Body::empty())
-        .unwrap()
-}
-
-fn route() -> Router {
-    Router::new().route("/", get(|| async { "ok" }))
-}
 
 fn traffik(headers: QuotaHeaders) -> Router {
     let throttle = Throttle::builder("api", "1000000000/min".parse().unwrap())
@@ -41,7 +24,7 @@ fn traffik(headers: QuotaHeaders) -> Router {
         .unwrap();
     let rule = Rule::new(throttle).scope(KeyScope::Global);
     let layer = ThrottleLayer::builder(PeerIp::new());
-    route().layer(layer.rule(rule).quota_headers(headers).build())
+    ok_route().layer(layer.rule(rule).quota_headers(headers).build())
 }
 
 fn main() {
@@ -49,20 +32,20 @@ fn main() {
     let config = args.next().unwrap_or_else(|| "bare".into());
     let n: u64 = args.next().and_then(|n| n.parse().ok()).unwrap_or(10_000);
     let app = match config.as_str() {
-        "bare" => route(),
+        "bare" => ok_route(),
         "tower_governor" => {
             let config = GovernorConfigBuilder::default()
                 .per_nanosecond(1)
                 .burst_size(u32::MAX)
                 .finish()
                 .unwrap();
-            route().layer(GovernorLayer::new(Arc::new(config)))
+            ok_route().layer(GovernorLayer::new(Arc::new(config)))
         }
         "tower_governor_with_headers" => {
             let mut builder = GovernorConfigBuilder::default();
             builder.per_nanosecond(1).burst_size(u32::MAX);
             let config = builder.use_headers().finish().unwrap();
-            route().layer(GovernorLayer::new(Arc::new(config)))
+            ok_route().layer(GovernorLayer::new(Arc::new(config)))
         }
         "traffik" => traffik(QuotaHeaders::DenialsOnly),
         "traffik_with_headers" => traffik(QuotaHeaders::Ietf),
@@ -75,7 +58,7 @@ fn main() {
                 .unwrap()
                 .block_on(traffik_axum::config::Rules::from_toml(text, "bench"))
                 .unwrap();
-            route().layer(rules.layer())
+            ok_route().layer(rules.layer())
         }
         other => panic!("unknown config {other}"),
     };
@@ -94,7 +77,7 @@ fn main() {
 fn measured(runtime: &tokio::runtime::Runtime, app: &Router, n: u64) {
     runtime.block_on(async {
         for _ in 0..n {
-            black_box(app.clone().oneshot(request()).await.unwrap());
+            black_box(app.clone().oneshot(peer_request()).await.unwrap());
         }
     });
 }

@@ -6,34 +6,17 @@
 //! `ConnectInfo`, both with limits never reached. The time each layer adds is
 //! its median minus the bare route's; the report compares the two.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Body;
-use axum::extract::ConnectInfo;
-use axum::routing::get;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use http::Request;
 use tower::ServiceExt;
 use tower_governor::GovernorLayer;
 use tower_governor::governor::GovernorConfigBuilder;
 use traffik_axum::{KeyScope, PeerIp, QuotaHeaders, Rule, ThrottleLayer};
 use traffik_backends::memory::MemoryBackend;
+use traffik_benches::{ok_route, peer_request};
 use traffik_core::{Gcra, Throttle};
-
-fn request() -> Request<Body> {
-    let peer: SocketAddr = "203.0.113.7:40000".parse().unwrap();
-    Request::builder()
-        .uri("/")
-        .extension(ConnectInfo(peer))
-        .body(Body::empty())
-        .unwrap()
-}
-
-fn route() -> Router {
-    Router::new().route("/", get(|| async { "ok" }))
-}
 
 /// traffik keyed like tower_governor (`KeyScope::Global`: the peer IP
 /// alone) unless `scope` says otherwise.
@@ -44,7 +27,7 @@ fn traffik(headers: QuotaHeaders, scope: KeyScope) -> Router {
         .unwrap();
     let rule = Rule::new(throttle).scope(scope);
     let layer = ThrottleLayer::builder(PeerIp::new());
-    route().layer(layer.rule(rule).quota_headers(headers).build())
+    ok_route().layer(layer.rule(rule).quota_headers(headers).build())
 }
 
 fn bench(c: &mut Criterion) {
@@ -54,10 +37,10 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("axum_layer");
     group.throughput(Throughput::Elements(1));
 
-    let bare = route();
+    let bare = ok_route();
     group.bench_function("baseline_bare_route", |b| {
         b.to_async(&runtime)
-            .iter(|| async { bare.clone().oneshot(request()).await.unwrap() })
+            .iter(|| async { bare.clone().oneshot(peer_request()).await.unwrap() })
     });
 
     let config = GovernorConfigBuilder::default()
@@ -65,38 +48,43 @@ fn bench(c: &mut Criterion) {
         .burst_size(u32::MAX)
         .finish()
         .unwrap();
-    let governed = route().layer(GovernorLayer::new(Arc::new(config)));
+    let governed = ok_route().layer(GovernorLayer::new(Arc::new(config)));
     group.bench_function("tower_governor", |b| {
         b.to_async(&runtime)
-            .iter(|| async { governed.clone().oneshot(request()).await.unwrap() })
+            .iter(|| async { governed.clone().oneshot(peer_request()).await.unwrap() })
     });
 
     let mut builder = GovernorConfigBuilder::default();
     builder.per_nanosecond(1).burst_size(u32::MAX);
     let with_headers = builder.use_headers().finish().unwrap();
-    let governed_headers = route().layer(GovernorLayer::new(Arc::new(with_headers)));
+    let governed_headers = ok_route().layer(GovernorLayer::new(Arc::new(with_headers)));
     group.bench_function("tower_governor_with_headers", |b| {
-        b.to_async(&runtime)
-            .iter(|| async { governed_headers.clone().oneshot(request()).await.unwrap() })
+        b.to_async(&runtime).iter(|| async {
+            governed_headers
+                .clone()
+                .oneshot(peer_request())
+                .await
+                .unwrap()
+        })
     });
 
     let quiet = traffik(QuotaHeaders::DenialsOnly, KeyScope::Global);
     group.bench_function("traffik_headers_on_denials_only", |b| {
         b.to_async(&runtime)
-            .iter(|| async { quiet.clone().oneshot(request()).await.unwrap() })
+            .iter(|| async { quiet.clone().oneshot(peer_request()).await.unwrap() })
     });
 
     let full = traffik(QuotaHeaders::Ietf, KeyScope::Global);
     group.bench_function("traffik_with_ietf_headers", |b| {
         b.to_async(&runtime)
-            .iter(|| async { full.clone().oneshot(request()).await.unwrap() })
+            .iter(|| async { full.clone().oneshot(peer_request()).await.unwrap() })
     });
 
     // The default scope also keys on the route template.
     let per_route = traffik(QuotaHeaders::Ietf, KeyScope::Route);
     group.bench_function("traffik_with_ietf_headers_per_route", |b| {
         b.to_async(&runtime)
-            .iter(|| async { per_route.clone().oneshot(request()).await.unwrap() })
+            .iter(|| async { per_route.clone().oneshot(peer_request()).await.unwrap() })
     });
     group.finish();
 }

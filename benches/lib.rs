@@ -82,3 +82,19 @@ impl RedisServer {
         server
     }
 }
+
+/// A GET of `/` from 203.0.113.7 (its `ConnectInfo` set), for the benches
+/// that send requests through an axum router in process.
+pub fn peer_request() -> http::Request<axum::body::Body> {
+    let peer: std::net::SocketAddr = ([203, 0, 113, 7], 40_000).into();
+    http::Request::builder()
+        .uri("/")
+        .extension(axum::extract::ConnectInfo(peer))
+        .body(axum::body::Body::empty())
+        .unwrap_or_default()
+}
+
+/// The trivial route those requests reach.
+pub fn ok_route() -> axum::Router {
+    axum::Router::new().route("/", axum::routing::get(|| async { "ok" }))
+}

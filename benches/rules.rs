@@ -8,33 +8,17 @@
 //! refund: every response here is uncounted), and a lockout (a block peeked
 //! on every request).
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Body;
-use axum::extract::ConnectInfo;
-use axum::routing::get;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use http::{Request, StatusCode};
+use http::StatusCode;
 use tower::ServiceExt;
 use traffik_axum::config::Rules;
 use traffik_axum::{Counting, Filter, KeyScope, PeerIp, Rule, ThrottleLayer};
 use traffik_backends::memory::MemoryBackend;
+use traffik_benches::{ok_route, peer_request};
 use traffik_core::{Gcra, Penalty, Throttle};
-
-fn request() -> Request<Body> {
-    let peer: SocketAddr = "203.0.113.7:40000".parse().unwrap();
-    Request::builder()
-        .uri("/")
-        .extension(ConnectInfo(peer))
-        .body(Body::empty())
-        .unwrap()
-}
-
-fn route() -> Router {
-    Router::new().route("/", get(|| async { "ok" }))
-}
 
 const RATE: &str = "1000000000/min";
 
@@ -46,7 +30,7 @@ fn throttle() -> Throttle<MemoryBackend> {
 }
 
 fn layered(rule: Rule) -> Router {
-    route().layer(
+    ok_route().layer(
         ThrottleLayer::builder(PeerIp::new())
             .rule(rule.scope(KeyScope::Global))
             .build(),
@@ -61,14 +45,14 @@ fn bench(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
 
     let mut routers = vec![
-        ("baseline_bare_route", route()),
+        ("baseline_bare_route", ok_route()),
         ("code_layer", layered(Rule::new(throttle()))),
     ];
     let text = format!(
         "[throttles.api]\nrate = \"{RATE}\"\n\n[[rules]]\nthrottle = \"api\"\nscope = \"global\"\n"
     );
     let rules = runtime.block_on(Rules::from_toml(&text, "bench")).unwrap();
-    routers.push(("rules_file_layer", route().layer(rules.layer())));
+    routers.push(("rules_file_layer", ok_route().layer(rules.layer())));
     let filtered = Rule::new(throttle()).filter(Filter::new().paths(["/"]).unwrap());
     routers.push(("code_layer_with_path_filter", layered(filtered)));
     let counted =
@@ -81,7 +65,7 @@ fn bench(c: &mut Criterion) {
     for (name, router) in routers {
         group.bench_function(name, |b| {
             b.to_async(&runtime)
-                .iter(|| async { router.clone().oneshot(request()).await.unwrap() })
+                .iter(|| async { router.clone().oneshot(peer_request()).await.unwrap() })
         });
     }
     group.finish();

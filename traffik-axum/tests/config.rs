@@ -2,7 +2,8 @@
 //! under the file's rules, and hot reload (file changes and SIGHUP) of a
 //! real file under real requests.
 
-use std::net::SocketAddr;
+mod support;
+
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -10,35 +11,8 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
+use support::serve;
 use traffik_axum::config::{Rules, RulesError};
-
-struct Server {
-    url: String,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn serve(app: Router) -> Server {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let task = tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .unwrap();
-    });
-    Server {
-        url: format!("http://{address}"),
-        task,
-    }
-}
 
 /// A rules file of its own in the temporary directory, removed at the end.
 struct TempRules(PathBuf);

@@ -5,7 +5,8 @@
 //! Handlers wait on a barrier or a short sleep so that requests really are
 //! in flight together; the throttles run on a manual clock.
 
-use std::net::SocketAddr;
+mod support;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -13,37 +14,10 @@ use std::time::Duration;
 use axum::Router;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
+use support::serve;
 use traffik_axum::{Counting, Filter, HeaderKey, Rule, ThrottleLayer};
 use traffik_backends::memory::MemoryBackend;
 use traffik_core::{FixedWindow, ManualClock, Penalty, Throttle};
-
-struct Server {
-    url: String,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn serve(app: Router) -> Server {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let task = tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .unwrap();
-    });
-    Server {
-        url: format!("http://{address}"),
-        task,
-    }
-}
 
 const START_MS: u64 = 1_700_000_000_123;
 

@@ -1,7 +1,8 @@
 //! End to end: a real axum server on a loopback port, a real HTTP client
 //! (reqwest) and a real WebSocket client (tokio-tungstenite).
 
-use std::net::SocketAddr;
+mod support;
+
 use std::num::NonZeroU64;
 use std::time::{Duration, Instant};
 
@@ -10,6 +11,7 @@ use axum::extract::ws::{WebSocket, WebSocketUpgrade};
 use axum::response::Response;
 use axum::routing::get;
 use futures_util::{SinkExt, StreamExt};
+use support::{Server, serve};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use traffik_axum::{OverLimit, PeerIp, RequestIdentity, ThrottleLayer, ThrottledSocket};
@@ -31,31 +33,6 @@ async fn next_text_or_close(client: &mut Client) -> Option<Message> {
             return Some(message);
         }
     }
-}
-
-struct Server {
-    address: SocketAddr,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn serve(app: Router) -> Server {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let task = tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .unwrap();
-    });
-    Server { address, task }
 }
 
 #[tokio::test]

@@ -1,5 +1,5 @@
 //! Backends for fault injection and call counting, wrapped around the real
-//! in-memory backend.
+//! in-memory backend, and a real server on a loopback port.
 
 #![allow(dead_code)]
 
@@ -144,4 +144,37 @@ pub(crate) fn get(uri: &str, peer: &str) -> Request<Body> {
         .extension(ConnectInfo(peer))
         .body(Body::empty())
         .unwrap()
+}
+
+/// An axum app served on a free loopback port, with `ConnectInfo`; stopped
+/// when dropped.
+pub(crate) struct Server {
+    pub(crate) address: SocketAddr,
+    /// `http://address`.
+    pub(crate) url: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub(crate) async fn serve(app: axum::Router) -> Server {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .unwrap();
+    });
+    Server {
+        address,
+        url: format!("http://{address}"),
+        task,
+    }
 }

@@ -158,15 +158,20 @@ impl Apply<'_> {
                 ref other => return Err(unexpected(other, "ms")),
             }
         }
+        Err(self.contended("a refund"))
+    }
+
+    /// The error of a CAS loop whose every try lost the race.
+    fn contended(&self, what: &str) -> Error {
         let shown: String = self.base.chars().take(64).collect();
-        Err(Error::new(
+        Error::new(
             ErrorKind::Contention,
             format!(
-                "{} writers kept racing on {shown}; a refund gave up after {} tries",
-                strategy.kind(),
+                "{} writers kept racing on {shown}; {what} gave up after {} tries",
+                self.limit.strategy().kind(),
                 self.cas_retries.saturating_add(1)
             ),
-        ))
+        )
     }
 
     /// Seconds to keep an item whose state is as good as new after `ms`,
@@ -288,15 +293,7 @@ impl Apply<'_> {
                 ref other => return Err(unexpected(other, "ms")),
             }
         }
-        let shown: String = self.base.chars().take(64).collect();
-        Err(Error::new(
-            ErrorKind::Contention,
-            format!(
-                "{} writers kept racing on {shown}; gave up after {} tries",
-                strategy.kind(),
-                self.cas_retries.saturating_add(1)
-            ),
-        ))
+        Err(self.contended("a hit"))
     }
 }
 

@@ -148,11 +148,23 @@ impl MemcachedBackend {
         peek: bool,
     ) -> Result<Decision, Error> {
         let base = base_key(&key, limit)?;
+        self.apply(&base, limit, now, cost, peek).run().await
+    }
+
+    /// One decision's settings on the key `base`.
+    fn apply<'a>(
+        &'a self,
+        base: &'a str,
+        limit: &'a Limit,
+        now: u64,
+        cost: u64,
+        peek: bool,
+    ) -> Apply<'a> {
         let inner = &self.inner;
         Apply {
             pool: &inner.pool,
-            server: inner.servers.of(&base),
-            base: &base,
+            server: inner.servers.of(base),
+            base,
             limit,
             now,
             cost,
@@ -160,8 +172,6 @@ impl MemcachedBackend {
             ttl_margin_s: inner.ttl_margin_s,
             cas_retries: inner.cas_retries,
         }
-        .run()
-        .await
     }
 
     /// A group's hits: peeked, then charged one by one (the one with the
@@ -250,20 +260,9 @@ impl MemcachedBackend {
         cost: u64,
     ) -> Result<(), Error> {
         let base = base_key(&key, limit)?;
-        let inner = &self.inner;
-        Apply {
-            pool: &inner.pool,
-            server: inner.servers.of(&base),
-            base: &base,
-            limit,
-            now,
-            cost,
-            peek: false,
-            ttl_margin_s: inner.ttl_margin_s,
-            cas_retries: inner.cas_retries,
-        }
-        .give_back(charged)
-        .await
+        self.apply(&base, limit, now, cost, false)
+            .give_back(charged)
+            .await
     }
 
     async fn forget(&self, key: Key<'_>, limit: &Limit, now: u64) -> Result<(), Error> {

@@ -246,26 +246,8 @@ impl RedisBackend {
         peek: bool,
     ) -> Result<Decision, Error> {
         let script = self.inner.scripts.of(limit.strategy());
-        let mut invocation = script.prepare_invoke();
-        for key in keys(&key, limit) {
-            invocation.key(key);
-        }
-        let (reduced_count, reduced_period) = limit.rate().reduced();
-        match self.inner.time {
-            TimeSource::Server => invocation.arg(""),
-            // Lua numbers are exact below 2^53 ms (the year 287,396): later
-            // times stand still there, which only ever restricts.
-            TimeSource::Client => invocation.arg(now_ms.min(LUA_EXACT_MS)),
-        };
-        invocation
-            .arg(limit.rate().count())
-            .arg(limit.rate().period_ms())
-            .arg(reduced_count)
-            .arg(reduced_period)
-            .arg(limit.capacity())
-            .arg(cost)
-            .arg(if peek { "1" } else { "0" })
-            .arg(self.inner.ttl_margin_ms);
+        let invocation =
+            self.invocation(script, &key, limit, now_ms, cost, if peek { 1 } else { 0 });
         let reply = self.invoke("a decision", &invocation).await?;
         decision(&reply)
     }
@@ -283,24 +265,8 @@ impl RedisBackend {
         cost: u64,
     ) -> Result<(), Error> {
         let script = self.inner.scripts.refund_of(limit.strategy());
-        let mut invocation = script.prepare_invoke();
-        for key in keys(&key, limit) {
-            invocation.key(key);
-        }
-        let (reduced_count, reduced_period) = limit.rate().reduced();
-        match self.inner.time {
-            TimeSource::Server => invocation.arg(""),
-            TimeSource::Client => invocation.arg(now_ms.min(LUA_EXACT_MS)),
-        };
-        invocation
-            .arg(limit.rate().count())
-            .arg(limit.rate().period_ms())
-            .arg(reduced_count)
-            .arg(reduced_period)
-            .arg(limit.capacity())
-            .arg(cost.min(LUA_EXACT_MS))
-            .arg(now_ms.saturating_sub(charged_ms).min(LUA_EXACT_MS))
-            .arg(self.inner.ttl_margin_ms);
+        let age = now_ms.saturating_sub(charged_ms).min(LUA_EXACT_MS);
+        let invocation = self.invocation(script, &key, limit, now_ms, cost.min(LUA_EXACT_MS), age);
         self.bounded("a refund", async {
             let mut connection = self.connection().await?;
             invocation
@@ -310,6 +276,41 @@ impl RedisBackend {
                 .map_err(from_redis)
         })
         .await
+    }
+
+    /// A script's call with the arguments every script takes (see
+    /// `lib/prelude.lua`); `flag` is ARGV[8] (peek for a decision, the
+    /// charge's age for a refund).
+    fn invocation<'s>(
+        &self,
+        script: &'s redis::Script,
+        key: &Key<'_>,
+        limit: &Limit,
+        now_ms: u64,
+        cost: u64,
+        flag: u64,
+    ) -> redis::ScriptInvocation<'s> {
+        let mut invocation = script.prepare_invoke();
+        for key in keys(key, limit) {
+            invocation.key(key);
+        }
+        let (reduced_count, reduced_period) = limit.rate().reduced();
+        match self.inner.time {
+            TimeSource::Server => invocation.arg(""),
+            // Lua numbers are exact below 2^53 ms (the year 287,396): later
+            // times stand still there, which only ever restricts.
+            TimeSource::Client => invocation.arg(now_ms.min(LUA_EXACT_MS)),
+        };
+        invocation
+            .arg(limit.rate().count())
+            .arg(limit.rate().period_ms())
+            .arg(reduced_count)
+            .arg(reduced_period)
+            .arg(limit.capacity())
+            .arg(cost)
+            .arg(flag)
+            .arg(self.inner.ttl_margin_ms);
+        invocation
     }
 
     /// Calls a script, bounded by the timeouts: its reply's numbers.
