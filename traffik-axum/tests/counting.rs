@@ -110,25 +110,22 @@ async fn reserve_then_settle_is_exact_under_concurrency() {
     let statuses = burst(&server.url, "mallory", "wrong", 30).await;
     assert_eq!(count(&statuses, 401), 5, "{statuses:?}");
     assert_eq!(count(&statuses, 429), 25, "{statuses:?}");
-    // Successful logins are refunded: any number of them, one at a time.
+    // Successful logins are refunded: any number of them, and the
+    // failures still have their full budget of 5.
+    one_at_a_time(&server.url, "alice").await;
+}
+
+/// One request at a time: 12 successes (never charged), then 5 failures
+/// (charged), then nothing passes.
+async fn one_at_a_time(url: &str, user: &str) {
     let client = reqwest::Client::new();
     for _ in 0..12 {
-        assert_eq!(
-            login(&client, &server.url, "alice", "right").await.status(),
-            200
-        );
+        assert_eq!(login(&client, url, user, "right").await.status(), 200);
     }
-    // And alice's failures still have their full budget of 5.
     for _ in 0..5 {
-        assert_eq!(
-            login(&client, &server.url, "alice", "wrong").await.status(),
-            401
-        );
+        assert_eq!(login(&client, url, user, "wrong").await.status(), 401);
     }
-    assert_eq!(
-        login(&client, &server.url, "alice", "right").await.status(),
-        429
-    );
+    assert_eq!(login(&client, url, user, "right").await.status(), 429);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -150,22 +147,7 @@ async fn check_then_charge_lets_a_concurrent_burst_past_the_limit() {
         429
     );
     // One at a time it is exact, and uncounted responses are never charged.
-    for _ in 0..12 {
-        assert_eq!(
-            login(&client, &server.url, "bob", "right").await.status(),
-            200
-        );
-    }
-    for _ in 0..5 {
-        assert_eq!(
-            login(&client, &server.url, "bob", "wrong").await.status(),
-            401
-        );
-    }
-    assert_eq!(
-        login(&client, &server.url, "bob", "wrong").await.status(),
-        429
-    );
+    one_at_a_time(&server.url, "bob").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
