@@ -256,6 +256,7 @@ impl<B: Backend, C: Clock> Lockout<B, C> {
     pub async fn hit_n(&self, identity: &str, cost: u64) -> Result<Decision, Error> {
         let tag = identity.len();
         if let Some(blocked) = self.blocked_tagged(identity, tag).await? {
+            self.throttle.record(&blocked);
             return Ok(blocked);
         }
         let decision = self.throttle.hit_n(identity, cost).await?;
