@@ -528,20 +528,24 @@ impl MemoryBackend {
             2 => forget_words::<2>(shard, &mut writer, &id),
             3 => forget_words::<3>(shard, &mut writer, &id),
             _ => {
-                let identity = key.stored_identity();
-                let key = Key::new(key.scope(), &identity);
-                let hasher = &self.inner.hasher;
-                let boxed = &mut writer.boxed;
-                let hash = hash_key(hasher, key.scope().hash(), key.identity());
-                let Some(slot) = boxed.scopes.find(key.scope()) else {
-                    return;
-                };
-                let (table, _) = boxed.table_mut::<S>();
-                if let Some(at) = table.find(hash, slot, key.identity()) {
-                    boxed.remove::<S>(at, hash, hasher);
+                if let Some((at, hash)) = self.boxed_entry::<S>(&mut writer.boxed, key) {
+                    writer.boxed.remove::<S>(at, hash, &self.inner.hasher);
                 }
             }
         }
+    }
+
+    /// Where `key` (as the caller gave it: a long identity is digested
+    /// here) is in a shard's boxed table, with its hash; `None` when the
+    /// shard does not hold it.
+    fn boxed_entry<S: Strategy>(&self, boxed: &mut Boxed, key: &Key<'_>) -> Option<(usize, u64)> {
+        let identity = key.stored_identity();
+        let key = Key::new(key.scope(), &identity);
+        let hash = hash_key(&self.inner.hasher, key.scope().hash(), key.identity());
+        let slot = boxed.scopes.find(key.scope())?;
+        let (table, _) = boxed.table_mut::<S>();
+        let at = table.find(hash, slot, key.identity())?;
+        Some((at, hash))
     }
 }
 
@@ -676,18 +680,12 @@ impl MemoryBackend {
         let id = self.key_id(refund.key, S::KIND);
         let shard = self.shard(&id);
         let mut writer = shard.writer.lock();
-        let identity = refund.key.stored_identity();
-        let key = Key::new(refund.key.scope(), &identity);
         let hasher = &self.inner.hasher;
-        let hash = hash_key(hasher, key.scope().hash(), key.identity());
         let boxed = &mut writer.boxed;
-        let Some(slot) = boxed.scopes.find(key.scope()) else {
+        let Some((at, hash)) = self.boxed_entry::<S>(boxed, refund.key) else {
             return;
         };
         let (table, _) = boxed.table_mut::<S>();
-        let Some(at) = table.find(hash, slot, key.identity()) else {
-            return;
-        };
         let rate = refund.limit.rate();
         let entry = table.entry_mut(at);
         strategy.refund(
