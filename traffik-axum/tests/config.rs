@@ -347,7 +347,7 @@ async fn statuses(client: &reqwest::Client, url: &str, n: usize) -> Vec<u16> {
 const ITEMS: &str = r#"
 [throttles.items]
 rate = "3/min"
-strategy = "fixed_window"
+strategy = "sliding_window_log"
 
 [[rules]]
 throttle = "items"
@@ -359,7 +359,7 @@ async fn a_file_drives_real_requests_with_filters_counting_and_exemptions() {
     let text = r#"
 [throttles.items]
 rate = "3/min"
-strategy = "fixed_window"
+strategy = "sliding_window_log"
 
 [throttles.login]
 rate = "2/min"

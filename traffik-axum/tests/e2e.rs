@@ -16,7 +16,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use traffik_axum::{OverLimit, PeerIp, RequestIdentity, ThrottleLayer, ThrottledSocket};
 use traffik_backends::memory::MemoryBackend;
-use traffik_core::{FixedWindow, Gcra, Throttle};
+use traffik_core::{Gcra, SlidingWindowLog, Throttle};
 
 type Client =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -38,7 +38,7 @@ async fn next_text_or_close(client: &mut Client) -> Option<Message> {
 #[tokio::test]
 async fn http_429_with_headers_over_a_real_connection() {
     let api = Throttle::builder("api", "3/min".parse().unwrap())
-        .strategy(FixedWindow)
+        .strategy(SlidingWindowLog)
         .build(MemoryBackend::new())
         .unwrap();
     let app = Router::new()

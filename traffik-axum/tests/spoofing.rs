@@ -13,7 +13,7 @@ use traffik_axum::{
     ThrottleLayer,
 };
 use traffik_backends::memory::MemoryBackend;
-use traffik_core::{FixedWindow, Throttle};
+use traffik_core::{SlidingWindowLog, Throttle};
 
 /// Requests each identity may make.
 const LIMIT: usize = 2;
@@ -74,7 +74,7 @@ async fn serve_router(app: Router, connect_info: bool) -> Server {
 /// A server with one route limited to `LIMIT` per identity.
 async fn serve(identity: impl IdentityExtractor) -> Server {
     let throttle = Throttle::builder("api", format!("{LIMIT}/hour").parse().unwrap())
-        .strategy(FixedWindow)
+        .strategy(SlidingWindowLog)
         .build(MemoryBackend::new())
         .unwrap();
     let layer = ThrottleLayer::builder(identity)
