@@ -31,11 +31,14 @@
 //!   backend is dropped: a reader may hold a reference into it at any time,
 //!   so storage never moves or shrinks. It stays at its peak.
 //! - **Cap**: with [`MemoryBackendBuilder::max_keys`], a shard that is full
-//!   of live keys refuses *new* keys with an
-//!   [`ErrorKind::Capacity`](traffik_core::ErrorKind::Capacity) error,
-//!   which no failure policy turns into an admission. Keys already tracked
-//!   keep working. Evicting live keys instead would hand their owners a
-//!   fresh budget, which is what a flood would be after.
+//!   of live keys makes room for a new one by evicting the keys closest to
+//!   expiry: those whose state is nearest to as good as new, so an evicted
+//!   owner regains the least. It evicts at least an eighth of the shard at
+//!   once, so a flood of new identities costs a scan per eighth of the cap,
+//!   not per key. Limiting never switches off at the cap: every new key is
+//!   decided and counted, and a flood only ever evicts keys that are about
+//!   to expire anyway or the flood's own. [`MemoryBackend::evictions`]
+//!   counts what was evicted.
 //! - **Memory per key**: 48 bytes for the fixed-size strategies but the
 //!   sliding window counter (56), plus a 4-byte index slot at a load factor
 //!   of 38% to 75%. The sliding window log, whose state has no fixed size,

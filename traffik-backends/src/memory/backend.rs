@@ -34,6 +34,8 @@ struct Inner {
     shard_mask: usize,
     /// The most keys one shard holds (`usize::MAX`: no cap).
     shard_cap: usize,
+    /// Live keys evicted to make room at the cap.
+    evictions: std::sync::atomic::AtomicU64,
     sweeper: OnceLock<Thread>,
 }
 
@@ -171,6 +173,14 @@ impl MemoryBackend {
         self.inner.shards.len()
     }
 
+    /// How many live keys were evicted to make room for new ones at the
+    /// [cap](MemoryBackendBuilder::max_keys), those closest to expiry first.
+    pub fn evictions(&self) -> u64 {
+        self.inner
+            .evictions
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Drops every key that expired by `now_ms` and returns how many. The
     /// backend sweeps by itself; this is for callers that want it now.
     pub fn sweep(&self, now_ms: u64) -> usize {
@@ -256,6 +266,13 @@ impl MemoryBackend {
         }
         if !over_cap(writer) || writer.last_sweep_s < now / 1_000 {
             shard.sweep(writer, now, &self.inner.hasher);
+        }
+        if over_cap(writer) {
+            let want = writer.len().saturating_add(new).saturating_sub(cap);
+            let evicted = shard.evict(writer, want, &self.inner.hasher);
+            self.inner
+                .evictions
+                .fetch_add(evicted as u64, std::sync::atomic::Ordering::Relaxed);
         }
         if over_cap(writer) {
             return Err(capacity_error(key));
@@ -1075,8 +1092,9 @@ impl MemoryBackendBuilder {
 
     /// Caps the number of keys. The cap is applied per shard (`max_keys /
     /// shards`, rounded up), so the backend holds at most `max_keys` rounded
-    /// up to a multiple of the shard count. At the cap a new key's hit fails
-    /// with [`ErrorKind::Capacity`]; see [the module docs](super). Default:
+    /// up to a multiple of the shard count. At the cap a new key evicts the
+    /// keys closest to expiry ([`MemoryBackend::evictions`] counts them);
+    /// see [the module docs](super). Default:
     /// no cap (sweeping still bounds memory to about twice the live keys).
     pub fn max_keys(mut self, max_keys: usize) -> Self {
         self.max_keys = Some(max_keys);
@@ -1116,6 +1134,7 @@ impl MemoryBackendBuilder {
             keys: digest_keys(),
             shard_mask: shards - 1,
             shard_cap,
+            evictions: std::sync::atomic::AtomicU64::new(0),
             sweeper: OnceLock::new(),
         });
         if let Some(sweeper) = interval.and_then(|i| spawn_sweeper(Arc::downgrade(&inner), i)) {

@@ -235,6 +235,7 @@ impl<S> Table<S> {
 trait AnyTable: Send {
     fn len(&self) -> usize;
     fn sweep(&mut self, now_s: u64, hasher: &KeyHasher, scopes: &mut Scopes);
+    fn expiries(&self, into: &mut Vec<u32>);
     fn as_any_mut(&mut self) -> &mut dyn Any;
     fn as_any(&self) -> &dyn Any;
 }
@@ -246,6 +247,10 @@ impl<S: Send + 'static> AnyTable for Table<S> {
 
     fn sweep(&mut self, now_s: u64, hasher: &KeyHasher, scopes: &mut Scopes) {
         Table::sweep(self, now_s, hasher, scopes);
+    }
+
+    fn expiries(&self, into: &mut Vec<u32>) {
+        into.extend(self.entries.iter().map(|entry| entry.expires_s));
     }
 
     fn as_any_mut(&mut self) -> &mut dyn Any {
@@ -318,6 +323,13 @@ impl Boxed {
 
     pub(super) fn len(&self) -> usize {
         self.tables.iter().flatten().map(|table| table.len()).sum()
+    }
+
+    /// Adds every entry's expiry (whole seconds) to `into`.
+    pub(super) fn expiries(&self, into: &mut Vec<u32>) {
+        for table in self.tables.iter().flatten() {
+            table.expiries(into);
+        }
     }
 
     /// Drops every entry that expired by `now_ms`; returns how many.

@@ -121,4 +121,27 @@ impl Shard {
         writer.inserted = 0;
         dropped
     }
+
+    /// Evicts live keys, those closest to expiry first, until at least
+    /// `want` are gone: every key expiring by the second the `want`-th
+    /// soonest one does, and at least an eighth of the shard, so a flood at
+    /// the cap evicts in batches rather than scanning the shard per new key.
+    /// Returns how many were evicted. The caller holds the shard's mutex.
+    pub(super) fn evict(&self, writer: &mut Writer, want: usize, hasher: &KeyHasher) -> usize {
+        let mut expiries = Vec::with_capacity(writer.len());
+        self.words2.expiries(&writer.words2, &mut expiries);
+        self.words3.expiries(&writer.words3, &mut expiries);
+        writer.boxed.expiries(&mut expiries);
+        if expiries.is_empty() {
+            return 0;
+        }
+        let nth = want.max(expiries.len() / 8).clamp(1, expiries.len()) - 1;
+        let (_, &mut threshold_s, _) = expiries.select_nth_unstable(nth);
+        let threshold_s = u64::from(threshold_s);
+        self.words2.sweep(&mut writer.words2, threshold_s)
+            + self.words3.sweep(&mut writer.words3, threshold_s)
+            + writer
+                .boxed
+                .sweep(threshold_s.saturating_mul(1_000), hasher)
+    }
 }

@@ -584,6 +584,16 @@ impl<const W: usize> Table<W> {
         dropped
     }
 
+    /// Adds the expiry (whole seconds) of every live entry to `into`, for
+    /// choosing which to evict. The caller holds the shard's mutex.
+    pub(super) fn expiries(&self, writer: &TableWriter, into: &mut Vec<u32>) {
+        for position in positions(writer.made) {
+            if let Some(expires) = self.entry(position).and_then(Entry::expiry_hint) {
+                into.push(expires);
+            }
+        }
+    }
+
     /// Entry and index bytes this table has allocated.
     #[cfg(test)]
     pub(super) fn allocated_bytes(&self) -> usize {
