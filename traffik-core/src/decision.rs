@@ -26,6 +26,11 @@ pub enum Reason {
     /// the hit is let through. The decision's quota figures are those of the
     /// denial.
     Shadowed,
+    /// The store could not answer, and the throttle's fallback limiter
+    /// ([`FailurePolicy::Fallback`](crate::FailurePolicy::Fallback)) decided
+    /// on this process's share of the limit: allowed or denied as that
+    /// share says, with its quota figures.
+    Fallback,
     /// The key is blocked by a [`Lockout`](crate::Lockout) after breaching
     /// its limit: denied without being counted, until
     /// [`Decision::retry_after`].
@@ -92,6 +97,16 @@ impl Decision {
             allowed: true,
             reason: Reason::Shadowed,
             ..denial
+        }
+    }
+
+    /// A decision the fallback limiter made while the store could not
+    /// answer: `decision`'s verdict and figures, with reason
+    /// [`Reason::Fallback`].
+    pub const fn via_fallback(decision: Decision) -> Decision {
+        Decision {
+            reason: Reason::Fallback,
+            ..decision
         }
     }
 

@@ -35,17 +35,21 @@ pub enum Outcome {
     FailureDenied,
     /// The backend failed and the failure policy returned the error.
     FailureError,
+    /// The store could not answer and the fallback limiter decided
+    /// (allowed or denied: see the decision).
+    Fallback,
 }
 
 impl Outcome {
     /// Every outcome.
-    pub const ALL: [Outcome; 6] = [
+    pub const ALL: [Outcome; 7] = [
         Outcome::Allowed,
         Outcome::Denied,
         Outcome::ShadowDenied,
         Outcome::FailureAllowed,
         Outcome::FailureDenied,
         Outcome::FailureError,
+        Outcome::Fallback,
     ];
 
     /// The `outcome` label.
@@ -57,6 +61,7 @@ impl Outcome {
             Outcome::FailureAllowed => "failure_allowed",
             Outcome::FailureDenied => "failure_denied",
             Outcome::FailureError => "failure_error",
+            Outcome::Fallback => "fallback",
         }
     }
 
@@ -67,6 +72,7 @@ impl Outcome {
             (Reason::Shadowed, _) => Outcome::ShadowDenied,
             (Reason::BackendFailure, true) => Outcome::FailureAllowed,
             (Reason::BackendFailure, false) => Outcome::FailureDenied,
+            (Reason::Fallback, _) => Outcome::Fallback,
             (_, true) => Outcome::Allowed,
             (_, false) => Outcome::Denied,
         }

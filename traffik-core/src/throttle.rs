@@ -23,6 +23,32 @@ pub enum FailurePolicy {
     Deny,
     /// Return the [`Error`] to the caller.
     Error,
+    /// Decide on an in-memory limiter of this process's share of the limit,
+    /// `1 / instances` of its count and burst (at least 1), while the store
+    /// cannot answer: the remote backends (`traffik-backends`' Redis and
+    /// Memcached) keep one, hand back to the store when it answers again,
+    /// and then charge it with what the fallback admitted. Decisions are
+    /// [`Reason::Fallback`](crate::Reason::Fallback). With `instances` set
+    /// to the number of processes sharing the store, the fleet admits at
+    /// most about the limit during an outage. A backend without a fallback
+    /// (or a store failure that reaches the throttle anyway) is denied, as
+    /// under [`Deny`](FailurePolicy::Deny).
+    Fallback {
+        /// How many processes share the limit.
+        instances: std::num::NonZeroU32,
+    },
+}
+
+impl FailurePolicy {
+    /// [`FailurePolicy::Fallback`] for `instances` processes (at least 1).
+    pub const fn fallback(instances: u32) -> FailurePolicy {
+        FailurePolicy::Fallback {
+            instances: match std::num::NonZeroU32::new(instances) {
+                Some(n) => n,
+                None => std::num::NonZeroU32::MIN,
+            },
+        }
+    }
 }
 
 /// The namespace throttles use unless told otherwise.
@@ -333,11 +359,9 @@ impl<B: Backend, C: Clock> Throttle<B, C> {
         self.failures.fetch_add(1, Ordering::Relaxed);
         match self.policy {
             FailurePolicy::Allow => Some(Decision::backend_failure(true, capacity, 0)),
-            FailurePolicy::Deny => Some(Decision::backend_failure(
-                false,
-                capacity,
-                self.failure_retry_after_ms,
-            )),
+            FailurePolicy::Deny | FailurePolicy::Fallback { .. } => Some(
+                Decision::backend_failure(false, capacity, self.failure_retry_after_ms),
+            ),
             FailurePolicy::Error => None,
         }
     }
@@ -463,7 +487,10 @@ impl<C: Clock> ThrottleBuilder<C> {
     /// space, or the strategy cannot compute exactly with the rate.
     pub fn build<B: Backend>(self, backend: B) -> Result<Throttle<B, C>, ConfigError> {
         let scope = Scope::new(&self.namespace, &self.name)?;
-        let limit = Limit::new(self.rate, self.strategy)?;
+        let mut limit = Limit::new(self.rate, self.strategy)?;
+        if let FailurePolicy::Fallback { instances } = self.policy {
+            limit = limit.with_fallback(instances);
+        }
         let retry_ms = u64::try_from(self.failure_retry_after.as_millis()).unwrap_or(u64::MAX);
         Ok(Throttle {
             scope: Arc::new(scope),
