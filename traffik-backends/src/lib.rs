@@ -29,6 +29,8 @@
 mod any;
 #[cfg(feature = "conformance")]
 pub mod conformance;
+#[cfg(any(feature = "redis", feature = "memcached"))]
+pub mod guard;
 #[cfg(feature = "memcached")]
 pub mod memcached;
 #[cfg(feature = "memory")]

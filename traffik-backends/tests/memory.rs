@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use traffik_backends::memory::MemoryBackend;
 use traffik_core::{
-    Clock, Enforcement, FailurePolicy, FixedWindow, Gcra, ManualClock, Reason, Throttle,
-    SlidingWindowLog, ThrottleGroup,
+    Clock, Enforcement, FailurePolicy, FixedWindow, Gcra, ManualClock, Reason, SlidingWindowLog,
+    Throttle, ThrottleGroup,
 };
 
 traffik_backends::conformance_tests!(async {
@@ -276,7 +276,15 @@ fn a_group_at_the_cap_evicts_to_make_room_for_its_keys() {
     a.hit("k2").into_ready().ok().unwrap().unwrap();
     // One key of room left; the group needs two and makes it.
     let limits = ThrottleGroup::new([a.clone(), b]).unwrap();
-    assert!(limits.hit("k3").into_ready().ok().unwrap().unwrap().is_allowed());
+    assert!(
+        limits
+            .hit("k3")
+            .into_ready()
+            .ok()
+            .unwrap()
+            .unwrap()
+            .is_allowed()
+    );
     assert!(backend.len() <= 3);
     assert!(backend.evictions() >= 1);
     let again = limits.hit("k3").into_ready().ok().unwrap().unwrap();

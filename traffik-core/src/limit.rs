@@ -68,7 +68,8 @@ impl Limit {
     pub fn share(&self, instances: NonZeroU32) -> Limit {
         let n = u64::from(instances.get());
         let part = |value: u64| NonZeroU64::new(value / n).unwrap_or(NonZeroU64::MIN);
-        let rate = Rate::new(part(self.rate.count()).get(), self.rate.period()).unwrap_or(self.rate);
+        let rate =
+            Rate::new(part(self.rate.count()).get(), self.rate.period()).unwrap_or(self.rate);
         let strategy = match self.strategy.burst() {
             None => self.strategy.clone(),
             Some(burst) => match &self.strategy {
@@ -117,7 +118,8 @@ mod tests {
         assert_eq!(limit.share(three).capacity(), 33);
         assert_eq!(limit.share(three).rate().period_ms(), 60_000);
         let burst = NonZeroU64::new(30).unwrap();
-        let bucket = Limit::new("100/min".parse().unwrap(), TokenBucket::with_burst(burst)).unwrap();
+        let bucket =
+            Limit::new("100/min".parse().unwrap(), TokenBucket::with_burst(burst)).unwrap();
         assert_eq!(bucket.share(three).capacity(), 10);
         // Never below one: a limit of 2 over 3 processes is 1 each.
         let small = Limit::new("2/min".parse().unwrap(), Gcra::new()).unwrap();

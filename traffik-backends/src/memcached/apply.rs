@@ -2,8 +2,12 @@
 //! ([`Storage`]): counters with one arithmetic command, or a blob with a
 //! CAS loop. Nothing here names a strategy.
 
+use std::time::Duration;
+
 use traffik_core::strategy::window_end_ms;
 use traffik_core::{Decision, Error, ErrorKind, Limit, Storage};
+
+use tokio::time::Instant;
 
 use super::client::{Reply, command};
 use super::pool::Pool;
@@ -23,6 +27,9 @@ pub(super) struct Apply<'a> {
     pub(super) peek: bool,
     pub(super) ttl_margin_s: u64,
     pub(super) cas_retries: u32,
+    /// When the decision must be done: every round trip and every backoff
+    /// of its CAS loop fit before it.
+    pub(super) until: Instant,
 }
 
 /// What an admitted hit wrote, to take it back when a later limit of the
@@ -40,6 +47,30 @@ pub(super) enum Charge {
 }
 
 impl Apply<'_> {
+    /// One round trip to the key's server, within the decision's deadline.
+    async fn exchange(&self, commands: &[u8], replies: usize) -> Result<Vec<Reply>, Error> {
+        self.pool
+            .exchange_until(self.server, commands, replies, self.until)
+            .await
+    }
+
+    /// After the `attempt`-th lost race: waits a random time up to
+    /// `100 µs · 2^attempt` (capped at 25 ms), full jitter, so racing writers
+    /// spread out instead of colliding again. `false` when that wait would
+    /// not end before the decision's deadline: the loop gives up.
+    async fn back_off(&self, attempt: u32) -> bool {
+        let ceiling_us = (100u64 << attempt.min(8)).min(25_000);
+        let wait = Duration::from_micros(jitter() % ceiling_us.saturating_add(1));
+        let Some(at) = Instant::now().checked_add(wait) else {
+            return false;
+        };
+        if at >= self.until {
+            return false;
+        }
+        tokio::time::sleep_until(at).await;
+        true
+    }
+
     pub(super) async fn run(&self) -> Result<Decision, Error> {
         Ok(self.run_charged().await?.0)
     }
@@ -63,12 +94,12 @@ impl Apply<'_> {
             Charge::None => Ok(true),
             Charge::Counter { key, cost } => {
                 command::decr(&mut commands, &key, cost);
-                self.pool.exchange(self.server, &commands, 1).await?;
+                self.exchange(&commands, 1).await?;
                 Ok(true)
             }
             Charge::Blob { before, after } => {
                 command::get(&mut commands, self.base, true);
-                let replies = self.pool.exchange(self.server, &commands, 1).await?;
+                let replies = self.exchange(&commands, 1).await?;
                 let cas = match &replies[0] {
                     Reply::Value {
                         data,
@@ -86,7 +117,7 @@ impl Apply<'_> {
                     }
                     None => command::delete(&mut commands, self.base, Some(cas)),
                 }
-                let replies = self.pool.exchange(self.server, &commands, 1).await?;
+                let replies = self.exchange(&commands, 1).await?;
                 Ok(matches!(replies[0], Reply::Done))
             }
         }
@@ -110,7 +141,7 @@ impl Apply<'_> {
                 }
                 let mut commands = Vec::with_capacity(128);
                 command::decr(&mut commands, &format!("{}:{end}", self.base), self.cost);
-                self.pool.exchange(self.server, &commands, 1).await?;
+                self.exchange(&commands, 1).await?;
                 Ok(())
             }
             Storage::Blob => self.give_back_blob(charged).await,
@@ -122,10 +153,13 @@ impl Apply<'_> {
         let rate = self.limit.rate();
         let mut commands = Vec::with_capacity(256);
         let mut encoded = Vec::with_capacity(64);
-        for _ in 0..=self.cas_retries {
+        for attempt in 0..=self.cas_retries {
+            if attempt > 0 && !self.back_off(attempt).await {
+                break;
+            }
             commands.clear();
             command::get(&mut commands, self.base, true);
-            let replies = self.pool.exchange(self.server, &commands, 1).await?;
+            let replies = self.exchange(&commands, 1).await?;
             let (stored, cas) = match &replies[0] {
                 Reply::Value { data, cas } => (data.as_slice(), *cas),
                 Reply::Missing => return Ok(()),
@@ -150,7 +184,7 @@ impl Apply<'_> {
             commands.clear();
             let ttl = self.ttl(ttl.reset_after_ms());
             command::set(&mut commands, self.base, &encoded, ttl, cas);
-            let replies = self.pool.exchange(self.server, &commands, 1).await?;
+            let replies = self.exchange(&commands, 1).await?;
             match replies[0] {
                 Reply::Done => return Ok(()),
                 Reply::Conflict => continue,
@@ -161,13 +195,15 @@ impl Apply<'_> {
         Err(self.contended("a refund"))
     }
 
-    /// The error of a CAS loop whose every try lost the race.
+    /// The error of a CAS loop whose every try lost the race, or whose
+    /// deadline came first.
     fn contended(&self, what: &str) -> Error {
         let shown: String = self.base.chars().take(64).collect();
         Error::new(
             ErrorKind::Contention,
             format!(
-                "{} writers kept racing on {shown}; {what} gave up after {} tries",
+                "{} writers kept racing on {shown}; {what} gave up (at most {} tries within its \
+                 deadline)",
                 self.limit.strategy().kind(),
                 self.cas_retries.saturating_add(1)
             ),
@@ -217,7 +253,7 @@ impl Apply<'_> {
         } else {
             command::get(&mut commands, &newest, false);
         }
-        let replies = self.pool.exchange(self.server, &commands, windows).await?;
+        let replies = self.exchange(&commands, windows).await?;
         let mut counts = replies
             .iter()
             .map(counter)
@@ -234,7 +270,7 @@ impl Apply<'_> {
         if counting && !decision.is_allowed() {
             let mut take_back = Vec::with_capacity(64);
             command::decr(&mut take_back, &newest, self.cost);
-            self.pool.exchange(self.server, &take_back, 1).await?;
+            self.exchange(&take_back, 1).await?;
         }
         let charge = if counting && decision.is_allowed() {
             Charge::Counter {
@@ -255,10 +291,13 @@ impl Apply<'_> {
         let strategy = self.limit.strategy();
         let mut commands = Vec::with_capacity(256);
         let mut encoded = Vec::with_capacity(64);
-        for _ in 0..=self.cas_retries {
+        for attempt in 0..=self.cas_retries {
+            if attempt > 0 && !self.back_off(attempt).await {
+                break;
+            }
             commands.clear();
             command::get(&mut commands, self.base, true);
-            let replies = self.pool.exchange(self.server, &commands, 1).await?;
+            let replies = self.exchange(&commands, 1).await?;
             let (stored, cas) = match &replies[0] {
                 Reply::Value { data, cas } => (Some(data.as_slice()), *cas),
                 Reply::Missing => (None, None),
@@ -280,7 +319,7 @@ impl Apply<'_> {
             commands.clear();
             let ttl = self.ttl(decision.reset_after_ms());
             command::set(&mut commands, self.base, &encoded, ttl, cas);
-            let replies = self.pool.exchange(self.server, &commands, 1).await?;
+            let replies = self.exchange(&commands, 1).await?;
             match replies[0] {
                 Reply::Done => {
                     let charge = Charge::Blob {
@@ -319,4 +358,13 @@ fn counter(reply: &Reply) -> Result<u64, Error> {
         Reply::Missing => Ok(0),
         other => Err(unexpected(other, "a counter read")),
     }
+}
+
+/// A random number: a fresh `RandomState`'s keys are drawn per call (from a
+/// per-thread random seed, advanced each time), enough to jitter backoffs.
+fn jitter() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish()
 }

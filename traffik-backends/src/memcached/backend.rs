@@ -14,6 +14,7 @@ use super::apply::{Apply, Charge};
 use super::client::command;
 use super::pool::{Pool, Server};
 use super::servers::{Servers, addresses};
+use crate::guard::{self, BreakerState, Guard, GuardConfig, Remote};
 
 /// The longest key memcached accepts.
 const MAX_KEY_LEN: usize = 250;
@@ -24,6 +25,7 @@ struct Inner {
     ttl_margin_s: u64,
     cas_retries: u32,
     target: String,
+    guard: Guard,
 }
 
 /// The Memcached backend; see [the module docs](super).
@@ -52,6 +54,7 @@ pub struct MemcachedBackendBuilder {
     response_timeout: Duration,
     ttl_margin: Duration,
     cas_retries: u32,
+    guard: GuardConfig,
 }
 
 fn config(message: String) -> Error {
@@ -113,7 +116,39 @@ impl MemcachedBackend {
             response_timeout: Duration::from_millis(500),
             ttl_margin: Duration::from_secs(1),
             cas_retries: 32,
+            guard: GuardConfig::default(),
         }
+    }
+
+    /// Where each server's circuit breaker stands, in the URL's order.
+    pub fn breaker_states(&self) -> Vec<BreakerState> {
+        self.inner
+            .pool
+            .servers
+            .iter()
+            .map(Server::breaker_state)
+            .collect()
+    }
+
+    /// How many times the servers' breakers have opened, in all.
+    pub fn breaker_openings(&self) -> u64 {
+        self.inner
+            .pool
+            .servers
+            .iter()
+            .map(Server::breaker_openings)
+            .sum()
+    }
+
+    /// How many denials the deny cache holds now.
+    pub fn cached_denials(&self) -> usize {
+        self.inner.guard.cached_denials()
+    }
+
+    /// How many keys the fallback limiter has admitted hits for that the
+    /// store has not been charged with yet.
+    pub fn owed_keys(&self) -> usize {
+        self.inner.guard.owed_keys()
     }
 
     /// How many exchanges with memcached this backend has made (each one
@@ -171,6 +206,7 @@ impl MemcachedBackend {
             peek,
             ttl_margin_s: inner.ttl_margin_s,
             cas_retries: inner.cas_retries,
+            until: tokio::time::Instant::now() + inner.pool.deadline,
         }
     }
 
@@ -184,6 +220,8 @@ impl MemcachedBackend {
             .iter()
             .map(|hit| base_key(&hit.key, hit.limit))
             .collect::<Result<Vec<String>, Error>>()?;
+        // One deadline for the whole group.
+        let until = tokio::time::Instant::now() + inner.pool.deadline;
         let apply = |i: usize, cost: u64, peek: bool| Apply {
             pool: &inner.pool,
             server: inner.servers.of(&bases[i]),
@@ -194,6 +232,7 @@ impl MemcachedBackend {
             peek,
             ttl_margin_s: inner.ttl_margin_s,
             cas_retries: inner.cas_retries,
+            until,
         };
         // A peek first: a request some limit denies charges nothing.
         let mut peeks = Vec::with_capacity(hits.len());
@@ -299,7 +338,10 @@ impl Backend for MemcachedBackend {
         now_ms: u64,
         cost: u64,
     ) -> Answer<impl Future<Output = Result<Decision, Error>> + Send> {
-        Answer::pending(self.decide(key, limit, now_ms, cost, false))
+        if let Some(denied) = self.inner.guard.cached(&key, limit, now_ms, cost) {
+            return Answer::ready(Ok(denied));
+        }
+        Answer::pending(guard::hit(self, key, limit, now_ms, cost, false))
     }
 
     fn peek(
@@ -309,7 +351,7 @@ impl Backend for MemcachedBackend {
         now_ms: u64,
         cost: u64,
     ) -> Answer<impl Future<Output = Result<Decision, Error>> + Send> {
-        Answer::pending(self.decide(key, limit, now_ms, cost, true))
+        Answer::pending(guard::hit(self, key, limit, now_ms, cost, true))
     }
 
     fn reset(
@@ -318,6 +360,7 @@ impl Backend for MemcachedBackend {
         limit: &Limit,
         now_ms: u64,
     ) -> Answer<impl Future<Output = Result<(), Error>> + Send> {
+        self.inner.guard.reset(key, limit, now_ms);
         Answer::pending(self.forget(key, limit, now_ms))
     }
 
@@ -329,6 +372,7 @@ impl Backend for MemcachedBackend {
         charged_ms: u64,
         cost: u64,
     ) -> Answer<impl Future<Output = Result<(), Error>> + Send> {
+        self.inner.guard.refunded(&key, limit);
         Answer::pending(self.give_back(key, limit, now_ms, charged_ms, cost))
     }
 
@@ -340,7 +384,10 @@ impl Backend for MemcachedBackend {
         hits: Vec<Hit<'a>>,
         now_ms: u64,
     ) -> Answer<impl Future<Output = Result<Vec<Decision>, Error>> + Send + 'a> {
-        Answer::pending(self.decide_all(hits, now_ms))
+        if let Some(denied) = self.inner.guard.cached_all(&hits, now_ms) {
+            return Answer::ready(Ok(denied));
+        }
+        Answer::pending(guard::hit_all(self, hits, now_ms))
     }
 
     /// Clones of one backend share its store.
@@ -349,7 +396,41 @@ impl Backend for MemcachedBackend {
     }
 }
 
+impl Remote for MemcachedBackend {
+    fn guard(&self) -> &Guard {
+        &self.inner.guard
+    }
+
+    fn decide(
+        &self,
+        key: Key<'_>,
+        limit: &Limit,
+        now_ms: u64,
+        cost: u64,
+        peek: bool,
+    ) -> impl Future<Output = Result<Decision, Error>> + Send {
+        MemcachedBackend::decide(self, key, limit, now_ms, cost, peek)
+    }
+
+    fn decide_all<'a>(
+        &'a self,
+        hits: Vec<Hit<'a>>,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<Vec<Decision>, Error>> + Send + 'a {
+        MemcachedBackend::decide_all(self, hits, now_ms)
+    }
+}
+
 impl MemcachedBackendBuilder {
+    /// The circuit breakers (one per server), the deny cache and the
+    /// fallback limiter (default: [`GuardConfig::default`]). A URL's
+    /// `breaker_failures`, `breaker_cool_down_ms`, `deny_cache` and
+    /// `fallback_keys` options apply on top.
+    pub fn guard(mut self, guard: GuardConfig) -> Self {
+        self.guard = guard;
+        self
+    }
+
     /// Connections per server (default 4, at least 1).
     pub fn pool_size(mut self, size: usize) -> Self {
         self.pool_size = size.max(1);
@@ -378,8 +459,11 @@ impl MemcachedBackendBuilder {
     }
 
     /// How many times a stateful decision retries when another writer got
-    /// there first (default 32) before failing with
-    /// [`ErrorKind::Contention`].
+    /// there first (default 32), each after a random wait that doubles
+    /// (full jitter, 100 µs up to 25 ms), within the decision's deadline
+    /// (connect plus response timeout). When they run out the decision
+    /// fails with [`ErrorKind::Contention`], which a throttle answers with a
+    /// denial: the key is that hot.
     pub fn cas_retries(mut self, retries: u32) -> Self {
         self.cas_retries = retries;
         self
@@ -392,12 +476,13 @@ impl MemcachedBackendBuilder {
     ///
     /// [`ErrorKind::Config`] when the URL is malformed.
     pub fn build(self) -> Result<MemcachedBackend, Error> {
-        let addresses = addresses(&self.url)?;
+        let (guard, url) = self.guard.read_url(&self.url)?;
+        let addresses = addresses(&url)?;
         let servers = Servers::new(&addresses);
         let pool = Pool {
             servers: addresses
                 .into_iter()
-                .map(|address| Server::new(address, self.pool_size))
+                .map(|address| Server::new(address, self.pool_size, guard.breaker))
                 .collect(),
             connect_timeout: self.connect_timeout,
             deadline: self.connect_timeout.saturating_add(self.response_timeout),
@@ -412,7 +497,8 @@ impl MemcachedBackendBuilder {
                     .as_secs()
                     .saturating_add(u64::from(self.ttl_margin.subsec_nanos() > 0)),
                 cas_retries: self.cas_retries,
-                target: self.url,
+                target: url,
+                guard: Guard::new(&guard),
             }),
         })
     }

@@ -4,7 +4,10 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::Mutex;
+use tokio::time::Instant;
 use traffik_core::{Error, ErrorKind};
+
+use crate::guard::{self, Breaker, BreakerConfig, BreakerState};
 
 use super::client::{Address, Connection, Reply};
 
@@ -12,19 +15,35 @@ use super::client::{Address, Connection, Reply};
 /// use and put back only after a complete exchange, so a cancelled call
 /// never leaves a half-read reply on a pooled connection; one that failed is
 /// dropped, so a restarted server is picked up by the next call.
+///
+/// Each server has its own circuit breaker: one server hung or down fails
+/// its keys fast while the others' keep deciding.
 pub(super) struct Server {
     pub(super) address: Address,
     pool: Box<[Mutex<Option<Connection>>]>,
     next: AtomicUsize,
+    breaker: Breaker,
 }
 
 impl Server {
-    pub(super) fn new(address: Address, pool_size: usize) -> Server {
+    pub(super) fn new(address: Address, pool_size: usize, breaker: BreakerConfig) -> Server {
+        let target = format!("memcached at {address}");
         Server {
             address,
             pool: (0..pool_size.max(1)).map(|_| Mutex::new(None)).collect(),
             next: AtomicUsize::new(0),
+            breaker: Breaker::new(breaker, target),
         }
+    }
+
+    /// Where its breaker stands.
+    pub(super) fn breaker_state(&self) -> BreakerState {
+        self.breaker.state()
+    }
+
+    /// How many times its breaker has opened.
+    pub(super) fn breaker_openings(&self) -> u64 {
+        self.breaker.opened()
     }
 }
 
@@ -45,7 +64,35 @@ impl Pool {
         commands: &[u8],
         replies: usize,
     ) -> Result<Vec<Reply>, Error> {
+        let until = Instant::now() + self.deadline;
+        self.exchange_until(server, commands, replies, until).await
+    }
+
+    /// One round trip that ends by `until` (a decision's deadline, shared
+    /// by all its round trips), through the server's breaker: refused at
+    /// once while it is open.
+    pub(super) async fn exchange_until(
+        &self,
+        server: usize,
+        commands: &[u8],
+        replies: usize,
+        until: Instant,
+    ) -> Result<Vec<Reply>, Error> {
         let server = &self.servers[server];
+        guard::through(
+            &server.breaker,
+            self.bounded(server, commands, replies, until),
+        )
+        .await
+    }
+
+    async fn bounded(
+        &self,
+        server: &Server,
+        commands: &[u8],
+        replies: usize,
+        until: Instant,
+    ) -> Result<Vec<Reply>, Error> {
         let work = async {
             let at = server.next.fetch_add(1, Ordering::Relaxed) % server.pool.len();
             let mut slot = server.pool[at].lock().await;
@@ -70,7 +117,7 @@ impl Pool {
                 }
             }
         };
-        match tokio::time::timeout(self.deadline, work).await {
+        match tokio::time::timeout_at(until, work).await {
             Ok(result) => result,
             Err(_) => Err(Error::new(
                 ErrorKind::Timeout,

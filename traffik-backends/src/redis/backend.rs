@@ -1,7 +1,7 @@
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -13,6 +13,7 @@ use traffik_core::{Answer, Backend, Decision, Error, ErrorKind, Hit, Key, Limit,
 
 use super::error::{from_redis, timeout};
 use super::scripts::{Scripts, decision};
+use crate::guard::{self, Breaker, BreakerState, Guard, GuardConfig, Remote};
 
 /// The largest time the scripts compute with exactly (Lua doubles).
 const LUA_EXACT_MS: u64 = (1 << 53) - 1;
@@ -87,6 +88,9 @@ struct Inner {
     /// The most one call may take: connecting plus answering.
     deadline: Duration,
     target: String,
+    breaker: Breaker,
+    guard: Guard,
+    round_trips: AtomicU64,
 }
 
 /// The Redis backend; see [the module docs](super).
@@ -134,6 +138,7 @@ pub struct RedisBackendBuilder {
     response_timeout: Duration,
     time: TimeSource,
     ttl_margin: Option<Duration>,
+    guard: GuardConfig,
 }
 
 fn config_error(message: String) -> Error {
@@ -154,6 +159,7 @@ impl RedisBackend {
             response_timeout: Duration::from_millis(500),
             time: TimeSource::Server,
             ttl_margin: None,
+            guard: GuardConfig::default(),
         }
     }
 
@@ -225,16 +231,48 @@ impl RedisBackend {
         }
     }
 
-    /// Runs `work` within the backend's deadline.
+    /// Runs `work` within the backend's deadline, through its breaker:
+    /// refused at once while the breaker is open.
     async fn bounded<T>(
         &self,
         what: &str,
         work: impl Future<Output = Result<T, Error>>,
     ) -> Result<T, Error> {
-        match tokio::time::timeout(self.inner.deadline, work).await {
-            Ok(result) => result,
-            Err(_) => Err(timeout(what)),
-        }
+        guard::through(&self.inner.breaker, async {
+            self.inner.round_trips.fetch_add(1, Ordering::Relaxed);
+            match tokio::time::timeout(self.inner.deadline, work).await {
+                Ok(result) => result,
+                Err(_) => Err(timeout(what)),
+            }
+        })
+        .await
+    }
+
+    /// Where the circuit breaker stands.
+    pub fn breaker_state(&self) -> BreakerState {
+        self.inner.breaker.state()
+    }
+
+    /// How many times the circuit breaker has opened.
+    pub fn breaker_openings(&self) -> u64 {
+        self.inner.breaker.opened()
+    }
+
+    /// How many calls were sent to Redis (a refused one, while the breaker
+    /// is open, is not sent).
+    pub fn round_trips(&self) -> u64 {
+        self.inner.round_trips.load(Ordering::Relaxed)
+    }
+
+    /// How many denials the deny cache holds now.
+    pub fn cached_denials(&self) -> usize {
+        self.inner.guard.cached_denials()
+    }
+
+    /// How many keys the fallback limiter has admitted hits for that the
+    /// store has not been charged with yet.
+    pub fn owed_keys(&self) -> usize {
+        self.inner.guard.owed_keys()
     }
 
     async fn run(
@@ -431,7 +469,10 @@ impl Backend for RedisBackend {
         now_ms: u64,
         cost: u64,
     ) -> Answer<impl Future<Output = Result<Decision, Error>> + Send> {
-        Answer::pending(self.run(key, limit, now_ms, cost, false))
+        if let Some(denied) = self.inner.guard.cached(&key, limit, now_ms, cost) {
+            return Answer::ready(Ok(denied));
+        }
+        Answer::pending(guard::hit(self, key, limit, now_ms, cost, false))
     }
 
     fn peek(
@@ -441,15 +482,16 @@ impl Backend for RedisBackend {
         now_ms: u64,
         cost: u64,
     ) -> Answer<impl Future<Output = Result<Decision, Error>> + Send> {
-        Answer::pending(self.run(key, limit, now_ms, cost, true))
+        Answer::pending(guard::hit(self, key, limit, now_ms, cost, true))
     }
 
     fn reset(
         &self,
         key: Key<'_>,
         limit: &Limit,
-        _now_ms: u64,
+        now_ms: u64,
     ) -> Answer<impl Future<Output = Result<(), Error>> + Send> {
+        self.inner.guard.reset(key, limit, now_ms);
         Answer::pending(self.delete(key, limit))
     }
 
@@ -461,6 +503,7 @@ impl Backend for RedisBackend {
         charged_ms: u64,
         cost: u64,
     ) -> Answer<impl Future<Output = Result<(), Error>> + Send> {
+        self.inner.guard.refunded(&key, limit);
         Answer::pending(self.give_back(key, limit, now_ms, charged_ms, cost))
     }
 
@@ -472,7 +515,10 @@ impl Backend for RedisBackend {
         hits: Vec<Hit<'a>>,
         now_ms: u64,
     ) -> Answer<impl Future<Output = Result<Vec<Decision>, Error>> + Send + 'a> {
-        Answer::pending(self.run_all(hits, now_ms))
+        if let Some(denied) = self.inner.guard.cached_all(&hits, now_ms) {
+            return Answer::ready(Ok(denied));
+        }
+        Answer::pending(guard::hit_all(self, hits, now_ms))
     }
 
     /// Clones of one backend share its store.
@@ -481,7 +527,41 @@ impl Backend for RedisBackend {
     }
 }
 
+impl Remote for RedisBackend {
+    fn guard(&self) -> &Guard {
+        &self.inner.guard
+    }
+
+    fn decide(
+        &self,
+        key: Key<'_>,
+        limit: &Limit,
+        now_ms: u64,
+        cost: u64,
+        peek: bool,
+    ) -> impl Future<Output = Result<Decision, Error>> + Send {
+        self.run(key, limit, now_ms, cost, peek)
+    }
+
+    fn decide_all<'a>(
+        &'a self,
+        hits: Vec<Hit<'a>>,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<Vec<Decision>, Error>> + Send + 'a {
+        self.run_all(hits, now_ms)
+    }
+}
+
 impl RedisBackendBuilder {
+    /// The circuit breaker, the deny cache and the fallback limiter
+    /// (default: [`GuardConfig::default`]). A URL's `breaker_failures`,
+    /// `breaker_cool_down_ms`, `deny_cache` and `fallback_keys` options
+    /// apply on top.
+    pub fn guard(mut self, guard: GuardConfig) -> Self {
+        self.guard = guard;
+        self
+    }
+
     /// How many multiplexed connections to spread calls over (default 2,
     /// at least 1). Each carries many concurrent calls at once.
     pub fn pool_size(mut self, size: usize) -> Self {
@@ -530,7 +610,14 @@ impl RedisBackendBuilder {
         // rediss:// needs a TLS crypto provider; install ring's unless the
         // application installed one already.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let target = self.nodes.join(",");
+        let mut guard = self.guard;
+        let mut nodes = Vec::with_capacity(self.nodes.len());
+        for node in &self.nodes {
+            let (read, url) = guard.read_url(node)?;
+            guard = read;
+            nodes.push(url);
+        }
+        let target = nodes.join(",");
         let margin = self.ttl_margin.unwrap_or(match self.time {
             TimeSource::Server => Duration::ZERO,
             TimeSource::Client => Duration::from_secs(1),
@@ -539,12 +626,12 @@ impl RedisBackendBuilder {
             config_error(format!("invalid redis url {target:?}: {error}"))
         };
         let connection = if self.cluster {
-            if self.nodes.is_empty() {
+            if nodes.is_empty() {
                 return Err(config_error(
                     "a redis cluster needs at least one node".into(),
                 ));
             }
-            let client = ClusterClient::builder(self.nodes.clone())
+            let client = ClusterClient::builder(nodes.clone())
                 .connection_timeout(self.connect_timeout)
                 .response_timeout(self.response_timeout)
                 .retries(2)
@@ -555,7 +642,7 @@ impl RedisBackendBuilder {
                 connection: OnceCell::new(),
             }
         } else {
-            let url = self.nodes.first().cloned().unwrap_or_default();
+            let url = nodes.first().cloned().unwrap_or_default();
             let client = Client::open(url.as_str()).map_err(invalid)?;
             let config = ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(self.connect_timeout))
@@ -576,8 +663,25 @@ impl RedisBackendBuilder {
                 time: self.time,
                 ttl_margin_ms: u64::try_from(margin.as_millis()).unwrap_or(u64::MAX),
                 deadline: self.connect_timeout + self.response_timeout,
+                breaker: Breaker::new(guard.breaker, redacted(&target)),
+                guard: Guard::new(&guard),
+                round_trips: AtomicU64::new(0),
                 target,
             }),
         })
     }
+}
+
+/// A target as errors may show it: without a password.
+fn redacted(target: &str) -> String {
+    target
+        .split(',')
+        .map(|url| match (url.find("://"), url.rfind('@')) {
+            (Some(scheme), Some(at)) if at > scheme => {
+                format!("{}://…@{}", &url[..scheme], &url[at + 1..])
+            }
+            _ => url.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }

@@ -10,7 +10,7 @@ use crate::ConfigError;
 ///
 /// Nothing is registered anywhere: two scopes with the same namespace and
 /// name are the same scope, on every backend, whenever they were made.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Scope {
     namespace: Box<str>,
     name: Box<str>,

@@ -1,0 +1,314 @@
+//! What stands in front of every remote store: a local deny cache, a
+//! circuit breaker (kept by each backend, per server where it has several),
+//! and the fallback limiter of [`FailurePolicy::Fallback`].
+//!
+//! ```text
+//! hit ─► deny cache ──denied until retry_after──► denial, no round trip
+//!     ─► breaker ──open──► store failure at once ─► fallback (share) or failure policy
+//!     ─► one round trip ─► denial? remember it ─► success after a fallback? charge the store
+//! ```
+//!
+//! [`FailurePolicy::Fallback`]: traffik_core::FailurePolicy::Fallback
+
+mod breaker;
+mod deny;
+mod fallback;
+
+use std::future::Future;
+
+use traffik_core::backend::Hit;
+use traffik_core::{Decision, Error, ErrorKind, Key, Limit};
+
+pub(crate) use breaker::{Breaker, Permit};
+pub use breaker::{BreakerConfig, BreakerState};
+use deny::DenyCache;
+use fallback::{Fallback, Owed};
+
+/// How a remote backend guards its store: its circuit breaker, its deny
+/// cache and its fallback limiter.
+///
+/// | setting | default | URL option |
+/// |---|---|---|
+/// | [`breaker`](GuardConfig::breaker) | [`BreakerConfig::default`] | `breaker_failures`, `breaker_cool_down_ms` |
+/// | [`deny_cache`](GuardConfig::deny_cache) | 10,000 denials | `deny_cache` (0: off) |
+/// | [`fallback_keys`](GuardConfig::fallback_keys) | 100,000 keys | `fallback_keys` |
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct GuardConfig {
+    pub(crate) breaker: BreakerConfig,
+    pub(crate) deny_cache: usize,
+    pub(crate) fallback_keys: usize,
+}
+
+impl Default for GuardConfig {
+    fn default() -> GuardConfig {
+        GuardConfig {
+            breaker: BreakerConfig::default(),
+            deny_cache: 10_000,
+            fallback_keys: 100_000,
+        }
+    }
+}
+
+impl GuardConfig {
+    /// The circuit breaker's settings.
+    #[must_use]
+    pub fn breaker(mut self, breaker: BreakerConfig) -> GuardConfig {
+        self.breaker = breaker;
+        self
+    }
+
+    /// How many denials the deny cache holds at most (0 turns it off).
+    #[must_use]
+    pub fn deny_cache(mut self, entries: usize) -> GuardConfig {
+        self.deny_cache = entries;
+        self
+    }
+
+    /// How many keys the fallback limiter holds, and owes the store, at most.
+    #[must_use]
+    pub fn fallback_keys(mut self, keys: usize) -> GuardConfig {
+        self.fallback_keys = keys.max(1);
+        self
+    }
+
+    /// The settings a URL's query names, and the URL without them.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Config`] when one of them is not a number.
+    pub(crate) fn read_url(mut self, url: &str) -> Result<(GuardConfig, String), Error> {
+        let Some((base, query)) = url.split_once('?') else {
+            return Ok((self, url.to_owned()));
+        };
+        let mut kept = Vec::new();
+        for pair in query.split('&').filter(|pair| !pair.is_empty()) {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let number = || {
+                value.parse::<u64>().map_err(|_| {
+                    let shown: String = value.chars().take(32).collect();
+                    Error::new(
+                        ErrorKind::Config,
+                        format!("backend url option {name} wants a whole number, not {shown:?}"),
+                    )
+                })
+            };
+            match name {
+                "breaker_failures" => {
+                    let failures = u32::try_from(number()?).unwrap_or(u32::MAX);
+                    self.breaker = if failures == 0 {
+                        BreakerConfig::disabled().cool_down(self.breaker.cool_down_time())
+                    } else {
+                        self.breaker.consecutive_failures(failures)
+                    };
+                }
+                "breaker_cool_down_ms" => {
+                    self.breaker = self
+                        .breaker
+                        .cool_down(std::time::Duration::from_millis(number()?));
+                }
+                "deny_cache" => self.deny_cache = usize::try_from(number()?).unwrap_or(usize::MAX),
+                "fallback_keys" => {
+                    self.fallback_keys = usize::try_from(number()?).unwrap_or(usize::MAX).max(1);
+                }
+                _ => kept.push(pair),
+            }
+        }
+        let url = if kept.is_empty() {
+            base.to_owned()
+        } else {
+            format!("{base}?{}", kept.join("&"))
+        };
+        Ok((self, url))
+    }
+}
+
+/// A remote backend's deny cache and fallback.
+pub(crate) struct Guard {
+    deny: DenyCache,
+    fallback: Fallback,
+}
+
+/// What a guarded backend can do without its guard.
+pub(crate) trait Remote: Clone + Send + Sync + 'static {
+    /// Its guard.
+    fn guard(&self) -> &Guard;
+
+    /// One decision (or peek) straight from the store.
+    fn decide(
+        &self,
+        key: Key<'_>,
+        limit: &Limit,
+        now_ms: u64,
+        cost: u64,
+        peek: bool,
+    ) -> impl Future<Output = Result<Decision, Error>> + Send;
+
+    /// One combined decision straight from the store.
+    fn decide_all<'a>(
+        &'a self,
+        hits: Vec<Hit<'a>>,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<Vec<Decision>, Error>> + Send + 'a;
+}
+
+impl Guard {
+    pub(crate) fn new(config: &GuardConfig) -> Guard {
+        Guard {
+            deny: DenyCache::new(config.deny_cache),
+            fallback: Fallback::new(config.fallback_keys),
+        }
+    }
+
+    /// The cached denial of a hit, if one stands.
+    pub(crate) fn cached(
+        &self,
+        key: &Key<'_>,
+        limit: &Limit,
+        now_ms: u64,
+        cost: u64,
+    ) -> Option<Decision> {
+        self.deny.hit(key, limit, now_ms, cost)
+    }
+
+    /// The cached denial of a combined decision, if one stands.
+    pub(crate) fn cached_all(&self, hits: &[Hit<'_>], now_ms: u64) -> Option<Vec<Decision>> {
+        self.deny.hit_all(hits, now_ms)
+    }
+
+    /// After a reset of `key` from this process: no denial of it stands
+    /// here (the cache is cleared: resets are rare), and the fallback forgets
+    /// it.
+    pub(crate) fn reset(&self, key: Key<'_>, limit: &Limit, now_ms: u64) {
+        self.deny.clear();
+        self.fallback.forget(key, limit, now_ms);
+    }
+
+    /// After a refund of `key` from this process: a denial of it may no
+    /// longer stand.
+    pub(crate) fn refunded(&self, key: &Key<'_>, limit: &Limit) {
+        self.deny.forget(key, limit);
+    }
+
+    /// How many denials the deny cache holds.
+    pub(crate) fn cached_denials(&self) -> usize {
+        self.deny.len()
+    }
+
+    /// How many keys the fallback owes the store.
+    pub(crate) fn owed_keys(&self) -> usize {
+        self.fallback.owed_keys()
+    }
+}
+
+/// A hit (or peek) through the guard: the store's answer, remembered when
+/// it is a denial; on a store failure, the fallback's where the limit has
+/// one. The deny cache was asked before.
+pub(crate) async fn hit<R: Remote>(
+    remote: &R,
+    key: Key<'_>,
+    limit: &Limit,
+    now_ms: u64,
+    cost: u64,
+    peek: bool,
+) -> Result<Decision, Error> {
+    let guard = remote.guard();
+    match remote.decide(key, limit, now_ms, cost, peek).await {
+        Ok(decision) => {
+            if !peek && decision.is_allowed() {
+                guard.deny.admitted(&key, limit);
+            } else if !peek {
+                guard
+                    .deny
+                    .remember(&[(&key, limit, cost)], &[decision], now_ms);
+            }
+            settle_debts(remote, now_ms);
+            Ok(decision)
+        }
+        Err(error) if error.kind().is_store_failure() => guard
+            .fallback
+            .hit(key, limit, now_ms, cost, peek)
+            .unwrap_or(Err(error)),
+        Err(error) => Err(error),
+    }
+}
+
+/// A combined decision through the guard, as [`hit`].
+pub(crate) async fn hit_all<'a, R: Remote>(
+    remote: &'a R,
+    hits: Vec<Hit<'a>>,
+    now_ms: u64,
+) -> Result<Vec<Decision>, Error> {
+    let guard = remote.guard();
+    let again = hits.clone();
+    match remote.decide_all(hits, now_ms).await {
+        Ok(decisions) => {
+            let asked: Vec<_> = again.iter().map(|h| (&h.key, h.limit, h.cost)).collect();
+            guard.deny.remember(&asked, &decisions, now_ms);
+            settle_debts(remote, now_ms);
+            Ok(decisions)
+        }
+        Err(error) if error.kind().is_store_failure() => {
+            guard.fallback.hit_all(&again, now_ms).unwrap_or(Err(error))
+        }
+        Err(error) => Err(error),
+    }
+}
+
+/// The store answered: if the fallback admitted hits that still count,
+/// charge the store with them, in the background.
+fn settle_debts<R: Remote>(remote: &R, now_ms: u64) {
+    let fallback = &remote.guard().fallback;
+    if !fallback.owes() {
+        return;
+    }
+    let owed = fallback.take(now_ms);
+    if owed.is_empty() || tokio::runtime::Handle::try_current().is_err() {
+        fallback.restore(owed);
+        return;
+    }
+    let remote = remote.clone();
+    tokio::spawn(async move {
+        charge(&remote, owed, now_ms).await;
+    });
+}
+
+/// Charges the store with what the fallback admitted: each key's cost as a
+/// hit, or, where the store denies that much, what it still has room for,
+/// so the key ends the outage with no more budget than the store would
+/// have left it. What cannot be charged (the store failed again) is owed
+/// still.
+async fn charge<R: Remote>(remote: &R, owed: Vec<Owed>, now_ms: u64) {
+    let mut owed = owed.into_iter();
+    while let Some(debt) = owed.next() {
+        let key = debt.key();
+        let charged = match remote
+            .decide(key, &debt.limit, now_ms, debt.cost, false)
+            .await
+        {
+            Ok(decision) if !decision.is_allowed() && decision.remaining() > 0 => remote
+                .decide(key, &debt.limit, now_ms, decision.remaining(), false)
+                .await
+                .map(|_| ()),
+            Ok(_) => Ok(()),
+            Err(error) => Err(error),
+        };
+        if charged.is_err() {
+            remote
+                .guard()
+                .fallback
+                .restore(std::iter::once(debt).chain(owed));
+            return;
+        }
+    }
+}
+
+/// A breaker's permit around `work`: refused at once while it is open.
+pub(crate) async fn through<T>(
+    breaker: &Breaker,
+    work: impl Future<Output = Result<T, Error>>,
+) -> Result<T, Error> {
+    let permit: Permit<'_> = breaker.admit()?;
+    let outcome = work.await;
+    permit.record(&outcome);
+    outcome
+}
