@@ -61,7 +61,7 @@ impl AnyBackend {
             #[cfg(feature = "memory")]
             "memory" => memory_from_url(rest).map(AnyBackend::Memory),
             #[cfg(feature = "redis")]
-            "redis" | "rediss" | "redis+unix" | "unix" => {
+            "redis" | "rediss" | "redis+unix" | "unix" | "redis+sentinel" => {
                 RedisBackend::builder(url).build().map(AnyBackend::Redis)
             }
             #[cfg(feature = "redis")]
@@ -72,9 +72,11 @@ impl AnyBackend {
                     .map(AnyBackend::Redis)
             }
             #[cfg(not(feature = "redis"))]
-            "redis" | "rediss" | "redis+unix" | "unix" | "redis+cluster" => Err(config(format!(
-                "backend url {url:?} needs the `redis` feature of traffik-backends"
-            ))),
+            "redis" | "rediss" | "redis+unix" | "unix" | "redis+cluster" | "redis+sentinel" => {
+                Err(config(format!(
+                    "backend url {url:?} needs the `redis` feature of traffik-backends"
+                )))
+            }
             #[cfg(not(feature = "memory"))]
             "memory" => Err(config(format!(
                 "backend url {url:?} needs the `memory` feature of traffik-backends"
@@ -89,7 +91,7 @@ impl AnyBackend {
             ))),
             _ => Err(config(format!(
                 "unknown backend url scheme {scheme:?} in {url:?}, expected memory://, redis://, \
-                 rediss://, redis+unix://, redis+cluster://, memcached://"
+                 rediss://, redis+unix://, redis+cluster://, redis+sentinel://, memcached://"
             ))),
         }
     }

@@ -120,6 +120,13 @@ impl MemcachedBackend {
         }
     }
 
+    /// Which server (its place in the URL) keeps `key` under `limit`: for
+    /// diagnostics and tests. Not part of the API.
+    #[doc(hidden)]
+    pub fn server_of(&self, key: Key<'_>, limit: &Limit) -> Result<usize, Error> {
+        Ok(self.inner.servers.of(&base_key(&key, limit)?))
+    }
+
     /// Where each server's circuit breaker stands, in the URL's order.
     pub fn breaker_states(&self) -> Vec<BreakerState> {
         self.inner

@@ -7,6 +7,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
+use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
 use redis::{Client, Cmd};
 use tokio::sync::OnceCell;
 use traffik_core::{Answer, Backend, Decision, Error, ErrorKind, Hit, Key, Limit, check_distinct};
@@ -41,6 +42,13 @@ enum Connection {
     Cluster {
         client: ClusterClient,
         connection: OnceCell<ClusterConnection>,
+    },
+    /// A master found through Sentinel, found again after a failure (a
+    /// failover moves it).
+    Sentinel {
+        sentinel: tokio::sync::Mutex<SentinelClient>,
+        config: ConnectionManagerConfig,
+        master: std::sync::RwLock<Option<ConnectionManager>>,
     },
 }
 
@@ -121,7 +129,7 @@ pub struct RedisBackend {
 impl fmt::Debug for RedisBackend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisBackend")
-            .field("target", &self.inner.target)
+            .field("target", &redacted(&self.inner.target))
             .field("time", &self.inner.time)
             .finish_non_exhaustive()
     }
@@ -149,7 +157,11 @@ impl RedisBackend {
     /// Starts configuring a backend for one Redis server.
     ///
     /// `url`: `redis://[user:password@]host[:port][/db]`, `rediss://…` for
-    /// TLS, or `redis+unix:///path/to/socket[?db=N]` (also `unix://`).
+    /// TLS, `redis+unix:///path/to/socket[?db=N]` (also `unix://`), or
+    /// `redis+sentinel://[user:password@]host:port[,host:port…]/master[/db]`
+    /// for the master the sentinels name (asked again after a store
+    /// failure, so decisions follow a failover; the credentials are the
+    /// master's).
     pub fn builder(url: impl Into<String>) -> RedisBackendBuilder {
         RedisBackendBuilder {
             nodes: vec![url.into()],
@@ -228,6 +240,48 @@ impl RedisBackend {
                     .map_err(from_redis)?;
                 Ok(Live::Cluster(connection.clone()))
             }
+            Connection::Sentinel {
+                sentinel,
+                config,
+                master,
+            } => {
+                let known = master
+                    .read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clone();
+                if let Some(manager) = known {
+                    return Ok(Live::Standalone(manager));
+                }
+                let mut sentinel = sentinel.lock().await;
+                // Another call may have found it while this one waited.
+                let known = master
+                    .read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clone();
+                if let Some(manager) = known {
+                    return Ok(Live::Standalone(manager));
+                }
+                let client = sentinel.async_get_client().await.map_err(from_redis)?;
+                let manager = client
+                    .get_connection_manager_with_config(config.clone())
+                    .await
+                    .map_err(from_redis)?;
+                *master
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(manager.clone());
+                Ok(Live::Standalone(manager))
+            }
+        }
+    }
+
+    /// After a store failure behind Sentinel: ask the sentinels for the
+    /// master again on the next call (a failover may have moved it; the old
+    /// one, now a replica, refuses writes).
+    fn lost(&self) {
+        if let Connection::Sentinel { master, .. } = &self.inner.connection {
+            *master
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
         }
     }
 
@@ -238,14 +292,18 @@ impl RedisBackend {
         what: &str,
         work: impl Future<Output = Result<T, Error>>,
     ) -> Result<T, Error> {
-        guard::through(&self.inner.breaker, async {
+        let outcome = guard::through(&self.inner.breaker, async {
             self.inner.round_trips.fetch_add(1, Ordering::Relaxed);
             match tokio::time::timeout(self.inner.deadline, work).await {
                 Ok(result) => result,
                 Err(_) => Err(timeout(what)),
             }
         })
-        .await
+        .await;
+        if outcome.as_ref().is_err_and(|e| e.kind().is_store_failure()) {
+            self.lost();
+        }
+        outcome
     }
 
     /// Where the circuit breaker stands.
@@ -625,7 +683,9 @@ impl RedisBackendBuilder {
         let invalid = |error: redis::RedisError| {
             config_error(format!("invalid redis url {target:?}: {error}"))
         };
-        let connection = if self.cluster {
+        let connection = if let Some(rest) = target.strip_prefix("redis+sentinel://") {
+            sentinel_connection(rest, &target, self.connect_timeout, self.response_timeout)?
+        } else if self.cluster {
             if nodes.is_empty() {
                 return Err(config_error(
                     "a redis cluster needs at least one node".into(),
@@ -670,6 +730,62 @@ impl RedisBackendBuilder {
             }),
         })
     }
+}
+
+/// `[user:password@]host:port[,host:port…]/master[/db]`: the sentinels, the
+/// master's name, and what to connect to it with.
+fn sentinel_connection(
+    rest: &str,
+    target: &str,
+    connect_timeout: Duration,
+    response_timeout: Duration,
+) -> Result<Connection, Error> {
+    let invalid = |why: &str| {
+        config_error(format!(
+            "invalid redis+sentinel url {:?}: {why}; expected \
+             redis+sentinel://[user:password@]host:port[,host:port…]/master[/db]",
+            redacted(target)
+        ))
+    };
+    let (credentials, rest) = match rest.rsplit_once('@') {
+        Some((credentials, rest)) => (Some(credentials), rest),
+        None => (None, rest),
+    };
+    let (hosts, path) = rest
+        .split_once('/')
+        .ok_or_else(|| invalid("no master name"))?;
+    let (master, db) = match path.split_once('/') {
+        Some((master, db)) => (
+            master,
+            db.parse::<i64>()
+                .map_err(|_| invalid("the database is not a number"))?,
+        ),
+        None => (path, 0),
+    };
+    if master.is_empty() || hosts.is_empty() {
+        return Err(invalid("no sentinels or no master name"));
+    }
+    let mut info = redis::RedisConnectionInfo::default().set_db(db);
+    if let Some(credentials) = credentials {
+        let (user, password) = credentials.split_once(':').unwrap_or(("", credentials));
+        if !user.is_empty() {
+            info = info.set_username(user);
+        }
+        info = info.set_password(password);
+    }
+    let sentinels: Vec<String> = hosts.split(',').map(|h| format!("redis://{h}")).collect();
+    let node = SentinelNodeConnectionInfo::default().set_redis_connection_info(info);
+    let sentinel = SentinelClient::build(sentinels, master, Some(node), SentinelServerType::Master)
+        .map_err(|error| invalid(&error.to_string()))?;
+    Ok(Connection::Sentinel {
+        sentinel: tokio::sync::Mutex::new(sentinel),
+        config: ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(connect_timeout))
+            .set_response_timeout(Some(response_timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(100)),
+        master: std::sync::RwLock::new(None),
+    })
 }
 
 /// A target as errors may show it: without a password.

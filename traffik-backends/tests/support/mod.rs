@@ -66,7 +66,7 @@ fn temp_dir(name: &str) -> PathBuf {
 /// One `redis-server` process.
 pub(crate) struct RedisServer {
     pub(crate) port: u16,
-    child: Option<Child>,
+    pub(crate) child: Option<Child>,
     dir: PathBuf,
     extra: Vec<String>,
 }
@@ -215,7 +215,7 @@ impl RedisCluster {
 /// One `memcached` process.
 pub(crate) struct MemcachedServer {
     pub(crate) port: u16,
-    child: Option<Child>,
+    pub(crate) child: Option<Child>,
 }
 
 impl MemcachedServer {
@@ -472,10 +472,28 @@ pub(crate) async fn group_charged<B: traffik_core::Backend + Clone>(
     capacity - left.remaining() - u64::from(left.is_allowed())
 }
 
-/// A server process a test can crash and start again.
+/// Sends `signal` (`STOP`, `CONT`, …) to a process, with `kill`.
+fn send_signal(child: Option<&Child>, signal: &str) {
+    let Some(child) = child else {
+        panic!("no process to send SIG{signal} to");
+    };
+    let status = Command::new("kill")
+        .args([&format!("-{signal}"), &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{signal} failed");
+}
+
+/// A server process a test can crash, hang and start again.
 pub(crate) trait Restartable {
+    /// `kill -9`: gone at once, like a crash.
     fn kill(&mut self);
+    /// Starts it again on the same port.
     fn restart(&mut self);
+    /// `SIGSTOP`: hung, its connections open but silent.
+    fn pause(&mut self);
+    /// `SIGCONT`.
+    fn resume(&mut self);
 }
 
 impl Restartable for RedisServer {
@@ -485,6 +503,12 @@ impl Restartable for RedisServer {
     fn restart(&mut self) {
         RedisServer::restart(self);
     }
+    fn pause(&mut self) {
+        send_signal(self.child.as_ref(), "STOP");
+    }
+    fn resume(&mut self) {
+        send_signal(self.child.as_ref(), "CONT");
+    }
 }
 
 impl Restartable for MemcachedServer {
@@ -493,6 +517,109 @@ impl Restartable for MemcachedServer {
     }
     fn restart(&mut self) {
         MemcachedServer::restart(self);
+    }
+    fn pause(&mut self) {
+        send_signal(self.child.as_ref(), "STOP");
+    }
+    fn resume(&mut self) {
+        send_signal(self.child.as_ref(), "CONT");
+    }
+}
+
+/// A Redis master, one replica and three sentinels watching them as
+/// `traffik`, each a real `redis-server` process (`--sentinel` for the
+/// sentinels).
+pub(crate) struct RedisSentinels {
+    pub(crate) master: RedisServer,
+    pub(crate) replica: RedisServer,
+    pub(crate) sentinels: Vec<RedisServer>,
+}
+
+impl RedisSentinels {
+    pub(crate) fn start() -> RedisSentinels {
+        let master = RedisServer::start();
+        let replica =
+            RedisServer::start_with_args(&["--replicaof", "127.0.0.1", &master.port.to_string()]);
+        let sentinels = (0..3)
+            .map(|_| {
+                let port = free_port(false);
+                let dir = temp_dir(&format!("sentinel-{port}"));
+                let conf = dir.join("sentinel.conf");
+                std::fs::write(
+                    &conf,
+                    format!(
+                        "port {port}\nbind 127.0.0.1\nsentinel monitor traffik 127.0.0.1 {} 2\n\
+                         sentinel down-after-milliseconds traffik 1000\n\
+                         sentinel failover-timeout traffik 3000\n",
+                        master.port
+                    ),
+                )
+                .expect("write a sentinel's config");
+                let mut server = RedisServer {
+                    port,
+                    child: None,
+                    dir,
+                    extra: Vec::new(),
+                };
+                let mut child = Command::new(require("redis-server"))
+                    .arg(&conf)
+                    .arg("--sentinel")
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap_or_else(|e| panic!("starting redis-server --sentinel: {e}; {INSTALL}"));
+                wait_for_port(port, &mut child, "redis-server --sentinel");
+                server.child = Some(child);
+                server
+            })
+            .collect::<Vec<_>>();
+        let set = RedisSentinels {
+            master,
+            replica,
+            sentinels,
+        };
+        // Wait until the replica is in sync and every sentinel knows both.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !set
+            .replica
+            .cli(&["info", "replication"])
+            .contains("master_link_status:up")
+        {
+            assert!(Instant::now() < deadline, "the replica did not sync");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        for sentinel in &set.sentinels {
+            while !sentinel
+                .cli(&["sentinel", "replicas", "traffik"])
+                .contains(&set.replica.port.to_string())
+            {
+                assert!(
+                    Instant::now() < deadline,
+                    "a sentinel did not see the replica"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        set
+    }
+
+    /// `redis+sentinel://…/traffik`.
+    pub(crate) fn url(&self) -> String {
+        let hosts: Vec<String> = self
+            .sentinels
+            .iter()
+            .map(|s| format!("127.0.0.1:{}", s.port))
+            .collect();
+        format!("redis+sentinel://{}/traffik", hosts.join(","))
+    }
+
+    /// The port of the master the sentinels name now.
+    pub(crate) fn master_port(&self) -> u16 {
+        let said = self.sentinels[0].cli(&["sentinel", "get-master-addr-by-name", "traffik"]);
+        said.lines()
+            .nth(1)
+            .and_then(|port| port.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no master address in {said:?}"))
     }
 }
 
