@@ -115,6 +115,18 @@ async fn mistakes_are_refused_with_their_line_and_column() {
             "burst applies to token_bucket, leaky_bucket and gcra",
         ),
         (
+            "[throttles.api]\nrate = \"1/s\"\nfallback_instances = 3\n",
+            3,
+            22,
+            "fallback_instances applies to failure_policy = \"fallback\" only",
+        ),
+        (
+            "[throttles.api]\nrate = \"1/s\"\nfailure_policy = \"fallback\"\nfallback_instances = 0\n",
+            4,
+            22,
+            "fallback_instances must be at least 1",
+        ),
+        (
             "[throttles.api]\nrate = \"1/s\"\n[[rules]]\nthrottle = \"api\"\npaths = [\"/a/[b\"]\n",
             5,
             9,
@@ -620,4 +632,15 @@ async fn the_demo_rules_are_valid() {
     .await
     .unwrap();
     assert_eq!(rules.throttles(), ["global", "items", "login"]);
+}
+
+#[tokio::test]
+async fn a_fallback_policy_with_its_share_is_accepted() {
+    let text =
+        "[throttles.api]\nrate = \"10/s\"\nfailure_policy = \"fallback\"\nfallback_instances = 4\n";
+    let rules = Rules::from_toml(text, "inline").await.unwrap();
+    assert_eq!(rules.throttles(), ["api"]);
+    let unknown = "[throttles.api]\nrate = \"10/s\"\nfailure_policy = \"fallbak\"\n";
+    let error = Rules::from_toml(unknown, "inline").await.unwrap_err();
+    assert_eq!((error.line(), error.column()), (3, 18), "{error}");
 }

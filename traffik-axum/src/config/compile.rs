@@ -319,10 +319,25 @@ fn throttle(
             p => Enforcement::percent(p),
         },
     };
-    let policy = match spec.failure_policy {
-        FailurePolicySpec::Allow => FailurePolicy::Allow,
-        FailurePolicySpec::Deny => FailurePolicy::Deny,
-        FailurePolicySpec::Error => FailurePolicy::Error,
+    let policy = match (spec.failure_policy, &spec.fallback_instances) {
+        (FailurePolicySpec::Fallback, instances) => {
+            let instances = match instances {
+                None => std::num::NonZeroU32::MIN,
+                Some(n) => std::num::NonZeroU32::new(*n.get()).ok_or_else(|| {
+                    places.error(n.span(), "fallback_instances must be at least 1")
+                })?,
+            };
+            FailurePolicy::Fallback { instances }
+        }
+        (_, Some(n)) => {
+            return Err(places.error(
+                n.span(),
+                "fallback_instances applies to failure_policy = \"fallback\" only",
+            ));
+        }
+        (FailurePolicySpec::Allow, None) => FailurePolicy::Allow,
+        (FailurePolicySpec::Deny, None) => FailurePolicy::Deny,
+        (FailurePolicySpec::Error, None) => FailurePolicy::Error,
     };
     let built = Throttle::builder(name, rate)
         .strategy(strategy.clone())

@@ -66,9 +66,15 @@ pub(crate) struct ThrottleSpec {
     #[serde(default)]
     pub(crate) backend: Option<At<String>>,
     /// What a decision does when its store cannot answer: `allow`
-    /// (default), `deny` or `error`.
+    /// (default), `deny`, `error` or `fallback` (an in-memory limiter of
+    /// this instance's share).
     #[serde(default)]
     pub(crate) failure_policy: FailurePolicySpec,
+    /// With `failure_policy = "fallback"`: how many instances share the
+    /// limit; each enforces `1 / fallback_instances` of it while the store
+    /// is out (default 1: the whole limit).
+    #[serde(default)]
+    pub(crate) fallback_instances: Option<At<u32>>,
     /// Decide and count, but deny nothing (`true`), or deny for this share
     /// of identities only, chosen by a stable hash (`"25%"`).
     #[serde(default)]
@@ -94,7 +100,7 @@ impl<'de> Deserialize<'de> for StrategyName {
     }
 }
 
-/// `allow`, `deny` or `error`.
+/// `allow`, `deny`, `error` or `fallback`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 #[schemars(rename = "FailurePolicy")]
@@ -106,6 +112,9 @@ pub(crate) enum FailurePolicySpec {
     Deny,
     /// Answer 503.
     Error,
+    /// Decide on an in-memory limiter of this instance's share, and charge
+    /// the store with what it admitted when the store answers again.
+    Fallback,
 }
 
 /// `true`/`false`, or the share of identities enforced: `"25%"`.
