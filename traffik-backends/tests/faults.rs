@@ -119,6 +119,7 @@ async fn matrix<B: Backend + Clone>(
     server: &mut impl Restartable,
     fault: Fault,
     key: &str,
+    elsewhere: Option<&str>,
     breaker_opened: impl Fn() -> bool,
 ) {
     let clock = ManualClock::new(START);
@@ -163,6 +164,11 @@ async fn matrix<B: Backend + Clone>(
         "{fault:?}: the fallback's share"
     );
     assert!(breaker_opened(), "{fault:?}: the breaker never opened");
+    // A client of a server that is well is decided by it all along.
+    if let Some(other) = elsewhere {
+        let decision = policies.error.hit(other).await.unwrap();
+        assert_eq!(decision.reason(), Reason::WithinLimit, "{fault:?}");
+    }
 
     match fault {
         Fault::Hang => server.resume(),
@@ -204,7 +210,15 @@ async fn redis_hung_and_crashed_under_every_policy() {
     for (n, fault) in [Fault::Hang, Fault::Crash].into_iter().enumerate() {
         let backend = redis(&server.url());
         let opened = || backend.breaker_openings() > 0;
-        matrix(&backend, &mut server, fault, &format!("client-{n}"), opened).await;
+        matrix(
+            &backend,
+            &mut server,
+            fault,
+            &format!("client-{n}"),
+            None,
+            opened,
+        )
+        .await;
         assert_eq!(backend.breaker_state(), BreakerState::Closed);
     }
 }
@@ -231,22 +245,11 @@ async fn one_of_two_memcached_servers_hung_and_crashed_under_every_policy() {
         let opened = || backend.breaker_states()[0] != BreakerState::Closed;
         let (first, _) = servers.split_at_mut(1);
         let sick_server = &mut first[0];
-        let clock = ManualClock::new(START);
-        let other = Throttle::builder("well", "10/min".parse().unwrap())
-            .failure_policy(FailurePolicy::Error)
-            .clock(clock)
-            .build(backend.clone())
-            .unwrap();
-        matrix(&backend, sick_server, fault, &sick, || {
+        matrix(&backend, sick_server, fault, &sick, Some(&well), || {
             let opened = opened();
             opened && backend.breaker_states()[1] == BreakerState::Closed
         })
         .await;
-        // The other server's clients were decided by it throughout.
-        assert_eq!(
-            other.hit(&well).await.unwrap().reason(),
-            Reason::WithinLimit
-        );
     }
 }
 
@@ -255,22 +258,56 @@ async fn one_master_of_a_redis_cluster_hung_and_crashed_under_every_policy() {
     let mut cluster_servers = RedisCluster::start();
     for (n, fault) in [Fault::Hang, Fault::Crash].into_iter().enumerate() {
         let backend = cluster(cluster_servers.urls());
-        // A client whose slot the first master serves.
+        // A client whose slot the first master serves, and one it does not.
         let slots = owned_slots(&cluster_servers.nodes[0]);
-        let key = (0..)
-            .map(|i| format!("client-{n}-{i}"))
-            .find(|id| {
-                let slot: u16 = cluster_servers.nodes[0]
-                    .cli(&["cluster", "keyslot", id])
-                    .trim()
-                    .parse()
-                    .unwrap();
-                slots.iter().any(|(from, to)| (*from..=*to).contains(&slot))
-            })
-            .unwrap();
-        let opened = || backend.breaker_openings() > 0;
-        matrix(&backend, &mut cluster_servers.nodes[0], fault, &key, opened).await;
+        let node = &cluster_servers.nodes[0];
+        let on_first = |id: &String| {
+            let slot: u16 = node
+                .cli(&["cluster", "keyslot", id])
+                .trim()
+                .parse()
+                .unwrap();
+            slots.iter().any(|(from, to)| (*from..=*to).contains(&slot))
+        };
+        let ids = (0..).map(|i| format!("client-{n}-{i}"));
+        let key = ids.clone().find(|id| on_first(id)).unwrap();
+        let other = ids.clone().find(|id| !on_first(id)).unwrap();
+        // The slot map is read in the background: wait until each master
+        // has its breaker.
+        let started = Instant::now();
+        while backend.node_breakers().len() < 3 {
+            let _ = backend
+                .reset(
+                    Key::new(&Scope::new("traffik", "map").unwrap(), "k"),
+                    &limit(),
+                    START,
+                )
+                .await;
+            assert!(started.elapsed() < Duration::from_secs(5), "no slot map");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let opened = || {
+            let states = backend.node_breakers();
+            states
+                .iter()
+                .filter(|(_, s)| *s != BreakerState::Closed)
+                .count()
+                == 1
+        };
+        matrix(
+            &backend,
+            &mut cluster_servers.nodes[0],
+            fault,
+            &key,
+            Some(&other),
+            opened,
+        )
+        .await;
     }
+}
+
+fn limit() -> traffik_core::Limit {
+    traffik_core::Limit::new("10/min".parse().unwrap(), Gcra::new()).unwrap()
 }
 
 /// The slot ranges a cluster node serves, from `CLUSTER NODES`.

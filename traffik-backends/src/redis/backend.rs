@@ -1,7 +1,7 @@
 use std::fmt;
 use std::future::Future;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -14,7 +14,7 @@ use traffik_core::{Answer, Backend, Decision, Error, ErrorKind, Hit, Key, Limit,
 
 use super::error::{from_redis, timeout};
 use super::scripts::{Scripts, decision};
-use crate::guard::{self, Breaker, BreakerState, Guard, GuardConfig, Remote};
+use crate::guard::{self, Breaker, BreakerConfig, BreakerState, Guard, GuardConfig, Remote};
 
 /// The largest time the scripts compute with exactly (Lua doubles).
 const LUA_EXACT_MS: u64 = (1 << 53) - 1;
@@ -97,8 +97,22 @@ struct Inner {
     deadline: Duration,
     target: String,
     breaker: Breaker,
+    breaker_config: BreakerConfig,
+    /// On a cluster: a breaker per master, by the slots it serves.
+    nodes: RwLock<Nodes>,
+    /// Whether a slot map is being fetched.
+    mapping: AtomicBool,
     guard: Guard,
     round_trips: AtomicU64,
+}
+
+/// A cluster's masters' breakers, and which serves each slot.
+#[derive(Default)]
+struct Nodes {
+    breakers: Vec<(String, Arc<Breaker>)>,
+    /// By slot: the index of its master's breaker (`u16::MAX`: unknown).
+    slots: Box<[u16]>,
+    fetched: Option<tokio::time::Instant>,
 }
 
 /// The Redis backend; see [the module docs](super).
@@ -198,7 +212,7 @@ impl RedisBackend {
     /// usable: it connects again on the next call.
     pub async fn warm_up(&self) -> Result<(), Error> {
         let scripts = &self.inner.scripts;
-        self.bounded("loading the scripts", async {
+        self.bounded(None, "loading the scripts", async {
             for script in scripts.all().iter().chain([scripts.group()]) {
                 let mut connection = self.connection().await?;
                 script
@@ -285,14 +299,18 @@ impl RedisBackend {
         }
     }
 
-    /// Runs `work` within the backend's deadline, through its breaker:
-    /// refused at once while the breaker is open.
+    /// Runs `work` within the backend's deadline, through the breaker of
+    /// the node that serves `slot` (on a cluster whose slots are known) or
+    /// the backend's: refused at once while it is open.
     async fn bounded<T>(
         &self,
+        slot: Option<u16>,
         what: &str,
         work: impl Future<Output = Result<T, Error>>,
     ) -> Result<T, Error> {
-        let outcome = guard::through(&self.inner.breaker, async {
+        let node = slot.and_then(|slot| self.node_breaker(slot));
+        let breaker = node.as_deref().unwrap_or(&self.inner.breaker);
+        let outcome = guard::through(breaker, async {
             self.inner.round_trips.fetch_add(1, Ordering::Relaxed);
             match tokio::time::timeout(self.inner.deadline, work).await {
                 Ok(result) => result,
@@ -306,14 +324,121 @@ impl RedisBackend {
         outcome
     }
 
-    /// Where the circuit breaker stands.
+    /// Where the circuit breaker stands (on a cluster: the breaker of the
+    /// calls whose node is not known yet; see
+    /// [`node_breakers`](RedisBackend::node_breakers)).
     pub fn breaker_state(&self) -> BreakerState {
         self.inner.breaker.state()
     }
 
-    /// How many times the circuit breaker has opened.
+    /// On a cluster, each master's breaker (`host:port` and its state), as
+    /// far as the slot map is known.
+    pub fn node_breakers(&self) -> Vec<(String, BreakerState)> {
+        let nodes = self
+            .inner
+            .nodes
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        nodes
+            .breakers
+            .iter()
+            .map(|(address, breaker)| (address.clone(), breaker.state()))
+            .collect()
+    }
+
+    /// How many times the circuit breakers have opened, in all.
     pub fn breaker_openings(&self) -> u64 {
+        let nodes = self
+            .inner
+            .nodes
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
         self.inner.breaker.opened()
+            + nodes
+                .breakers
+                .iter()
+                .map(|(_, breaker)| breaker.opened())
+                .sum::<u64>()
+    }
+
+    /// The breaker of the master that serves `slot`, once the slot map is
+    /// known; asks for the map again when it is older than 10 s.
+    fn node_breaker(&self, slot: u16) -> Option<Arc<Breaker>> {
+        let nodes = self
+            .inner
+            .nodes
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        let stale = nodes
+            .fetched
+            .is_none_or(|at| at.elapsed() >= Duration::from_secs(10));
+        let found = nodes
+            .slots
+            .get(usize::from(slot))
+            .and_then(|&node| nodes.breakers.get(usize::from(node)))
+            .map(|(_, breaker)| Arc::clone(breaker));
+        drop(nodes);
+        if stale && !self.inner.mapping.swap(true, Ordering::AcqRel) {
+            let backend = self.clone();
+            tokio::spawn(async move {
+                backend.map_slots().await;
+                backend.inner.mapping.store(false, Ordering::Release);
+            });
+        }
+        found
+    }
+
+    /// Reads `CLUSTER SLOTS`: which master serves which slots. A master
+    /// seen before keeps its breaker.
+    async fn map_slots(&self) {
+        let mut command = Cmd::new();
+        command.arg("CLUSTER").arg("SLOTS");
+        let reply = tokio::time::timeout(self.inner.deadline, async {
+            let mut connection = self.connection().await?;
+            command
+                .query_async::<redis::Value>(&mut connection)
+                .await
+                .map_err(from_redis)
+        })
+        .await;
+        let Ok(Ok(reply)) = reply else {
+            let mut nodes = self
+                .inner
+                .nodes
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            // Try again in 10 s; decisions meanwhile use the backend's breaker.
+            nodes.fetched = Some(tokio::time::Instant::now());
+            return;
+        };
+        let ranges = slot_ranges(&reply);
+        let mut nodes = self
+            .inner
+            .nodes
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut slots = vec![u16::MAX; 16_384];
+        for (from, to, address) in ranges {
+            let index = match nodes
+                .breakers
+                .iter()
+                .position(|(known, _)| *known == address)
+            {
+                Some(index) => index,
+                None => {
+                    let breaker =
+                        Breaker::new(self.inner.breaker_config, format!("redis at {address}"));
+                    nodes.breakers.push((address, Arc::new(breaker)));
+                    nodes.breakers.len() - 1
+                }
+            };
+            let index = u16::try_from(index).unwrap_or(u16::MAX);
+            for slot in from..=to.min(16_383) {
+                slots[usize::from(slot)] = index;
+            }
+        }
+        nodes.slots = slots.into_boxed_slice();
+        nodes.fetched = Some(tokio::time::Instant::now());
     }
 
     /// How many calls were sent to Redis (a refused one, while the breaker
@@ -342,9 +467,9 @@ impl RedisBackend {
         peek: bool,
     ) -> Result<Decision, Error> {
         let script = self.inner.scripts.of(limit.strategy());
-        let invocation =
+        let (invocation, slot) =
             self.invocation(script, &key, limit, now_ms, cost, if peek { 1 } else { 0 });
-        let reply = self.invoke("a decision", &invocation).await?;
+        let reply = self.invoke("a decision", slot, &invocation).await?;
         decision(&reply)
     }
 
@@ -362,8 +487,9 @@ impl RedisBackend {
     ) -> Result<(), Error> {
         let script = self.inner.scripts.refund_of(limit.strategy());
         let age = now_ms.saturating_sub(charged_ms).min(LUA_EXACT_MS);
-        let invocation = self.invocation(script, &key, limit, now_ms, cost.min(LUA_EXACT_MS), age);
-        self.bounded("a refund", async {
+        let (invocation, slot) =
+            self.invocation(script, &key, limit, now_ms, cost.min(LUA_EXACT_MS), age);
+        self.bounded(slot, "a refund", async {
             let mut connection = self.connection().await?;
             invocation
                 .invoke_async::<i64>(&mut connection)
@@ -385,9 +511,11 @@ impl RedisBackend {
         now_ms: u64,
         cost: u64,
         flag: u64,
-    ) -> redis::ScriptInvocation<'s> {
+    ) -> (redis::ScriptInvocation<'s>, Option<u16>) {
         let mut invocation = script.prepare_invoke();
-        for key in keys(key, limit) {
+        let keys = keys(key, limit);
+        let slot = self.slot(&keys[0]);
+        for key in keys {
             invocation.key(key);
         }
         let (reduced_count, reduced_period) = limit.rate().reduced();
@@ -406,16 +534,26 @@ impl RedisBackend {
             .arg(cost)
             .arg(flag)
             .arg(self.inner.ttl_margin_ms);
-        invocation
+        (invocation, slot)
+    }
+
+    /// The cluster slot of a key (`None` off a cluster): the CRC16 of its
+    /// hash tag, as Redis Cluster computes it.
+    fn slot(&self, key: &str) -> Option<u16> {
+        match &self.inner.connection {
+            Connection::Cluster { .. } => Some(slot_of(key)),
+            _ => None,
+        }
     }
 
     /// Calls a script, bounded by the timeouts: its reply's numbers.
     async fn invoke(
         &self,
         what: &str,
+        slot: Option<u16>,
         invocation: &redis::ScriptInvocation<'_>,
     ) -> Result<Vec<i64>, Error> {
-        self.bounded(what, async {
+        self.bounded(slot, what, async {
             let mut connection = self.connection().await?;
             invocation
                 .invoke_async(&mut connection)
@@ -428,10 +566,12 @@ impl RedisBackend {
     async fn delete(&self, key: Key<'_>, limit: &Limit) -> Result<(), Error> {
         let mut command = Cmd::new();
         command.arg("DEL");
-        for key in keys(&key, limit) {
+        let keys = keys(&key, limit);
+        let slot = self.slot(&keys[0]);
+        for key in keys {
             command.arg(key);
         }
-        self.bounded("a reset", async {
+        self.bounded(slot, "a reset", async {
             let mut connection = self.connection().await?;
             command
                 .query_async::<()>(&mut connection)
@@ -452,6 +592,7 @@ impl RedisBackend {
             TimeSource::Client => Some(now_ms),
         };
         let (keys, args) = group_call(&hits, now, self.inner.ttl_margin_ms);
+        let slot = keys.first().and_then(|key| self.slot(key));
         let mut invocation = self.inner.scripts.group().prepare_invoke();
         for key in keys {
             invocation.key(key);
@@ -459,7 +600,9 @@ impl RedisBackend {
         for arg in args {
             invocation.arg(arg);
         }
-        let reply = self.invoke("a combined decision", &invocation).await?;
+        let reply = self
+            .invoke("a combined decision", slot, &invocation)
+            .await?;
         if reply.len() != 6 * hits.len() {
             return Err(super::error::bad_reply(&reply));
         }
@@ -724,6 +867,9 @@ impl RedisBackendBuilder {
                 ttl_margin_ms: u64::try_from(margin.as_millis()).unwrap_or(u64::MAX),
                 deadline: self.connect_timeout + self.response_timeout,
                 breaker: Breaker::new(guard.breaker, redacted(&target)),
+                breaker_config: guard.breaker,
+                nodes: RwLock::new(Nodes::default()),
+                mapping: AtomicBool::new(false),
                 guard: Guard::new(&guard),
                 round_trips: AtomicU64::new(0),
                 target,
@@ -800,4 +946,78 @@ fn redacted(target: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join(",")
+}
+
+/// The Redis Cluster slot of `key`: the CRC16 (XMODEM) of its hash tag, the
+/// part between the first `{` and the next `}` when that is not empty, or
+/// else of the whole key.
+fn slot_of(key: &str) -> u16 {
+    let bytes = key.as_bytes();
+    let tagged = bytes.iter().position(|&b| b == b'{').and_then(|open| {
+        let rest = &bytes[open + 1..];
+        let close = rest.iter().position(|&b| b == b'}')?;
+        (close > 0).then(|| &rest[..close])
+    });
+    crc16::State::<crc16::XMODEM>::calculate(tagged.unwrap_or(bytes)) % 16_384
+}
+
+/// `CLUSTER SLOTS`: each range's first and last slot and its master's
+/// `host:port`. Entries of any other shape are skipped.
+fn slot_ranges(reply: &redis::Value) -> Vec<(u16, u16, String)> {
+    use redis::Value;
+    let number = |value: &Value| match value {
+        Value::Int(n) => u16::try_from(*n).ok(),
+        _ => None,
+    };
+    let text = |value: &Value| match value {
+        Value::BulkString(bytes) => String::from_utf8(bytes.clone()).ok(),
+        Value::SimpleString(text) => Some(text.clone()),
+        _ => None,
+    };
+    let Value::Array(ranges) = reply else {
+        return Vec::new();
+    };
+    ranges
+        .iter()
+        .filter_map(|range| {
+            let Value::Array(fields) = range else {
+                return None;
+            };
+            let (from, to) = (number(fields.first()?)?, number(fields.get(1)?)?);
+            let Value::Array(master) = fields.get(2)? else {
+                return None;
+            };
+            let (host, port) = (text(master.first()?)?, number(master.get(1)?)?);
+            Some((from, to, format!("{host}:{port}")))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_are_those_redis_cluster_computes() {
+        // `CLUSTER KEYSLOT foo` is 12182.
+        assert_eq!(slot_of("foo"), 12_182);
+        assert_eq!(slot_of("traffik:api:{foo}:gcra"), 12_182);
+        // An empty tag hashes the whole key; an open brace alone too.
+        assert_eq!(
+            slot_of("{}foo"),
+            crc16::State::<crc16::XMODEM>::calculate(b"{}foo") % 16_384
+        );
+        assert_eq!(
+            slot_of("{foo"),
+            crc16::State::<crc16::XMODEM>::calculate(b"{foo") % 16_384
+        );
+    }
+
+    #[test]
+    fn passwords_are_not_shown() {
+        assert_eq!(
+            redacted("redis://user:secret@host:6379/0,redis://h2"),
+            "redis://…@host:6379/0,redis://h2"
+        );
+    }
 }
