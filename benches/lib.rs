@@ -52,6 +52,15 @@ impl Drop for RedisServer {
 }
 
 impl RedisServer {
+    /// Sends it `signal` (`STOP`, `CONT`) with `kill`.
+    ///
+    /// # Panics
+    ///
+    /// When `kill` fails.
+    pub fn signal(&self, signal: &str) {
+        send_signal(self.0.id(), signal);
+    }
+
     /// Starts one on `port`, without persistence, and waits until it listens.
     ///
     /// # Panics
@@ -97,4 +106,92 @@ pub fn peer_request() -> http::Request<axum::body::Body> {
 /// The trivial route those requests reach.
 pub fn ok_route() -> axum::Router {
     axum::Router::new().route("/", axum::routing::get(|| async { "ok" }))
+}
+
+fn send_signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{signal} {pid} failed");
+}
+
+/// A memcached on a loopback port (2 threads, 64 MB), stopped when dropped.
+pub struct MemcachedServer(Child);
+
+impl Drop for MemcachedServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl MemcachedServer {
+    /// Starts one on `port` and waits until it listens.
+    ///
+    /// # Panics
+    ///
+    /// When `memcached` is missing (`scripts/setup.sh` installs it) or does
+    /// not start within 10 s.
+    pub fn start(port: u16) -> MemcachedServer {
+        let child = Command::new("memcached")
+            .args([
+                "-p",
+                &port.to_string(),
+                "-U",
+                "0",
+                "-l",
+                "127.0.0.1",
+                "-m",
+                "64",
+                "-t",
+                "2",
+            ])
+            .args(["-u", "root"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("memcached is needed: run scripts/setup.sh");
+        let server = MemcachedServer(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "memcached did not start");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        server
+    }
+
+    /// Sends it `signal` (`STOP`, `CONT`) with `kill`.
+    ///
+    /// # Panics
+    ///
+    /// When `kill` fails.
+    pub fn signal(&self, signal: &str) {
+        send_signal(self.0.id(), signal);
+    }
+}
+
+/// The p50 and p99 of some latencies, in milliseconds.
+///
+/// # Panics
+///
+/// If there are none.
+pub fn percentiles(mut latencies: Vec<Duration>) -> (f64, f64) {
+    latencies.sort();
+    let at = |q: f64| {
+        let i = ((latencies.len() as f64 - 1.0) * q).round() as usize;
+        latencies[i].as_secs_f64() * 1e3
+    };
+    (at(0.50), at(0.99))
+}
+
+/// A port nothing listens on now.
+///
+/// # Panics
+///
+/// When no port can be bound.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .expect("a free port")
 }

@@ -312,3 +312,50 @@ pub(crate) async fn through<T>(
     permit.record(&outcome);
     outcome
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any URL: the options are read or refused, never a panic, and an
+        /// error stays short.
+        #[test]
+        fn any_url_is_read_or_refused(url in "\\PC{0,300}", options in "[a-z_=&0-9x]{0,80}") {
+            let url = format!("{url}?{options}");
+            match GuardConfig::default().read_url(&url) {
+                Ok((_, rest)) => prop_assert!(rest.len() <= url.len()),
+                Err(error) => prop_assert!(error.to_string().len() < 200),
+            }
+        }
+    }
+
+    #[test]
+    fn url_options_set_the_guard_and_leave_the_rest() {
+        let (config, url) = GuardConfig::default()
+            .read_url("redis://h:6379/0?breaker_failures=7&protocol=resp3&breaker_cool_down_ms=250&deny_cache=0&fallback_keys=9")
+            .unwrap();
+        assert_eq!(url, "redis://h:6379/0?protocol=resp3");
+        let expected = GuardConfig::default()
+            .breaker(
+                BreakerConfig::new()
+                    .consecutive_failures(7)
+                    .cool_down(std::time::Duration::from_millis(250)),
+            )
+            .deny_cache(0)
+            .fallback_keys(9);
+        assert_eq!(config, expected);
+        let (off, bare) = GuardConfig::default()
+            .read_url("memcached://h:1?breaker_failures=0")
+            .unwrap();
+        assert_eq!(bare, "memcached://h:1");
+        assert_eq!(off.breaker, BreakerConfig::disabled());
+        let long = "9".repeat(10_000);
+        let error = GuardConfig::default()
+            .read_url(&format!("redis://h?deny_cache=x{long}"))
+            .unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Config);
+        assert!(error.to_string().len() < 200, "{error}");
+    }
+}
