@@ -43,6 +43,39 @@ async fn main() {
     Box::pin(deny_cache()).await;
     println!("\n# 3. One hot key on Memcached, 4 processes x 32 tasks x 32 hits, 2000/hour");
     contention();
+    println!("\n# 4. What the guard costs a healthy Redis, 64 tasks on keys of their own");
+    Box::pin(guard_cost()).await;
+}
+
+/// Decisions/s on a healthy Redis, limits never reached, with the default
+/// guard and with the breaker and the deny cache off; three alternating
+/// rounds, medians.
+async fn guard_cost() {
+    let port = free_port();
+    let _server = RedisServer::start(port);
+    let url = format!("redis://127.0.0.1:{port}");
+    let guarded = RedisBackend::builder(&url).build().expect("a backend");
+    let bare = RedisBackend::builder(&url)
+        .guard(
+            GuardConfig::default()
+                .breaker(BreakerConfig::disabled())
+                .deny_cache(0),
+        )
+        .build()
+        .expect("a backend");
+    let mut rates: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    for round in 0..3 {
+        for (i, backend) in [&guarded, &bare].into_iter().enumerate() {
+            let open = throttle(backend.clone(), "1000000000/min", FailurePolicy::Error);
+            let (latencies, took) = load(&open, 1_000, |t| format!("r{round}-{i}-{t}")).await;
+            rates[i].push(latencies.len() as f64 / took.as_secs_f64());
+        }
+    }
+    let (with, without) = (median(rates[0].clone()), median(rates[1].clone()));
+    println!(
+        "guarded {with:.0} decisions/s, unguarded {without:.0} decisions/s, ratio {:.3}",
+        with / without
+    );
 }
 
 /// `per_task` decisions of `throttle` from each of TASKS tasks, on keys

@@ -60,6 +60,8 @@ pub use traffik_core::{
 #[cfg(feature = "conformance")]
 pub use traffik_backends::{conformance, conformance_tests};
 
+#[cfg(any(feature = "redis", feature = "memcached"))]
+pub use traffik_backends::guard;
 #[cfg(feature = "memcached")]
 pub use traffik_backends::memcached;
 #[cfg(feature = "memory")]
