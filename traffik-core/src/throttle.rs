@@ -28,7 +28,7 @@ pub enum FailurePolicy {
     /// cannot answer: the remote backends (`traffik-backends`' Redis and
     /// Memcached) keep one, hand back to the store when it answers again,
     /// and then charge it with what the fallback admitted. Decisions are
-    /// [`Reason::Fallback`](crate::Reason::Fallback). With `instances` set
+    /// [`Reason::Fallback`]. With `instances` set
     /// to the number of processes sharing the store, the fleet admits at
     /// most about the limit during an outage. A backend without a fallback
     /// (or a store failure that reaches the throttle anyway) is denied, as
