@@ -162,34 +162,26 @@ async fn hung_redis() {
     let port = free_port();
     let server = RedisServer::start(port);
     let url = format!("redis://127.0.0.1:{port}");
-    hung(
-        "redis",
-        |breaker| {
-            RedisBackend::builder(&url)
-                .guard(GuardConfig::default().breaker(breaker))
-                .build()
-                .expect("a backend")
-        },
-        |signal| server.signal(signal),
-    )
-    .await;
+    let make = |breaker| {
+        RedisBackend::builder(&url)
+            .guard(GuardConfig::default().breaker(breaker))
+            .build()
+            .expect("a backend")
+    };
+    hung("redis", make, |signal| server.signal(signal)).await;
 }
 
 async fn hung_memcached() {
     let port = free_port();
     let server = MemcachedServer::start(port);
     let url = format!("memcached://127.0.0.1:{port}");
-    hung(
-        "memcached",
-        |breaker| {
-            MemcachedBackend::builder(&url)
-                .guard(GuardConfig::default().breaker(breaker))
-                .build()
-                .expect("a backend")
-        },
-        |signal| server.signal(signal),
-    )
-    .await;
+    let make = |breaker| {
+        MemcachedBackend::builder(&url)
+            .guard(GuardConfig::default().breaker(breaker))
+            .build()
+            .expect("a backend")
+    };
+    hung("memcached", make, |signal| server.signal(signal)).await;
 }
 
 async fn deny_cache() {

@@ -7,52 +7,15 @@
 //! rounds each. Prints medians, the ratio, p50/p99 latency and round trips
 //! per decision. Needs `memcached` (`scripts/setup.sh`).
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use traffik_backends::memcached::MemcachedBackend;
-use traffik_benches::median;
+use traffik_benches::{MemcachedServer, median};
 use traffik_core::{AnyStrategy, StrategyKind, Throttle};
 
 const TASKS: usize = 64;
 const PER_TASK: usize = 1_000;
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start(port: u16) -> Server {
-    let child = Command::new("memcached")
-        .args([
-            "-p",
-            &port.to_string(),
-            "-U",
-            "0",
-            "-l",
-            "127.0.0.1",
-            "-m",
-            "64",
-            "-t",
-            "2",
-            "-u",
-            "root",
-        ])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("memcached is needed: run scripts/setup.sh");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "memcached did not start");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    Server(child)
-}
 
 struct Round {
     rps: f64,
@@ -120,7 +83,7 @@ async fn async_memcached_pool(
 
 fn main() {
     let port = 48_000 + (std::process::id() % 1_000) as u16;
-    let _server = start(port);
+    let _server = MemcachedServer::start(port);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

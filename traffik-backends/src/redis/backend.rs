@@ -259,30 +259,27 @@ impl RedisBackend {
                 config,
                 master,
             } => {
-                let known = master
-                    .read()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .clone();
-                if let Some(manager) = known {
-                    return Ok(Live::Standalone(manager));
+                let known = || {
+                    master
+                        .read()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .clone()
+                        .map(Live::Standalone)
+                };
+                if let Some(live) = known() {
+                    return Ok(live);
                 }
                 let mut sentinel = sentinel.lock().await;
                 // Another call may have found it while this one waited.
-                let known = master
-                    .read()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .clone();
-                if let Some(manager) = known {
-                    return Ok(Live::Standalone(manager));
+                if let Some(live) = known() {
+                    return Ok(live);
                 }
                 let client = sentinel.async_get_client().await.map_err(from_redis)?;
                 let manager = client
                     .get_connection_manager_with_config(config.clone())
                     .await
                     .map_err(from_redis)?;
-                *master
-                    .write()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(manager.clone());
+                *master.write().unwrap_or_else(PoisonError::into_inner) = Some(manager.clone());
                 Ok(Live::Standalone(manager))
             }
         }
@@ -293,9 +290,7 @@ impl RedisBackend {
     /// one, now a replica, refuses writes).
     fn lost(&self) {
         if let Connection::Sentinel { master, .. } = &self.inner.connection {
-            *master
-                .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+            *master.write().unwrap_or_else(PoisonError::into_inner) = None;
         }
     }
 
