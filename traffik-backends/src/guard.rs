@@ -15,6 +15,7 @@ mod deny;
 mod fallback;
 
 use std::future::Future;
+use std::pin::Pin;
 
 use traffik_core::backend::Hit;
 use traffik_core::{Decision, Error, ErrorKind, Key, Limit};
@@ -212,7 +213,11 @@ pub(crate) async fn hit<R: Remote>(
     peek: bool,
 ) -> Result<Decision, Error> {
     let guard = remote.guard();
-    match remote.decide(key, limit, now_ms, cost, peek).await {
+    // Boxed: the client's futures nest deep, and an application's future
+    // that awaits a decision would otherwise be too deep a type to lay out.
+    let decided: Pin<Box<dyn Future<Output = Result<Decision, Error>> + Send + '_>> =
+        Box::pin(remote.decide(key, limit, now_ms, cost, peek));
+    match decided.await {
         Ok(decision) => {
             if !peek && decision.is_allowed() {
                 guard.deny.admitted(&key, limit);
@@ -240,7 +245,10 @@ pub(crate) async fn hit_all<'a, R: Remote>(
 ) -> Result<Vec<Decision>, Error> {
     let guard = remote.guard();
     let again = hits.clone();
-    match remote.decide_all(hits, now_ms).await {
+    // Boxed, as in `hit`.
+    let decided: Pin<Box<dyn Future<Output = Result<Vec<Decision>, Error>> + Send + '_>> =
+        Box::pin(remote.decide_all(hits, now_ms));
+    match decided.await {
         Ok(decisions) => {
             let asked: Vec<_> = again.iter().map(|h| (&h.key, h.limit, h.cost)).collect();
             guard.deny.remember(&asked, &decisions, now_ms);
