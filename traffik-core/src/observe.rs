@@ -1,11 +1,12 @@
 //! What a throttle records of its decisions, and how it enforces them.
 //!
 //! Decisions are counted through the [`metrics`](https://docs.rs/metrics)
-//! facade (feature `metrics`, off by default for now): the library records,
-//! the application installs an exporter. The keys are built once per
-//! throttle, so recording allocates nothing; with no exporter installed it
-//! still adds about 70 instructions to a decision (a thread-local and a
-//! global lookup of the recorder), which is why it is opt-in.
+//! facade (feature `metrics`): the library records, the application
+//! installs an exporter. Each throttle registers its counters with the
+//! recorder at its first decision and keeps the handles, so recording is one
+//! increment (a no-op branch with no recorder). Install the recorder before
+//! the first decision: a throttle that decided before it was installed keeps
+//! counting into nothing.
 //!
 //! | metric | labels | what |
 //! |---|---|---|
@@ -124,13 +125,18 @@ impl Enforcement {
     }
 }
 
-/// A throttle's prebuilt metric keys.
+/// A throttle's metric keys, and the handles the recorder gave for them.
 #[derive(Debug)]
 pub(crate) struct Instruments {
     #[cfg(feature = "metrics")]
     decisions: Vec<metrics::Key>,
     #[cfg(feature = "metrics")]
     near_limit: metrics::Key,
+    /// The counters, registered with the recorder at the first decision
+    /// (one per outcome, then near-limit): recording is then one increment,
+    /// a no-op branch when no recorder was installed.
+    #[cfg(feature = "metrics")]
+    handles: std::sync::OnceLock<Box<[metrics::Counter]>>,
 }
 
 #[cfg(feature = "metrics")]
@@ -159,7 +165,24 @@ impl Instruments {
                 "traffik_near_limit_total",
                 vec![metrics::Label::new("throttle", throttle.to_owned())],
             ),
+            #[cfg(feature = "metrics")]
+            handles: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The counters, registered on first use with the recorder in force.
+    #[cfg(feature = "metrics")]
+    #[inline]
+    fn handles(&self) -> &[metrics::Counter] {
+        self.handles.get_or_init(|| {
+            metrics::with_recorder(|recorder| {
+                self.decisions
+                    .iter()
+                    .chain([&self.near_limit])
+                    .map(|key| recorder.register_counter(key, &METADATA))
+                    .collect()
+            })
+        })
     }
 
     /// Counts one decision.
@@ -167,20 +190,19 @@ impl Instruments {
     pub(crate) fn record(&self, outcome: Outcome, decision: Option<&Decision>) {
         #[cfg(feature = "metrics")]
         {
+            let handles = self.handles();
             // `ALL` lists the outcomes in declaration order.
-            if let Some(key) = self.decisions.get(outcome as usize) {
-                metrics::with_recorder(|recorder| recorder.register_counter(key, &METADATA))
-                    .increment(1);
+            if let Some(counter) = handles.get(outcome as usize) {
+                counter.increment(1);
             }
             // Near the limit: an admitted hit that left less than a fifth.
             if let Some(decision) = decision {
                 let near = outcome == Outcome::Allowed
                     && decision.remaining().saturating_mul(5) < decision.limit();
                 if near {
-                    metrics::with_recorder(|recorder| {
-                        recorder.register_counter(&self.near_limit, &METADATA)
-                    })
-                    .increment(1);
+                    if let Some(counter) = handles.get(Outcome::ALL.len()) {
+                        counter.increment(1);
+                    }
                 }
             }
         }
@@ -189,58 +211,79 @@ impl Instruments {
     }
 }
 
-/// The span of one decision (feature `tracing`): created only when a
-/// subscriber wants debug spans of target `traffik`, closed with the
-/// outcome and the latency. It never holds the identity.
-#[must_use]
+/// A decision's debug span (feature `tracing`): when a subscriber wants
+/// it, the time the decision started; the span itself is made when the
+/// decision is known, with the throttle, the outcome and the latency. Plain
+/// data, so a decision nobody traces carries nothing that needs dropping.
+#[derive(Clone, Copy)]
 pub(crate) struct DecisionSpan {
-    /// Boxed: a disabled span is one null pointer to carry through the
-    /// decision's future, not the span's forty-odd bytes.
+    /// When a subscriber wanted the span at the start of a decision that
+    /// waits; `None` when none did, or when the decision is immediate.
     #[cfg(feature = "tracing")]
-    inner: Option<Box<(tracing::Span, std::time::Instant)>>,
+    started: Option<std::time::Instant>,
+    /// The decision was known at once (an in-memory backend): whether a
+    /// span is wanted is asked at its end, and its latency is 0 µs.
+    #[cfg(feature = "tracing")]
+    immediate: bool,
+}
+
+/// Whether a subscriber wants decision spans: the global level first (one
+/// atomic load when no subscriber wants debug events), then the callsite.
+#[cfg(feature = "tracing")]
+#[inline]
+fn wanted() -> bool {
+    tracing::level_enabled!(tracing::Level::DEBUG)
+        && tracing::enabled!(target: "traffik", tracing::Level::DEBUG)
 }
 
 impl DecisionSpan {
+    /// The span of a decision that is known at once (`immediate`) or about
+    /// to be waited for.
     #[inline]
-    pub(crate) fn start(throttle: &str) -> DecisionSpan {
-        #[cfg(feature = "tracing")]
-        {
-            // The global level first: one atomic load when no subscriber
-            // wants debug events, before the callsite's own check.
-            if tracing::level_enabled!(tracing::Level::DEBUG)
-                && tracing::enabled!(target: "traffik", tracing::Level::DEBUG)
-            {
-                let span = tracing::debug_span!(
-                    target: "traffik",
-                    "traffik.decide",
-                    throttle = throttle,
-                    outcome = tracing::field::Empty,
-                    latency_us = tracing::field::Empty,
-                );
-                return DecisionSpan {
-                    inner: Some(Box::new((span, std::time::Instant::now()))),
-                };
-            }
-        }
-        let _ = throttle;
+    pub(crate) fn start(immediate: bool) -> DecisionSpan {
+        let _ = immediate;
         DecisionSpan {
             #[cfg(feature = "tracing")]
-            inner: None,
+            started: if immediate {
+                None
+            } else {
+                wanted().then(std::time::Instant::now)
+            },
+            #[cfg(feature = "tracing")]
+            immediate,
         }
     }
 
     #[inline]
-    pub(crate) fn finish(self, outcome: Outcome) {
+    pub(crate) fn finish(self, throttle: &str, outcome: Outcome) {
         #[cfg(feature = "tracing")]
-        if let Some(inner) = self.inner {
-            let (span, started) = *inner;
-            span.record("outcome", outcome.as_str());
-            let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-            span.record("latency_us", micros);
+        {
+            if let Some(started) = self.started {
+                emit(throttle, outcome, Some(started));
+            } else if self.immediate && wanted() {
+                emit(throttle, outcome, None);
+            }
         }
         #[cfg(not(feature = "tracing"))]
-        let _ = outcome;
+        let _ = (throttle, outcome);
     }
+}
+
+#[cfg(feature = "tracing")]
+#[cold]
+#[inline(never)]
+fn emit(throttle: &str, outcome: Outcome, started: Option<std::time::Instant>) {
+    let micros = started.map_or(0, |started| {
+        u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX)
+    });
+    let span = tracing::debug_span!(
+        target: "traffik",
+        "traffik.decide",
+        throttle = throttle,
+        outcome = outcome.as_str(),
+        latency_us = micros,
+    );
+    drop(span);
 }
 
 /// Warns of store failures (feature `tracing`), at most once a second per

@@ -165,11 +165,10 @@ impl<B: Backend, C: Clock> Throttle<B, C> {
     ) -> Answer<impl Future<Output = Result<Decision, Error>> + Send + 'a> {
         let key = Key::new(&self.scope, identity);
         let now = self.clock.now_ms();
-        let span = DecisionSpan::start(self.name());
         let capacity = limit.capacity();
-        self.backend
-            .hit(key, limit, now, cost)
-            .map(move |outcome| self.decided(identity, outcome, capacity, now, span))
+        let answer = self.backend.hit(key, limit, now, cost);
+        let span = DecisionSpan::start(answer.is_ready());
+        answer.map(move |outcome| self.decided(identity, outcome, capacity, now, span))
     }
 
     /// [`hit_with`](Throttle::hit_with) for an identity whose first `tag`
@@ -200,11 +199,10 @@ impl<B: Backend, C: Clock> Throttle<B, C> {
         now: u64,
     ) -> Answer<impl Future<Output = Result<Decision, Error>> + Send + 'a> {
         let key = Key::with_tag(&self.scope, identity, tag);
-        let span = DecisionSpan::start(self.name());
         let capacity = limit.capacity();
-        self.backend
-            .hit(key, limit, now, cost)
-            .map(move |outcome| self.decided(identity, outcome, capacity, now, span))
+        let answer = self.backend.hit(key, limit, now, cost);
+        let span = DecisionSpan::start(answer.is_ready());
+        answer.map(move |outcome| self.decided(identity, outcome, capacity, now, span))
     }
 
     /// The decision a hit of cost 1 would get now, without counting it.
@@ -288,12 +286,12 @@ impl<B: Backend, C: Clock> Throttle<B, C> {
                 let decision = self.enforce(identity, decision);
                 let outcome = Outcome::of(&decision);
                 self.instruments.record(outcome, Some(&decision));
-                span.finish(outcome);
+                span.finish(self.name(), outcome);
                 Ok(decision)
             }
             Err(error) => {
                 self.instruments.record(Outcome::FailureError, None);
-                span.finish(Outcome::FailureError);
+                span.finish(self.name(), Outcome::FailureError);
                 Err(error)
             }
         }
