@@ -83,11 +83,7 @@ impl RedisServer {
             .spawn()
             .expect("redis-server is needed: run scripts/setup.sh");
         let server = RedisServer(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_for(port, "redis-server");
         server
     }
 }
@@ -106,6 +102,15 @@ pub fn peer_request() -> http::Request<axum::body::Body> {
 /// The trivial route those requests reach.
 pub fn ok_route() -> axum::Router {
     axum::Router::new().route("/", axum::routing::get(|| async { "ok" }))
+}
+
+/// Waits up to 10 s until something listens on `port`.
+fn wait_for(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "{what} did not start");
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 fn send_signal(pid: u32, signal: &str) {
@@ -152,11 +157,7 @@ impl MemcachedServer {
             .spawn()
             .expect("memcached is needed: run scripts/setup.sh");
         let server = MemcachedServer(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "memcached did not start");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_for(port, "memcached");
         server
     }
 

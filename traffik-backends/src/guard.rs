@@ -123,6 +123,14 @@ impl GuardConfig {
     }
 }
 
+/// A key as the deny cache and the fallback's ledger keep it:
+/// `prefix \0 tag \0 rest`, so no key can pass for another by moving where
+/// its tag ends.
+fn key_text(key: &Key<'_>) -> String {
+    let (tag, rest) = key.tag_and_rest();
+    format!("{}\u{0}{tag}\u{0}{rest}", key.scope().prefix())
+}
+
 /// A remote backend's deny cache and fallback.
 pub(crate) struct Guard {
     deny: DenyCache,

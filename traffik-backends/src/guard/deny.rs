@@ -32,17 +32,6 @@ pub(crate) struct DenyCache {
     hasher: foldhash::fast::RandomState,
 }
 
-fn full_key(key: &Key<'_>) -> String {
-    let (tag, rest) = key.tag_and_rest();
-    let mut text = String::with_capacity(key.scope().prefix().len() + tag.len() + rest.len() + 2);
-    text.push_str(key.scope().prefix());
-    text.push('\u{0}');
-    text.push_str(tag);
-    text.push('\u{0}');
-    text.push_str(rest);
-    text
-}
-
 fn same(stored: &str, key: &Key<'_>) -> bool {
     let (tag, rest) = key.tag_and_rest();
     let prefix = key.scope().prefix();
@@ -206,7 +195,7 @@ impl DenyCache {
             Entry {
                 hits: hits
                     .iter()
-                    .map(|(key, limit, cost)| (full_key(key), (*limit).clone(), *cost))
+                    .map(|(key, limit, cost)| (super::key_text(key), (*limit).clone(), *cost))
                     .collect(),
                 at_ms: now_ms,
                 until_ms: now_ms.saturating_add(wait),

@@ -35,11 +35,6 @@ pub(crate) struct Fallback {
     owes: AtomicBool,
 }
 
-fn ledger_key(key: &Key<'_>) -> String {
-    let (tag, rest) = key.tag_and_rest();
-    format!("{}\u{0}{tag}\u{0}{rest}", key.scope().prefix())
-}
-
 impl Fallback {
     /// A fallback holding at most `max_keys` keys, and owing at most as many.
     pub(crate) fn new(max_keys: usize) -> Fallback {
@@ -68,7 +63,7 @@ impl Fallback {
         }
         let period = limit.rate().period_ms();
         let mut ledger = self.ledger();
-        let id = (ledger_key(key), limit.clone());
+        let id = (super::key_text(key), limit.clone());
         if let Some(owed) = ledger.get_mut(&id) {
             if now_ms.saturating_sub(owed.since_ms) >= period {
                 owed.since_ms = now_ms;
@@ -167,7 +162,7 @@ impl Fallback {
     pub(crate) fn restore(&self, owed: impl IntoIterator<Item = Owed>) {
         let mut ledger = self.ledger();
         for owed in owed {
-            let id = (ledger_key(&owed.key()), owed.limit.clone());
+            let id = (super::key_text(&owed.key()), owed.limit.clone());
             ledger.entry(id).or_insert(owed);
         }
         if !ledger.is_empty() {
@@ -184,7 +179,7 @@ impl Fallback {
                 .reset(key, &limit.share(instances), now_ms)
                 .into_ready();
         }
-        let id = ledger_key(&key);
+        let id = super::key_text(&key);
         self.ledger().retain(|(owed, _), _| *owed != id);
     }
 

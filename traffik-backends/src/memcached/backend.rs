@@ -213,7 +213,7 @@ impl MemcachedBackend {
             peek,
             ttl_margin_s: inner.ttl_margin_s,
             cas_retries: inner.cas_retries,
-            until: tokio::time::Instant::now() + inner.pool.deadline,
+            until: inner.pool.until(),
         }
     }
 
@@ -228,7 +228,7 @@ impl MemcachedBackend {
             .map(|hit| base_key(&hit.key, hit.limit))
             .collect::<Result<Vec<String>, Error>>()?;
         // One deadline for the whole group.
-        let until = tokio::time::Instant::now() + inner.pool.deadline;
+        let until = inner.pool.until();
         let apply = |i: usize, cost: u64, peek: bool| Apply {
             pool: &inner.pool,
             server: inner.servers.of(&bases[i]),

@@ -64,8 +64,13 @@ impl Pool {
         commands: &[u8],
         replies: usize,
     ) -> Result<Vec<Reply>, Error> {
-        let until = Instant::now() + self.deadline;
-        self.exchange_until(server, commands, replies, until).await
+        self.exchange_until(server, commands, replies, self.until())
+            .await
+    }
+
+    /// When a decision that starts now must be done.
+    pub(super) fn until(&self) -> Instant {
+        Instant::now() + self.deadline
     }
 
     /// One round trip that ends by `until` (a decision's deadline, shared

@@ -842,11 +842,7 @@ impl RedisBackendBuilder {
         } else {
             let url = nodes.first().cloned().unwrap_or_default();
             let client = Client::open(url.as_str()).map_err(invalid)?;
-            let config = ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(self.connect_timeout))
-                .set_response_timeout(Some(self.response_timeout))
-                .set_number_of_retries(1)
-                .set_max_delay(Duration::from_millis(100));
+            let config = manager_config(self.connect_timeout, self.response_timeout);
             Connection::Standalone {
                 client,
                 config,
@@ -871,6 +867,16 @@ impl RedisBackendBuilder {
             }),
         })
     }
+}
+
+/// How a standalone (or Sentinel-found) connection is managed: the
+/// timeouts, one retry, reconnects at most 100 ms apart.
+fn manager_config(connect: Duration, response: Duration) -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(connect))
+        .set_response_timeout(Some(response))
+        .set_number_of_retries(1)
+        .set_max_delay(Duration::from_millis(100))
 }
 
 /// `[user:password@]host:port[,host:port…]/master[/db]`: the sentinels, the
@@ -920,12 +926,8 @@ fn sentinel_connection(
         .map_err(|error| invalid(&error.to_string()))?;
     Ok(Connection::Sentinel {
         sentinel: tokio::sync::Mutex::new(sentinel),
-        config: ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(connect_timeout))
-            .set_response_timeout(Some(response_timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(100)),
-        master: std::sync::RwLock::new(None),
+        config: manager_config(connect_timeout, response_timeout),
+        master: RwLock::new(None),
     })
 }
 
