@@ -18,7 +18,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use traffik_core::backend::Hit;
-use traffik_core::{Decision, Error, ErrorKind, Key, Limit};
+use traffik_core::{Answer, Decision, Error, ErrorKind, Key, Limit};
 
 pub(crate) use breaker::{Breaker, Permit};
 pub use breaker::{BreakerConfig, BreakerState};
@@ -168,22 +168,6 @@ impl Guard {
         }
     }
 
-    /// The cached denial of a hit, if one stands.
-    pub(crate) fn cached(
-        &self,
-        key: &Key<'_>,
-        limit: &Limit,
-        now_ms: u64,
-        cost: u64,
-    ) -> Option<Decision> {
-        self.deny.hit(key, limit, now_ms, cost)
-    }
-
-    /// The cached denial of a combined decision, if one stands.
-    pub(crate) fn cached_all(&self, hits: &[Hit<'_>], now_ms: u64) -> Option<Vec<Decision>> {
-        self.deny.hit_all(hits, now_ms)
-    }
-
     /// After a reset of `key` from this process: no denial of it stands
     /// here (the cache is cleared: resets are rare), and the fallback forgets
     /// it.
@@ -209,10 +193,40 @@ impl Guard {
     }
 }
 
-/// A hit (or peek) through the guard: the store's answer, remembered when
-/// it is a denial; on a store failure, the fallback's where the limit has
-/// one. The deny cache was asked before.
-pub(crate) async fn hit<R: Remote>(
+/// A hit (or peek) through the guard: a denial the deny cache holds at once;
+/// otherwise the store's answer, remembered when it is a denial, or on a
+/// store failure the fallback's where the limit has one.
+pub(crate) fn hit<R: Remote>(
+    remote: &R,
+    key: Key<'_>,
+    limit: &Limit,
+    now_ms: u64,
+    cost: u64,
+    peek: bool,
+) -> Answer<impl Future<Output = Result<Decision, Error>> + Send> {
+    let cached = (!peek)
+        .then(|| remote.guard().deny.hit(&key, limit, now_ms, cost))
+        .flatten();
+    match cached {
+        Some(denied) => Answer::ready(Ok(denied)),
+        None => Answer::pending(decide(remote, key, limit, now_ms, cost, peek)),
+    }
+}
+
+/// A combined decision through the guard, as [`hit`].
+pub(crate) fn hit_all<'a, R: Remote>(
+    remote: &'a R,
+    hits: Vec<Hit<'a>>,
+    now_ms: u64,
+) -> Answer<impl Future<Output = Result<Vec<Decision>, Error>> + Send + 'a> {
+    match remote.guard().deny.hit_all(&hits, now_ms) {
+        Some(denied) => Answer::ready(Ok(denied)),
+        None => Answer::pending(decide_all(remote, hits, now_ms)),
+    }
+}
+
+/// [`hit`] past the deny cache.
+async fn decide<R: Remote>(
     remote: &R,
     key: Key<'_>,
     limit: &Limit,
@@ -245,8 +259,8 @@ pub(crate) async fn hit<R: Remote>(
     }
 }
 
-/// A combined decision through the guard, as [`hit`].
-pub(crate) async fn hit_all<'a, R: Remote>(
+/// [`hit_all`] past the deny cache.
+async fn decide_all<'a, R: Remote>(
     remote: &'a R,
     hits: Vec<Hit<'a>>,
     now_ms: u64,

@@ -345,10 +345,7 @@ impl Backend for MemcachedBackend {
         now_ms: u64,
         cost: u64,
     ) -> Answer<impl Future<Output = Result<Decision, Error>> + Send> {
-        if let Some(denied) = self.inner.guard.cached(&key, limit, now_ms, cost) {
-            return Answer::ready(Ok(denied));
-        }
-        Answer::pending(guard::hit(self, key, limit, now_ms, cost, false))
+        guard::hit(self, key, limit, now_ms, cost, false)
     }
 
     fn peek(
@@ -358,7 +355,7 @@ impl Backend for MemcachedBackend {
         now_ms: u64,
         cost: u64,
     ) -> Answer<impl Future<Output = Result<Decision, Error>> + Send> {
-        Answer::pending(guard::hit(self, key, limit, now_ms, cost, true))
+        guard::hit(self, key, limit, now_ms, cost, true)
     }
 
     fn reset(
@@ -391,10 +388,7 @@ impl Backend for MemcachedBackend {
         hits: Vec<Hit<'a>>,
         now_ms: u64,
     ) -> Answer<impl Future<Output = Result<Vec<Decision>, Error>> + Send + 'a> {
-        if let Some(denied) = self.inner.guard.cached_all(&hits, now_ms) {
-            return Answer::ready(Ok(denied));
-        }
-        Answer::pending(guard::hit_all(self, hits, now_ms))
+        guard::hit_all(self, hits, now_ms)
     }
 
     /// Clones of one backend share its store.
