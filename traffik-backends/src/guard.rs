@@ -25,6 +25,8 @@ pub use breaker::{BreakerConfig, BreakerState};
 use deny::DenyCache;
 use fallback::{Fallback, Owed};
 
+use crate::observe::{Operation, StoreMetrics};
+
 /// How a remote backend guards its store: its circuit breaker, its deny
 /// cache and its fallback limiter.
 ///
@@ -135,6 +137,7 @@ fn key_text(key: &Key<'_>) -> String {
 pub(crate) struct Guard {
     deny: DenyCache,
     fallback: Fallback,
+    metrics: StoreMetrics,
 }
 
 /// What a guarded backend can do without its guard.
@@ -161,10 +164,12 @@ pub(crate) trait Remote: Clone + Send + Sync + 'static {
 }
 
 impl Guard {
-    pub(crate) fn new(config: &GuardConfig) -> Guard {
+    /// The guard of a store of kind `backend` (a metric label).
+    pub(crate) fn new(config: &GuardConfig, backend: &'static str) -> Guard {
         Guard {
             deny: DenyCache::new(config.deny_cache),
             fallback: Fallback::new(config.fallback_keys),
+            metrics: StoreMetrics::new(backend),
         }
     }
 
@@ -208,7 +213,10 @@ pub(crate) fn hit<R: Remote>(
         .then(|| remote.guard().deny.hit(&key, limit, now_ms, cost))
         .flatten();
     match cached {
-        Some(denied) => Answer::ready(Ok(denied)),
+        Some(denied) => {
+            remote.guard().metrics.deny_cache_hit();
+            Answer::ready(Ok(denied))
+        }
         None => Answer::pending(decide(remote, key, limit, now_ms, cost, peek)),
     }
 }
@@ -220,7 +228,10 @@ pub(crate) fn hit_all<'a, R: Remote>(
     now_ms: u64,
 ) -> Answer<impl Future<Output = Result<Vec<Decision>, Error>> + Send + 'a> {
     match remote.guard().deny.hit_all(&hits, now_ms) {
-        Some(denied) => Answer::ready(Ok(denied)),
+        Some(denied) => {
+            remote.guard().metrics.deny_cache_hit();
+            Answer::ready(Ok(denied))
+        }
         None => Answer::pending(decide_all(remote, hits, now_ms)),
     }
 }
@@ -239,7 +250,15 @@ async fn decide<R: Remote>(
     // that awaits a decision would otherwise be too deep a type to lay out.
     let decided: Pin<Box<dyn Future<Output = Result<Decision, Error>> + Send + '_>> =
         Box::pin(remote.decide(key, limit, now_ms, cost, peek));
-    match decided.await {
+    let started = guard.metrics.start();
+    let decided = decided.await;
+    let operation = if peek {
+        Operation::Peek
+    } else {
+        Operation::Hit
+    };
+    guard.metrics.finish(operation, started);
+    match decided {
         Ok(decision) => {
             if !peek && decision.is_allowed() {
                 guard.deny.admitted(&key, limit);
@@ -270,7 +289,10 @@ async fn decide_all<'a, R: Remote>(
     // Boxed, as in `hit`.
     let decided: Pin<Box<dyn Future<Output = Result<Vec<Decision>, Error>> + Send + '_>> =
         Box::pin(remote.decide_all(hits, now_ms));
-    match decided.await {
+    let started = guard.metrics.start();
+    let decided = decided.await;
+    guard.metrics.finish(Operation::HitAll, started);
+    match decided {
         Ok(decisions) => {
             let asked: Vec<_> = again.iter().map(|h| (&h.key, h.limit, h.cost)).collect();
             guard.deny.remember(&asked, &decisions, now_ms);

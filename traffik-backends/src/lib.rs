@@ -35,6 +35,8 @@ pub mod guard;
 pub mod memcached;
 #[cfg(feature = "memory")]
 pub mod memory;
+#[cfg(any(feature = "memory", feature = "redis", feature = "memcached"))]
+mod observe;
 #[cfg(feature = "redis")]
 pub mod redis;
 

@@ -47,9 +47,11 @@
 
 mod backend;
 mod boxed;
+mod hot;
 mod segmented;
 mod shard;
 mod sync;
 mod table;
 
 pub use backend::{MemoryBackend, MemoryBackendBuilder};
+pub use hot::HotKey;

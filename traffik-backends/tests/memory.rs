@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use traffik_backends::memory::MemoryBackend;
 use traffik_core::{
-    Clock, Enforcement, FailurePolicy, FixedWindow, Gcra, ManualClock, Reason, SlidingWindowLog,
-    Throttle, ThrottleGroup,
+    Backend, Clock, Enforcement, FailurePolicy, FixedWindow, Gcra, Key, Limit, ManualClock, Reason,
+    Scope, SlidingWindowLog, Throttle, ThrottleGroup,
 };
 
 traffik_backends::conformance_tests!(async {
@@ -529,4 +529,35 @@ fn partial_enforcement_is_stable_per_identity_and_near_its_share() {
         Enforcement::percent(f64::NAN),
         Enforcement::Partial { per_10k: 0 }
     );
+}
+
+#[test]
+fn hottest_lists_the_keys_denied_most_when_asked_to_count_them() {
+    let scope = Scope::new("app", "api").unwrap();
+    let limit = Limit::new("1/min".parse().unwrap(), Gcra::new()).unwrap();
+    let hit = |backend: &MemoryBackend, identity: &str| {
+        backend
+            .hit(Key::new(&scope, identity), &limit, 1_000, 1)
+            .into_ready()
+            .unwrap()
+            .unwrap()
+    };
+    let counting = MemoryBackend::builder().hot_keys(256).build();
+    let silent = MemoryBackend::new();
+    for (identity, hits) in [("mallory", 30), ("eve", 10), ("alice", 1)] {
+        for _ in 0..hits {
+            hit(&counting, identity);
+            hit(&silent, identity);
+        }
+    }
+    let top = counting.hottest(10);
+    let named: Vec<_> = top
+        .iter()
+        .map(|hot| (hot.key.as_str(), hot.denials))
+        .collect();
+    // Admitted hits are not counted: alice was never denied.
+    assert_eq!(named, [("app:api:mallory", 29), ("app:api:eve", 9)]);
+    assert!(silent.hottest(10).is_empty());
+    counting.clear_hot_keys();
+    assert!(counting.hottest(10).is_empty());
 }

@@ -7,6 +7,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 use traffik_core::{Error, ErrorKind};
 
+use crate::observe::{BreakerMetrics, Transition};
+
 /// When a remote store's circuit breaker opens, and how soon it tries again.
 ///
 /// | setting | default | meaning |
@@ -148,6 +150,7 @@ pub(crate) struct Breaker {
     config: BreakerConfig,
     target: String,
     state: Mutex<State>,
+    metrics: BreakerMetrics,
 }
 
 /// A call the breaker let through; [`Permit::record`] its outcome. Dropped
@@ -159,10 +162,17 @@ pub(crate) struct Permit<'a> {
 }
 
 impl Breaker {
-    pub(crate) fn new(config: BreakerConfig, target: impl Into<String>) -> Breaker {
+    /// The breaker of `target`, a store of kind `backend` (a metric label).
+    pub(crate) fn new(
+        config: BreakerConfig,
+        backend: &'static str,
+        target: impl Into<String>,
+    ) -> Breaker {
+        let target = target.into();
         Breaker {
             config,
-            target: target.into(),
+            metrics: BreakerMetrics::new(backend, &target),
+            target,
             state: Mutex::new(State {
                 mode: Mode::Closed,
                 consecutive: 0,
@@ -204,6 +214,8 @@ impl Breaker {
                 let now = Instant::now();
                 if now >= until {
                     state.mode = Mode::HalfOpen { probing: true };
+                    self.metrics
+                        .moved(&self.target, Transition::HalfOpened, &state.cause);
                     Ok(permit(true))
                 } else {
                     Err(self.refusal(&state, until - now))
@@ -252,6 +264,7 @@ impl Breaker {
                 self.open(&mut state, now, error);
             } else {
                 state.mode = Mode::Closed;
+                self.metrics.moved(&self.target, Transition::Closed, "");
                 state.consecutive = 0;
                 state.calls = 0;
                 state.failed = 0;
@@ -296,6 +309,8 @@ impl Breaker {
             }
             state.cause.push_str(&said[..end]);
         }
+        self.metrics
+            .moved(&self.target, Transition::Opened, &state.cause);
     }
 }
 
@@ -330,7 +345,7 @@ mod tests {
     }
 
     fn breaker(config: BreakerConfig) -> Breaker {
-        Breaker::new(config, "redis://test")
+        Breaker::new(config, "redis", "redis://test")
     }
 
     #[tokio::test(start_paused = true)]
@@ -395,7 +410,7 @@ mod tests {
             breaker.admit().unwrap().record(&outcome);
         }
         assert_eq!(breaker.state(), BreakerState::Closed);
-        let off = Breaker::new(BreakerConfig::disabled(), "x");
+        let off = Breaker::new(BreakerConfig::disabled(), "redis", "x");
         for _ in 0..100 {
             off.admit().unwrap().record(&failure());
         }

@@ -499,7 +499,7 @@ impl MemcachedBackendBuilder {
                     .saturating_add(u64::from(self.ttl_margin.subsec_nanos() > 0)),
                 cas_retries: self.cas_retries,
                 target: url,
-                guard: Guard::new(&guard),
+                guard: Guard::new(&guard, "memcached"),
             }),
         })
     }

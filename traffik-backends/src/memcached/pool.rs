@@ -32,7 +32,7 @@ impl Server {
             address,
             pool: (0..pool_size.max(1)).map(|_| Mutex::new(None)).collect(),
             next: AtomicUsize::new(0),
-            breaker: Breaker::new(breaker, target),
+            breaker: Breaker::new(breaker, "memcached", target),
         }
     }
 

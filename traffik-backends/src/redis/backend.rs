@@ -421,8 +421,11 @@ impl RedisBackend {
             {
                 Some(index) => index,
                 None => {
-                    let breaker =
-                        Breaker::new(self.inner.breaker_config, format!("redis at {address}"));
+                    let breaker = Breaker::new(
+                        self.inner.breaker_config,
+                        "redis",
+                        format!("redis at {address}"),
+                    );
                     nodes.breakers.push((address, Arc::new(breaker)));
                     nodes.breakers.len() - 1
                 }
@@ -851,11 +854,11 @@ impl RedisBackendBuilder {
                 time: self.time,
                 ttl_margin_ms: u64::try_from(margin.as_millis()).unwrap_or(u64::MAX),
                 deadline: self.connect_timeout + self.response_timeout,
-                breaker: Breaker::new(guard.breaker, redacted(&target)),
+                breaker: Breaker::new(guard.breaker, "redis", redacted(&target)),
                 breaker_config: guard.breaker,
                 nodes: RwLock::new(Nodes::default()),
                 mapping: AtomicBool::new(false),
-                guard: Guard::new(&guard),
+                guard: Guard::new(&guard, "redis"),
                 round_trips: AtomicU64::new(0),
                 target,
             }),
