@@ -18,6 +18,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use traffik_axum::config::Rules;
 use traffik_axum::{OverLimit, RequestIdentity, ThrottledSocket};
 use traffik_backends::AnyBackend;
+use traffik_backends::memory::MemoryBackend;
 use traffik_core::{ConfigError, Gcra, Throttle};
 
 /// Where the demo's rules file is.
@@ -31,11 +32,12 @@ pub const RULES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/rules.toml");
 /// # Errors
 ///
 /// When the WebSocket's throttle cannot be built (it is valid).
-pub fn demo_app(
+pub async fn demo_app(
     rules: &Rules,
     backend: &AnyBackend,
     metrics: PrometheusHandle,
 ) -> Result<Router, ConfigError> {
+    let stores = rules.stores().await;
     // /ws: each message counts; 3 at once, then one every 2 s; extra
     // messages are dropped with a notice.
     let rate = "1/2s"
@@ -60,10 +62,34 @@ pub fn demo_app(
         )
         .route(
             "/",
-            get(|| async { "traffik demo: try /items/1, POST /login, /ws, /metrics\n" }),
+            get(|| async {
+                "traffik demo: try /items/1, POST /login, /ws, /metrics, /admin/hot\n"
+            }),
         )
         .layer(rules.layer());
-    Ok(throttled.route("/metrics", get(move || async move { metrics.render() })))
+    // Outside the throttles, as /metrics. An operator's view: behind
+    // authentication in production.
+    let memory: Vec<MemoryBackend> = stores
+        .into_iter()
+        .filter_map(|(_, store)| match store {
+            AnyBackend::Memory(memory) => Some(memory),
+            _ => None,
+        })
+        .collect();
+    Ok(throttled
+        .route("/metrics", get(move || async move { metrics.render() }))
+        .route(
+            "/admin/hot",
+            get(move || {
+                let hot: Vec<serde_json::Value> = memory
+                    .iter()
+                    .flat_map(|store| store.hottest(20))
+                    .map(|hot| serde_json::json!({ "key": hot.key, "denials": hot.denials, "error": hot.error }))
+                    .collect();
+                let body = serde_json::Value::Array(hot).to_string();
+                async move { ([(axum::http::header::CONTENT_TYPE, "application/json")], body) }
+            }),
+        ))
 }
 
 /// `POST /login?password=...`: 200 for `open-sesame`, 401 otherwise.

@@ -27,7 +27,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Decisions are counted through the `metrics` facade; this exporter
     // renders them for Prometheus at /metrics.
     let metrics = PrometheusBuilder::new().install_recorder()?;
-    let app = demo_app(&rules, &AnyBackend::from_url("memory://").await?, metrics)?;
+    let app = demo_app(&rules, &AnyBackend::from_url("memory://").await?, metrics).await?;
 
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     let address = listener.local_addr()?;

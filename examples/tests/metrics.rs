@@ -16,7 +16,7 @@ async fn metrics_count_what_the_throttles_decided() {
     metrics::set_global_recorder(recorder).expect("the only recorder of this test binary");
     let backend = AnyBackend::from_url("memory://").await.unwrap();
     let rules = Rules::load(RULES).await.unwrap();
-    let app = demo_app(&rules, &backend, handle).unwrap();
+    let app = demo_app(&rules, &backend, handle).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let server = tokio::spawn(async move {
@@ -61,7 +61,31 @@ async fn metrics_count_what_the_throttles_decided() {
         .text()
         .await
         .unwrap();
+    // The in-memory store counted its denials: the client's two on items.
+    let hot: serde_json::Value = http
+        .get(format!("http://{address}/admin/hot"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     server.abort();
+    let items = hot
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|entry| {
+            entry["key"]
+                .as_str()
+                .is_some_and(|key| key.contains(":items:"))
+        })
+        .unwrap_or_else(|| panic!("no items key in {hot}"));
+    assert_eq!(items["denials"], 2, "{hot}");
+    assert!(
+        items["key"].as_str().unwrap().contains("ip:127.0.0.1"),
+        "{hot}"
+    );
     let value = |series: &str| -> u64 {
         text.lines()
             .find(|line| line.starts_with(series))

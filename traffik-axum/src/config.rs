@@ -36,6 +36,7 @@
 //! strategy's state is in its rate's units, so a new rate starts it from
 //! fresh keys, and the reload log says so.
 
+mod admin;
 mod compile;
 mod identity;
 mod spec;
@@ -59,8 +60,10 @@ use tower::util::BoxCloneService;
 use tower::{Layer, Service};
 use traffik_backends::AnyBackend;
 
-use compile::{Compiled, Places, Summary, compile, state_is_in_rate_units};
+pub use admin::{AdminKey, Client, Status, ThrottleAdmin};
+use compile::{Compiled, Making, Places, RulesClock, Summary, compile, state_is_in_rate_units};
 pub use identity::ConfigIdentity;
+use traffik_core::{ManualClock, SystemClock};
 
 /// A mistake in a rules file, or a file that cannot be read: where it is
 /// and what is wrong.
@@ -152,6 +155,7 @@ pub struct Rules {
 struct Inner {
     path: Option<PathBuf>,
     origin: String,
+    making: Making,
     current: ArcSwap<Compiled>,
     /// One reload at a time; the stores made so far, by URL; the last
     /// refusal logged.
@@ -170,6 +174,46 @@ impl fmt::Debug for Rules {
             .field("origin", &self.inner.origin)
             .field("generation", &self.generation())
             .finish_non_exhaustive()
+    }
+}
+
+/// How rules are made beyond what their file says: for tools, such as the
+/// `traffik` command line, that act on a file's throttles elsewhere.
+#[derive(Clone, Debug, Default)]
+#[must_use]
+pub struct LoadOptions {
+    backend: Option<AnyBackend>,
+    clock: Option<ManualClock>,
+}
+
+impl LoadOptions {
+    /// As the file says.
+    pub fn new() -> LoadOptions {
+        LoadOptions::default()
+    }
+
+    /// Every throttle on `backend`, whatever backends the file names (an
+    /// operator's store URL, or a fresh in-memory store to replay a log).
+    pub fn backend(mut self, backend: AnyBackend) -> LoadOptions {
+        self.backend = Some(backend);
+        self
+    }
+
+    /// Every throttle on `clock` instead of the system's (to replay a log
+    /// at its own timestamps).
+    pub fn clock(mut self, clock: ManualClock) -> LoadOptions {
+        self.clock = Some(clock);
+        self
+    }
+
+    fn making(self) -> Making {
+        Making {
+            backend: self.backend,
+            clock: match self.clock {
+                Some(clock) => RulesClock::Manual(clock),
+                None => RulesClock::System(SystemClock),
+            },
+        }
     }
 }
 
@@ -195,10 +239,22 @@ impl Rules {
     /// When the file cannot be read, or holds a mistake (with its line and
     /// column).
     pub async fn load(path: impl AsRef<Path>) -> Result<Rules, RulesError> {
+        Rules::load_with(path, LoadOptions::new()).await
+    }
+
+    /// [`load`](Rules::load), made as `options` say.
+    ///
+    /// # Errors
+    ///
+    /// As [`load`](Rules::load).
+    pub async fn load_with(
+        path: impl AsRef<Path>,
+        options: LoadOptions,
+    ) -> Result<Rules, RulesError> {
         let path = path.as_ref().to_path_buf();
         let origin = path.display().to_string();
         let text = read(&path, &origin).await?;
-        Rules::build(Some(path), origin, &text).await
+        Rules::build(Some(path), origin, &text, options.making()).await
     }
 
     /// Rules from TOML text; `origin` names it in errors. Such rules have
@@ -208,19 +264,38 @@ impl Rules {
     ///
     /// When the text holds a mistake.
     pub async fn from_toml(text: &str, origin: &str) -> Result<Rules, RulesError> {
-        Rules::build(None, origin.to_owned(), text).await
+        Rules::from_toml_with(text, origin, LoadOptions::new()).await
     }
 
-    async fn build(path: Option<PathBuf>, origin: String, text: &str) -> Result<Rules, RulesError> {
+    /// [`from_toml`](Rules::from_toml), made as `options` say.
+    ///
+    /// # Errors
+    ///
+    /// As [`from_toml`](Rules::from_toml).
+    pub async fn from_toml_with(
+        text: &str,
+        origin: &str,
+        options: LoadOptions,
+    ) -> Result<Rules, RulesError> {
+        Rules::build(None, origin.to_owned(), text, options.making()).await
+    }
+
+    async fn build(
+        path: Option<PathBuf>,
+        origin: String,
+        text: &str,
+        making: Making,
+    ) -> Result<Rules, RulesError> {
         let mut backends = HashMap::new();
         let places = Places {
             origin: &origin,
             text,
         };
-        let compiled = compile(&places, &mut backends).await?;
+        let compiled = compile(&places, &mut backends, &making).await?;
         Ok(Rules {
             inner: Arc::new(Inner {
                 path,
+                making,
                 current: ArcSwap::from_pointee(compiled),
                 state: tokio::sync::Mutex::new(State {
                     backends,
@@ -254,6 +329,47 @@ impl Rules {
             .collect()
     }
 
+    /// The stores the rules have made, by URL (every one since loading:
+    /// a reload reuses a store by its URL). For an application that wants
+    /// a store's own figures, such as the in-memory store's
+    /// [`hottest`](traffik_backends::memory::MemoryBackend::hottest) keys.
+    pub async fn stores(&self) -> Vec<(String, AnyBackend)> {
+        let state = self.inner.state.lock().await;
+        let mut stores: Vec<(String, AnyBackend)> = state
+            .backends
+            .iter()
+            .map(|(url, backend)| (url.clone(), backend.clone()))
+            .collect();
+        stores.sort_by(|a, b| a.0.cmp(&b.0));
+        stores
+    }
+
+    /// An operator's handle on the throttle `name` as the rules in force
+    /// define it: peek, reset, block and unblock a client's key.
+    ///
+    /// # Errors
+    ///
+    /// A [`Config`](traffik_core::ErrorKind::Config) error when the rules
+    /// define no throttle of that name (it lists those they do).
+    pub fn admin(&self, name: &str) -> Result<ThrottleAdmin, traffik_core::Error> {
+        let current = self.inner.current.load();
+        current.admin.get(name).cloned().ok_or_else(|| {
+            let known: Vec<&str> = current.admin.keys().take(20).map(String::as_str).collect();
+            traffik_core::Error::new(
+                traffik_core::ErrorKind::Config,
+                format!(
+                    "no throttle named {:?}; the rules define {}",
+                    traffik_core::backend::key_prefix(name),
+                    if known.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            )
+        })
+    }
+
     /// Reads the file again and, when it is valid, replaces the rules at
     /// once (requests already running finish under the old ones). Logs
     /// what changed at info level. A file with a mistake changes nothing:
@@ -280,7 +396,7 @@ impl Rules {
                     origin: &inner.origin,
                     text: &text,
                 };
-                compile(&places, &mut state.backends).await
+                compile(&places, &mut state.backends, &inner.making).await
             }
             Err(error) => Err(error),
         };

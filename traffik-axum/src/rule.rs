@@ -471,22 +471,17 @@ impl Rule {
     /// global key of an IPv4 identity is not copied into a buffer.
     #[inline]
     pub(crate) fn key(&self, identity: &Identity, request: RequestHead<'_>) -> Key {
-        if let KeyScope::Global = self.scope {
-            return Key::of(identity);
-        }
-        let mut key = KeyBuf::new();
-        identity.push_key(&mut key);
-        let tag = key.as_str().len();
-        match &self.scope {
-            KeyScope::Global => {}
-            KeyScope::Route => key.push_suffix("r", route(request)),
-            KeyScope::MethodRoute => {
-                key.push_suffix("m", request.method().as_str());
-                key.push_suffix("r", route(request));
+        let custom;
+        let suffix = match &self.scope {
+            KeyScope::Global => return Key::of(identity),
+            KeyScope::Route => Suffix::Route(route(request)),
+            KeyScope::MethodRoute => Suffix::MethodRoute(request.method().as_str(), route(request)),
+            KeyScope::Custom(function) => {
+                custom = function(request);
+                Suffix::Custom(&custom)
             }
-            KeyScope::Custom(function) => key.push_suffix("c", &function(request)),
-        }
-        Key::Built(key, tag)
+        };
+        Key::scoped(identity, suffix)
     }
 
     /// Orders rules tightest first: rates compared as hits per millisecond
@@ -516,10 +511,38 @@ pub(crate) enum Key {
     Built(KeyBuf, usize),
 }
 
+/// What a key scope adds to the identity.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Suffix<'a> {
+    /// The route template.
+    Route(&'a str),
+    /// The method, then the route template.
+    MethodRoute(&'a str, &'a str),
+    /// A custom scope's text.
+    Custom(&'a str),
+}
+
 impl Key {
+    /// The key of an identity and what its scope adds.
+    #[inline]
+    pub(crate) fn scoped(identity: &Identity, suffix: Suffix<'_>) -> Key {
+        let mut key = KeyBuf::new();
+        identity.push_key(&mut key);
+        let tag = key.as_str().len();
+        match suffix {
+            Suffix::Route(route) => key.push_suffix("r", route),
+            Suffix::MethodRoute(method, route) => {
+                key.push_suffix("m", method);
+                key.push_suffix("r", route);
+            }
+            Suffix::Custom(text) => key.push_suffix("c", text),
+        }
+        Key::Built(key, tag)
+    }
+
     /// The key of an identity alone.
     #[inline]
-    fn of(identity: &Identity) -> Key {
+    pub(crate) fn of(identity: &Identity) -> Key {
         match identity {
             Identity::Ip(std::net::IpAddr::V4(ip)) => Key::Ipv4(Ipv4Text::new(*ip)),
             other => {

@@ -644,3 +644,113 @@ async fn a_fallback_policy_with_its_share_is_accepted() {
     let error = Rules::from_toml(unknown, "inline").await.unwrap_err();
     assert_eq!((error.line(), error.column()), (3, 18), "{error}");
 }
+
+/// An operator's peek, reset, block and unblock act on the very keys real
+/// requests use (the client, then the route template).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_peeks_resets_blocks_and_unblocks_the_keys_requests_use() {
+    use traffik_axum::config::Client;
+    use traffik_core::ErrorKind;
+
+    let text = r#"
+[throttles.global]
+rate = "100/min"
+
+[throttles.items]
+rate = "3/min"
+strategy = "sliding_window_log"
+penalty = { steps = ["1m"] }
+
+[[rules]]
+throttle = "global"
+scope = "global"
+
+[[rules]]
+throttle = "items"
+paths = ["/items/*"]
+"#;
+    let rules = Rules::from_toml(text, "inline").await.unwrap();
+    let server = serve(app(&rules, Duration::ZERO)).await;
+    let client = reqwest::Client::new();
+    let items_url = format!("{}/items/1", server.url);
+    assert_eq!(statuses(&client, &items_url, 2).await, [200, 200]);
+
+    let items = rules.admin("items").unwrap();
+    let me = items
+        .key(&Client::named("127.0.0.1").route("/items/{id}"))
+        .unwrap();
+    let status = items.peek(&me).await.unwrap();
+    assert_eq!((status.limit, status.remaining), (3, 1), "{status:?}");
+    assert_eq!((status.blocked_for, status.offences), (None, Some(0)));
+    let global = rules.admin("global").unwrap();
+    let everywhere = global.key(&Client::named("127.0.0.1")).unwrap();
+    assert_eq!(global.peek(&everywhere).await.unwrap().remaining, 98);
+
+    // Reset: the whole budget again, as the next requests see.
+    items.reset(&me).await.unwrap();
+    assert_eq!(items.peek(&me).await.unwrap().remaining, 3);
+    assert_eq!(statuses(&client, &items_url, 3).await, [200, 200, 200]);
+
+    // Block for ten minutes: denied with the block's wait; unblocked and
+    // reset, admitted again.
+    items.block(&me, Duration::from_secs(600)).await.unwrap();
+    let denied = client.get(&items_url).send().await.unwrap();
+    assert_eq!(denied.status(), 429);
+    assert_eq!(denied.headers()["retry-after"], "600");
+    // Real time: a few milliseconds may have gone since the block.
+    let left = items.peek(&me).await.unwrap().blocked_for.unwrap();
+    assert!(
+        left <= Duration::from_secs(600) && left > Duration::from_secs(599),
+        "{left:?}"
+    );
+    items.unblock(&me).await.unwrap();
+    items.reset(&me).await.unwrap();
+    assert_eq!(statuses(&client, &items_url, 1).await, [200]);
+
+    // What cannot be a key of these throttles says why.
+    let refused = [
+        items.key(&Client::named("127.0.0.1")).unwrap_err(),
+        global
+            .key(&Client::named("127.0.0.1").route("/items/{id}"))
+            .unwrap_err(),
+        items
+            .key(&Client::named("alice").route("/items/{id}"))
+            .unwrap_err(),
+        global
+            .block(&everywhere, Duration::from_secs(1))
+            .await
+            .unwrap_err(),
+        rules.admin("nope").unwrap_err(),
+    ];
+    for (error, says) in refused.iter().zip([
+        "keyed per route",
+        "keyed by the client alone",
+        "is not one",
+        "has no penalty",
+        "the rules define global, items",
+    ]) {
+        assert_eq!(error.kind(), ErrorKind::Config);
+        assert!(error.to_string().contains(says), "{error}");
+    }
+}
+
+/// A tier for an IP address, written as the reference writes it
+/// (`"ip:127.0.0.1"`), applies to requests from that address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tier_for_an_ipv4_address_applies_to_it() {
+    let text = r#"
+[throttles.items]
+rate = "100/min"
+strategy = "sliding_window_log"
+
+[[rules]]
+throttle = "items"
+paths = ["/items/*"]
+limits = { "ip:127.0.0.1" = "1/min" }
+"#;
+    let rules = Rules::from_toml(text, "inline").await.unwrap();
+    let server = serve(app(&rules, Duration::ZERO)).await;
+    let client = reqwest::Client::new();
+    let items = format!("{}/items/1", server.url);
+    assert_eq!(statuses(&client, &items, 2).await, [200, 429]);
+}

@@ -16,7 +16,7 @@ use crate::redis::RedisBackend;
 ///
 /// | URL | backend | feature |
 /// |---|---|---|
-/// | `memory://` (options: `?shards=N&max_keys=N&sweep_interval_ms=N`) | in-memory | `memory` |
+/// | `memory://` (options: `?shards=N&max_keys=N&sweep_interval_ms=N&hot_keys=N`) | in-memory | `memory` |
 /// | `redis://[user:pass@]host:port/db`, `rediss://…`, `redis+unix:///path` | Redis | `redis` |
 /// | `redis+cluster://host:port,host:port` | Redis Cluster (seed nodes) | `redis` |
 /// | `memcached://host:port[,host:port]`, `memcached+unix:///path` | Memcached | `memcached` |
@@ -104,7 +104,8 @@ fn memory_from_url(rest: &str) -> Result<MemoryBackend, Error> {
         None if rest.is_empty() => "",
         _ => {
             return Err(config(format!(
-                "memory://{rest} takes no host or path, only ?options"
+                "memory://{} takes no host or path, only ?options",
+                traffik_core::backend::key_prefix(rest)
             )));
         }
     };
@@ -113,7 +114,9 @@ fn memory_from_url(rest: &str) -> Result<MemoryBackend, Error> {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
         let number: u64 = value.parse().map_err(|_| {
             config(format!(
-                "memory:// option {name} needs a whole number, got {value:?}"
+                "memory:// option {:?} needs a whole number, got {:?}",
+                traffik_core::backend::key_prefix(name),
+                traffik_core::backend::key_prefix(value)
             ))
         })?;
         let size = usize::try_from(number).unwrap_or(usize::MAX);
@@ -123,9 +126,12 @@ fn memory_from_url(rest: &str) -> Result<MemoryBackend, Error> {
             "sweep_interval_ms" => {
                 builder.sweep_interval(Some(std::time::Duration::from_millis(number)))
             }
+            "hot_keys" => builder.hot_keys(size),
             _ => {
                 return Err(config(format!(
-                    "unknown memory:// option {name:?}, expected shards, max_keys or sweep_interval_ms"
+                    "unknown memory:// option {:?}, expected shards, max_keys, sweep_interval_ms \
+                     or hot_keys",
+                    traffik_core::backend::key_prefix(name)
                 )));
             }
         };
@@ -296,6 +302,31 @@ mod tests {
             ("memory://?colour=1", "unknown memory:// option"),
             ("mongodb://x", "unknown backend url scheme"),
         ] {
+            let err = AnyBackend::from_url(url).await.unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Config, "{url}");
+            assert!(err.to_string().contains(needle), "{url}: {err}");
+        }
+        // Options of any size never panic nor allocate without bound, and
+        // errors quote a bounded part of what they were given.
+        let huge = u64::MAX;
+        for url in [
+            format!("memory://?shards={huge}"),
+            format!("memory://?max_keys={huge}&hot_keys={huge}"),
+            format!("memory://?sweep_interval_ms={huge}"),
+        ] {
+            let _ = AnyBackend::from_url(&url).await;
+        }
+        let long = "x".repeat(10_000);
+        for (url, needle) in [
+            (format!("memory://{long}"), "takes no host"),
+            (format!("memory://?{long}=1"), "unknown memory:// option"),
+            (format!("memory://?shards={long}"), "needs a whole number"),
+        ] {
+            let err = AnyBackend::from_url(&url).await.unwrap_err();
+            assert!(err.to_string().len() < 400, "{err}");
+            assert!(err.to_string().contains(needle), "{err}");
+        }
+        for (url, needle) in [("memory://?hot_keys=x", "needs a whole number")] {
             let err = AnyBackend::from_url(url).await.unwrap_err();
             assert_eq!(err.kind(), ErrorKind::Config, "{url}");
             assert!(err.to_string().contains(needle), "{url}: {err}");

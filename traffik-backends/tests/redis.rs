@@ -416,3 +416,33 @@ impl std::io::Write for Writer {
         Ok(())
     }
 }
+
+/// An operator's block of a key whose identity is tagged (the layer's
+/// route-scoped keys: the client, then `|r:/login`) is the block the
+/// layer's check finds. Redis keeps the tag in the key's hash-tag braces,
+/// so a block made untagged was another key, and the client stayed free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operators_block_of_a_tagged_key_is_the_one_hits_find() {
+    let server = RedisServer::start();
+    let clock = ManualClock::new(1_700_000_000_000);
+    let lockout = Throttle::builder("login", "5/15min".parse().unwrap())
+        .clock(clock.clone())
+        .build(client_time(&server.url()))
+        .unwrap()
+        .penalized(traffik_core::Penalty::fixed(Duration::from_secs(60)).unwrap())
+        .unwrap();
+    let key = "alice|r:/login";
+    let tag = "alice".len();
+    lockout
+        .block_tagged(key, tag, Duration::from_secs(600))
+        .await
+        .unwrap();
+    let blocked = lockout.blocked_tagged(key, tag).await.unwrap();
+    assert_eq!(
+        blocked.map(|denial| denial.retry_after_ms()),
+        Some(600_000),
+        "the block is not where the layer looks"
+    );
+    lockout.unblock_tagged(key, tag).await.unwrap();
+    assert_eq!(lockout.blocked_tagged(key, tag).await.unwrap(), None);
+}

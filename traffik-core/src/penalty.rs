@@ -305,6 +305,28 @@ impl<B: Backend, C: Clock> Lockout<B, C> {
         }
     }
 
+    /// How long `identity` (tagged by its first `tag` bytes) stays blocked,
+    /// `None` when it is not, straight from the store: for an operator, so
+    /// a store that fails is an error whatever the failure policy.
+    ///
+    /// # Errors
+    ///
+    /// When the store fails.
+    pub async fn block_left_tagged(
+        &self,
+        identity: &str,
+        tag: usize,
+    ) -> Result<Option<Duration>, Error> {
+        let key = Key::with_tag(&self.blocks, identity, tag);
+        let now = self.throttle.clock().now_ms();
+        let block = self
+            .throttle
+            .backend()
+            .peek(key, &self.peek_limit, now, 1)
+            .await?;
+        Ok((!block.is_allowed()).then(|| Duration::from_millis(block.retry_after_ms())))
+    }
+
     /// Records an offence of `identity` now and blocks it for its step;
     /// returns `denial` (the throttle's) with the block's wait and reason
     /// [`Reason::Blocked`]. When the store fails, `denial` stands as it is.
@@ -347,18 +369,30 @@ impl<B: Backend, C: Clock> Lockout<B, C> {
     /// When the store fails, or `duration` is out of range (a
     /// [`Config`](crate::ErrorKind::Config) error).
     pub async fn block(&self, identity: &str, duration: Duration) -> Result<(), Error> {
+        self.block_tagged(identity, identity.len(), duration).await
+    }
+
+    /// [`block`](Lockout::block) for an identity whose first `tag` bytes
+    /// name the client, as [`blocked_tagged`](Lockout::blocked_tagged)
+    /// will look for it (stores place a key by its tag).
+    ///
+    /// # Errors
+    ///
+    /// As [`block`](Lockout::block).
+    pub async fn block_tagged(
+        &self,
+        identity: &str,
+        tag: usize,
+        duration: Duration,
+    ) -> Result<(), Error> {
         let limit = millis("a block", duration)
             .and_then(block_limit)
             .map_err(|error| Error::new(crate::ErrorKind::Config, error.to_string()))?;
         let now = self.throttle.clock().now_ms();
         let backend = self.throttle.backend();
-        backend
-            .reset(Key::new(&self.blocks, identity), &self.peek_limit, now)
-            .await?;
-        backend
-            .hit(Key::new(&self.blocks, identity), &limit, now, 1)
-            .await
-            .map(|_| ())
+        let key = || Key::with_tag(&self.blocks, identity, tag);
+        backend.reset(key(), &self.peek_limit, now).await?;
+        backend.hit(key(), &limit, now, 1).await.map(|_| ())
     }
 
     /// Lifts the block on `identity` and forgets its offences: its next
@@ -368,13 +402,30 @@ impl<B: Backend, C: Clock> Lockout<B, C> {
     ///
     /// When the store fails.
     pub async fn unblock(&self, identity: &str) -> Result<(), Error> {
+        self.unblock_tagged(identity, identity.len()).await
+    }
+
+    /// [`unblock`](Lockout::unblock) for a tagged identity.
+    ///
+    /// # Errors
+    ///
+    /// When the store fails.
+    pub async fn unblock_tagged(&self, identity: &str, tag: usize) -> Result<(), Error> {
         let now = self.throttle.clock().now_ms();
         let backend = self.throttle.backend();
         backend
-            .reset(Key::new(&self.blocks, identity), &self.peek_limit, now)
+            .reset(
+                Key::with_tag(&self.blocks, identity, tag),
+                &self.peek_limit,
+                now,
+            )
             .await?;
         backend
-            .reset(Key::new(&self.offences, identity), &self.offence_limit, now)
+            .reset(
+                Key::with_tag(&self.offences, identity, tag),
+                &self.offence_limit,
+                now,
+            )
             .await
     }
 
@@ -385,8 +436,17 @@ impl<B: Backend, C: Clock> Lockout<B, C> {
     ///
     /// When the store fails.
     pub async fn offences(&self, identity: &str) -> Result<u64, Error> {
+        self.offences_tagged(identity, identity.len()).await
+    }
+
+    /// [`offences`](Lockout::offences) of a tagged identity.
+    ///
+    /// # Errors
+    ///
+    /// When the store fails.
+    pub async fn offences_tagged(&self, identity: &str, tag: usize) -> Result<u64, Error> {
         let now = self.throttle.clock().now_ms();
-        let key = Key::new(&self.offences, identity);
+        let key = Key::with_tag(&self.offences, identity, tag);
         let count = self
             .throttle
             .backend()

@@ -9,11 +9,12 @@ use http::{HeaderName, HeaderValue, Method, StatusCode};
 use ipnet::IpNet;
 use traffik_backends::AnyBackend;
 use traffik_core::{
-    AnyStrategy, Enforcement, FailurePolicy, Gcra, LeakyBucket, Limit, Lockout, Penalty, Rate,
-    StrategyKind, Throttle, TokenBucket,
+    AnyStrategy, Clock, Enforcement, FailurePolicy, Gcra, LeakyBucket, Limit, Lockout, ManualClock,
+    Penalty, Rate, StrategyKind, SystemClock, Throttle, TokenBucket,
 };
 
 use super::RulesError;
+use super::admin::{ThrottleAdmin, Tiers, Use};
 use super::identity::{ConfigIdentity, Source};
 use super::spec::{
     At, CountSpec, FailurePolicySpec, IdentitySpec, OrderSpec, RuleSpec, RulesFile, ScopeSpec,
@@ -23,11 +24,39 @@ use crate::{
     ClientIp, Counting, Filter, HeaderKey, IpSource, KeyScope, PeerIp, Rule, ThrottleLayer,
 };
 
-/// What a rules file became: its layers, outermost first, and what each
-/// throttle is, to tell what a reload changed.
+/// What a rules file became: its layers, outermost first, what each
+/// throttle is (to tell what a reload changed), and each throttle's handle
+/// for an operator.
 pub(crate) struct Compiled {
     pub(crate) layers: Vec<ThrottleLayer<ConfigIdentity>>,
     pub(crate) throttles: BTreeMap<String, Summary>,
+    pub(crate) admin: BTreeMap<String, ThrottleAdmin>,
+}
+
+/// The clock of a rules file's throttles: the system's, or a manual one
+/// (to replay a log at its own timestamps).
+#[derive(Clone, Debug)]
+pub(crate) enum RulesClock {
+    System(SystemClock),
+    Manual(ManualClock),
+}
+
+impl Clock for RulesClock {
+    #[inline]
+    fn now_ms(&self) -> u64 {
+        match self {
+            RulesClock::System(clock) => clock.now_ms(),
+            RulesClock::Manual(clock) => clock.now_ms(),
+        }
+    }
+}
+
+/// How a rules file is made into rules beyond its text: one store in place
+/// of every backend it names, and the clock.
+#[derive(Clone, Debug)]
+pub(crate) struct Making {
+    pub(crate) backend: Option<AnyBackend>,
+    pub(crate) clock: RulesClock,
 }
 
 /// What makes a throttle's counters what they are.
@@ -43,9 +72,9 @@ pub(crate) struct Summary {
 
 /// A throttle built from the file: plain or with a penalty.
 #[derive(Clone)]
-enum Built {
-    Plain(Throttle<AnyBackend>),
-    Penalized(Lockout<AnyBackend>),
+pub(crate) enum Built {
+    Plain(Throttle<AnyBackend, RulesClock>),
+    Penalized(Lockout<AnyBackend, RulesClock>),
 }
 
 /// A throttle from the file, with the cost its rules charge by default.
@@ -122,6 +151,7 @@ fn names<T>(table: &BTreeMap<String, T>) -> String {
 pub(crate) async fn compile(
     places: &Places<'_>,
     backends: &mut HashMap<String, AnyBackend>,
+    making: &Making,
 ) -> Result<Compiled, RulesError> {
     let file: RulesFile = toml::from_str(places.text).map_err(|error| {
         let span = error.span().unwrap_or(0..0);
@@ -142,9 +172,9 @@ pub(crate) async fn compile(
             Some(url) => (url.get().clone(), url.span()),
             None => ("memory://".to_owned(), 0..0),
         };
-        let backend = match backends.get(&text) {
-            Some(backend) => backend.clone(),
-            None => {
+        let backend = match (&making.backend, backends.get(&text)) {
+            (Some(backend), _) | (None, Some(backend)) => backend.clone(),
+            (None, None) => {
                 let made = AnyBackend::from_url(&text).await.map_err(|error| {
                     places.error(
                         span.clone(),
@@ -159,7 +189,10 @@ pub(crate) async fn compile(
     }
     let mut throttles: BTreeMap<String, Made> = BTreeMap::new();
     for (name, spec) in &file.throttles {
-        throttles.insert(name.clone(), throttle(places, name, spec, &stores)?);
+        throttles.insert(
+            name.clone(),
+            throttle(places, name, spec, &stores, &making.clock)?,
+        );
     }
     let default_identity = identity(places, &file.identity, &file.exempt)?;
     let mut identities: BTreeMap<String, ConfigIdentity> = BTreeMap::new();
@@ -168,6 +201,7 @@ pub(crate) async fn compile(
     }
     // Consecutive rules of one identity share a layer.
     let mut runs: Vec<(Option<String>, Vec<Rule>)> = Vec::new();
+    let mut uses: BTreeMap<String, Vec<Use>> = BTreeMap::new();
     for spec in &file.rules {
         let identity_name = match &spec.identity {
             Some(name) if !identities.contains_key(name.get()) => {
@@ -183,7 +217,17 @@ pub(crate) async fn compile(
             Some(name) => Some(name.get().clone()),
             None => None,
         };
-        let rule = rule(places, spec, &throttles)?;
+        let (rule, tiers) = rule(places, spec, &throttles)?;
+        uses.entry(spec.throttle.get().clone())
+            .or_default()
+            .push(Use {
+                scope: spec.scope,
+                identity: match &identity_name {
+                    Some(name) => identities[name].clone(),
+                    None => default_identity.clone(),
+                },
+                tiers,
+            });
         match runs.last_mut() {
             Some((last, rules)) if *last == identity_name => rules.push(rule),
             _ => runs.push((identity_name, vec![rule])),
@@ -220,12 +264,21 @@ pub(crate) async fn compile(
                 .build()
         })
         .collect();
+    let admin = throttles
+        .iter()
+        .map(|(name, made)| {
+            let uses = uses.remove(name).unwrap_or_default();
+            let admin = ThrottleAdmin::new(name, made.built.clone(), uses, &default_identity);
+            (name.clone(), admin)
+        })
+        .collect();
     Ok(Compiled {
         layers,
         throttles: throttles
             .into_iter()
             .map(|(name, made)| (name, made.summary))
             .collect(),
+        admin,
     })
 }
 
@@ -271,6 +324,7 @@ fn throttle(
     name: &str,
     spec: &ThrottleSpec,
     stores: &BTreeMap<String, (AnyBackend, String)>,
+    clock: &RulesClock,
 ) -> Result<Made, RulesError> {
     let strategy = strategy(places, spec)?;
     let rate = spec.rate.get().0;
@@ -344,6 +398,7 @@ fn throttle(
         .namespace(keyed_namespace)
         .failure_policy(policy)
         .enforcement(enforcement)
+        .clock(clock.clone())
         .build(backend.clone())
         .map_err(|error| {
             places.error(
@@ -538,11 +593,12 @@ fn statuses(places: &Places<'_>, spec: &CountSpec) -> Result<Counting, RulesErro
     })
 }
 
+/// A rule, and its limits by identity (API tiers) if it has any.
 fn rule(
     places: &Places<'_>,
     spec: &RuleSpec,
     throttles: &BTreeMap<String, Made>,
-) -> Result<Rule, RulesError> {
+) -> Result<(Rule, Option<Tiers>), RulesError> {
     let name = spec.throttle.get();
     let made = throttles.get(name).ok_or_else(|| {
         places.error(
@@ -606,6 +662,7 @@ fn rule(
     if let Some(count) = &spec.count {
         rule = rule.count(statuses(places, count)?);
     }
+    let mut tiers = None;
     if !spec.limits.is_empty() {
         let mut limits: HashMap<Arc<str>, Limit> = HashMap::new();
         for (identity, rate) in &spec.limits {
@@ -620,6 +677,7 @@ fn rule(
             limits.insert(identity.as_str().into(), limit);
         }
         let limits = Arc::new(limits);
+        tiers = Some(Arc::clone(&limits));
         rule = rule.limit_by(move |identity| {
             let found = match identity.text() {
                 Some(text) => limits.get(text).cloned(),
@@ -628,5 +686,5 @@ fn rule(
             async move { found }
         });
     }
-    Ok(rule)
+    Ok((rule, tiers))
 }

@@ -146,6 +146,11 @@ impl ClientIp {
         self
     }
 
+    /// The prefix IPv6 addresses are grouped by.
+    pub(crate) const fn prefix(&self) -> u8 {
+        self.ipv6_prefix
+    }
+
     /// Groups IPv6 addresses by `prefix` bits (default 64; 128: no grouping).
     pub fn ipv6_prefix(mut self, prefix: u8) -> ClientIp {
         self.ipv6_prefix = prefix.min(128);

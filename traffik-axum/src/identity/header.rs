@@ -89,6 +89,16 @@ impl HeaderKey {
 }
 
 impl<F> HeaderKey<F> {
+    /// The header read.
+    pub(crate) fn header_name(&self) -> &HeaderName {
+        &self.name
+    }
+
+    /// What a request without the header gets.
+    pub(crate) fn fallback(&self) -> &F {
+        &self.fallback
+    }
+
     fn value<'a>(&self, request: RequestHead<'a>) -> Option<&'a str> {
         request
             .headers()

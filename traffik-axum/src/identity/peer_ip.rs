@@ -25,6 +25,11 @@ impl Default for PeerIp {
 }
 
 impl PeerIp {
+    /// The prefix IPv6 addresses are grouped by.
+    pub(crate) const fn prefix(&self) -> u8 {
+        self.ipv6_prefix
+    }
+
     /// The peer's address, IPv6 grouped by /64.
     pub const fn new() -> PeerIp {
         PeerIp { ipv6_prefix: 64 }

@@ -1158,9 +1158,9 @@ impl MemoryBackendBuilder {
         self
     }
 
-    /// Counts the keys denied most often, in about `capacity` counters
-    /// (Space-Saving: the top keys are exact when they stand out, and never
-    /// undercounted), for [`MemoryBackend::hottest`]. Off by default; when
+    /// Counts the keys denied most often, in about `capacity` counters (at
+    /// most 4,096; Space-Saving: every key denied more than `1/capacity` of
+    /// all denials is listed, and none is undercounted), for [`MemoryBackend::hottest`]. Off by default; when
     /// on, a denial costs a few tens of nanoseconds more (a striped lock and
     /// a scan of its counters), an admitted hit nothing.
     pub fn hot_keys(mut self, capacity: usize) -> Self {

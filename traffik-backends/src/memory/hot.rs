@@ -13,6 +13,10 @@ use traffik_core::Key;
 /// Stripes, so that threads denying different keys rarely meet.
 const STRIPES: usize = 16;
 
+/// The most counters kept: each denial scans its stripe's, so more would
+/// cost every denial more than it tells.
+pub(super) const MAX_CAPACITY: usize = 4_096;
+
 /// The longest key text kept (longer ones are cut, on a character
 /// boundary): an attacker's long identity costs no more memory.
 const MAX_KEY_TEXT: usize = 128;
@@ -46,9 +50,10 @@ pub(super) struct HotKeys {
 }
 
 impl HotKeys {
-    /// Room for about `capacity` keys (at least one per stripe).
+    /// Room for about `capacity` keys (at least one per stripe, at most
+    /// [`MAX_CAPACITY`]).
     pub(super) fn new(capacity: usize) -> HotKeys {
-        let per_stripe = capacity.div_ceil(STRIPES).max(1);
+        let per_stripe = capacity.min(MAX_CAPACITY).div_ceil(STRIPES).max(1);
         HotKeys {
             per_stripe,
             stripes: (0..STRIPES)
