@@ -10,7 +10,7 @@ use std::process::{Command, Output};
 
 use axum::Router;
 use axum::routing::post;
-use support::RedisServer;
+use support::{MemcachedServer, RedisServer};
 use traffik_axum::config::Rules;
 
 fn traffik(args: &[&str]) -> Output {
@@ -57,8 +57,19 @@ paths = ["/login"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_blocks_and_unblocks_a_client_the_application_then_sees() {
     let redis = RedisServer::start();
+    operator_round_trip(&redis.url()).await;
+}
+
+/// The same on Memcached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_blocks_and_unblocks_a_client_on_memcached_too() {
+    let memcached = MemcachedServer::start();
+    operator_round_trip(&memcached.url()).await;
+}
+
+async fn operator_round_trip(store: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let rules_path = write(dir.path(), "rules.toml", &login_rules(&redis.url()));
+    let rules_path = write(dir.path(), "rules.toml", &login_rules(store));
     let rules = Rules::load(&rules_path).await.unwrap();
     let app = Router::new()
         .route("/login", post(|| async { "welcome" }))

@@ -201,6 +201,24 @@ impl MemoryBackend {
             .map_or_else(Vec::new, |hot| hot.hottest(n))
     }
 
+    /// `decision`, counted in the hot keys when it is a denial and they are
+    /// counted: an admitted hit pays one test of its own decision.
+    #[inline(always)]
+    fn noted(&self, key: &Key<'_>, decision: Decision) -> Decision {
+        if !decision.is_allowed() {
+            self.count_denial(key);
+        }
+        decision
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn count_denial(&self, key: &Key<'_>) {
+        if let Some(hot) = &self.inner.hot {
+            hot.denied(key);
+        }
+    }
+
     /// Forgets the hot keys' counts.
     pub fn clear_hot_keys(&self) {
         if let Some(hot) = &self.inner.hot {
@@ -410,9 +428,11 @@ impl MemoryBackend {
         };
         // A known key: its entry alone is written.
         if let Some(held) = table.hold(&id) {
-            return Ok(apply_held::<S, W>(held, strategy, limit.rate(), now, cost));
+            let decision = apply_held::<S, W>(held, strategy, limit.rate(), now, cost);
+            return Ok(self.noted(key, decision));
         }
         self.hit_words_locked::<S, W>(strategy, shard, table, &id, key, limit, now, cost)
+            .map(|decision| self.noted(key, decision))
     }
 
     /// A hit that missed without the lock: a new key, or one the index was
@@ -644,7 +664,9 @@ impl Visitor for Apply<'_> {
         match S::State::WORDS {
             2 => backend.hit_words::<S, 2>(strategy, key, limit, now, cost),
             3 => backend.hit_words::<S, 3>(strategy, key, limit, now, cost),
-            _ => backend.hit_boxed(strategy, key, limit, now, cost),
+            _ => backend
+                .hit_boxed(strategy, key, limit, now, cost)
+                .map(|decision| backend.noted(key, decision)),
         }
     }
 }
@@ -1025,21 +1047,13 @@ impl Backend for MemoryBackend {
         now_ms: u64,
         cost: u64,
     ) -> Answer<Pending<Result<Decision, Error>>> {
-        let decided = limit.strategy().visit(Apply {
+        Answer::ready(limit.strategy().visit(Apply {
             backend: self,
             key: &key,
             limit,
             now: now_ms,
             cost,
-        });
-        if let Ok(decision) = &decided {
-            if !decision.is_allowed() {
-                if let Some(hot) = &self.inner.hot {
-                    hot.denied(&key);
-                }
-            }
-        }
-        Answer::ready(decided)
+        }))
     }
 
     fn hit_all<'a>(
