@@ -147,6 +147,7 @@ impl ClientIp {
     }
 
     /// The prefix IPv6 addresses are grouped by.
+    #[cfg(feature = "config")]
     pub(crate) const fn prefix(&self) -> u8 {
         self.ipv6_prefix
     }

@@ -90,11 +90,13 @@ impl HeaderKey {
 
 impl<F> HeaderKey<F> {
     /// The header read.
+    #[cfg(feature = "config")]
     pub(crate) fn header_name(&self) -> &HeaderName {
         &self.name
     }
 
     /// What a request without the header gets.
+    #[cfg(feature = "config")]
     pub(crate) fn fallback(&self) -> &F {
         &self.fallback
     }

@@ -26,6 +26,7 @@ impl Default for PeerIp {
 
 impl PeerIp {
     /// The prefix IPv6 addresses are grouped by.
+    #[cfg(feature = "config")]
     pub(crate) const fn prefix(&self) -> u8 {
         self.ipv6_prefix
     }
