@@ -289,24 +289,31 @@ async fn run(options: &Options, events: &Shared) -> Result<Report, Failure> {
     let bar = progress(options.progress, total);
     let mut parser = Parser::new();
     let mut now = 0u64;
-    let mut line = String::new();
+    let mut line = Vec::new();
     let mut read_bytes = 0u64;
     for path in &options.logs {
         let mut input = open(path)?;
         loop {
-            line.clear();
-            let n = input.read_line(&mut line).map_err(|error| {
+            let read = next_line(&mut input, &mut line).map_err(|error| {
                 Failure::new(Exit::Failed, format!("reading {}: {error}", path.display()))
             })?;
-            if n == 0 {
+            let Some((n, whole)) = read else {
                 break;
-            }
-            read_bytes += n as u64;
+            };
+            read_bytes += n;
             if report.lines % 4096 == 0 {
                 bar.set_position(read_bytes);
             }
             report.lines += 1;
-            let entry = match parser.parse(&line) {
+            if !whole {
+                skipped(&mut report, "line too long");
+                continue;
+            }
+            let Ok(text) = std::str::from_utf8(&line) else {
+                skipped(&mut report, "not UTF-8");
+                continue;
+            };
+            let entry = match parser.parse(text) {
                 Ok(entry) => entry,
                 Err(why) => {
                     skipped(&mut report, why.0);
@@ -444,6 +451,43 @@ fn attribute(
             minute[throttle].allowed += 1;
         }
     }
+}
+
+/// The longest line read: a log line is a few hundred bytes, and a log
+/// without newlines must not be read into memory whole.
+pub const MAX_LINE: usize = 64 * 1024;
+
+/// Reads the next line into `line` (at most [`MAX_LINE`] bytes of it kept):
+/// the bytes it took and whether the line was whole, or `None` at the end.
+fn next_line(input: &mut dyn BufRead, line: &mut Vec<u8>) -> std::io::Result<Option<(u64, bool)>> {
+    line.clear();
+    let limit = u64::try_from(MAX_LINE).unwrap_or(u64::MAX) + 1;
+    let n = std::io::Read::take(&mut *input, limit).read_until(b'\n', line)?;
+    if n == 0 {
+        return Ok(None);
+    }
+    let mut taken = n as u64;
+    if line.len() <= MAX_LINE || line.ends_with(b"\n") {
+        return Ok(Some((taken, true)));
+    }
+    // Too long: skip to its end, a buffer at a time.
+    loop {
+        let buffer = input.fill_buf()?;
+        if buffer.is_empty() {
+            break;
+        }
+        let (used, done) = match buffer.iter().position(|&b| b == b'\n') {
+            Some(at) => (at + 1, true),
+            None => (buffer.len(), false),
+        };
+        input.consume(used);
+        taken += used as u64;
+        if done {
+            break;
+        }
+    }
+    line.clear();
+    Ok(Some((taken, false)))
 }
 
 fn open(path: &PathBuf) -> Result<Box<dyn BufRead>, Failure> {

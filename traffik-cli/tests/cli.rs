@@ -374,3 +374,40 @@ fn a_sample_day_names_its_attackers() {
     assert_eq!(top("login"), Some("198.51.100.66".into()), "{json}");
     assert_eq!(top("items"), Some("192.0.2.200".into()), "{json}");
 }
+
+/// A hostile log: a line of a megabyte, bytes that are not UTF-8, a last
+/// line without a newline. Each is counted, none stops the replay, and the
+/// good lines around them are read.
+#[test]
+fn replay_survives_huge_and_broken_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = write(
+        dir.path(),
+        "rules.toml",
+        "[throttles.all]\nrate = \"1/min\"\n\n[[rules]]\nthrottle = \"all\"\nscope = \"global\"\n",
+    );
+    let good =
+        "198.51.100.66 - - [30/Nov/2026:10:00:00 +0000] \"GET / HTTP/1.1\" 200 0 \"-\" \"-\"";
+    let mut log = Vec::new();
+    log.extend_from_slice(format!("{good}\n").as_bytes());
+    log.extend(std::iter::repeat_n(b'x', 1 << 20));
+    log.push(b'\n');
+    log.extend_from_slice(b"\xff\xfe not text\n");
+    log.extend_from_slice(good.as_bytes());
+    let path = dir.path().join("hostile.log");
+    std::fs::write(&path, &log).unwrap();
+    let output = traffik(&[
+        "replay",
+        "--rules",
+        &rules,
+        "--json",
+        &path.display().to_string(),
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(json["lines"], 4, "{json}");
+    assert_eq!(json["skipped"]["line too long"], 1, "{json}");
+    assert_eq!(json["skipped"]["not UTF-8"], 1, "{json}");
+    assert_eq!(json["rules"][0]["decided"], 2, "{json}");
+    assert_eq!(json["rules"][0]["denied"], 1, "{json}");
+}
