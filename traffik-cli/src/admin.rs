@@ -4,9 +4,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Serialize;
-use traffik_axum::config::{Client, LoadOptions, Rules, ThrottleAdmin};
+use traffik_axum::config::{AdminKey, Client, LoadOptions, Rules, ThrottleAdmin};
 use traffik_backends::AnyBackend;
-use traffik_core::{AnyStrategy, Backend, Penalty, Throttle};
+use traffik_core::{AnyStrategy, Throttle};
 
 use crate::{Exit, Failure, shown};
 
@@ -138,8 +138,9 @@ pub async fn run(target: &Target, action: Action) -> Result<Report, Failure> {
             let admin = rules
                 .admin(&target.throttle)
                 .map_err(|error| Failure::from_error("the throttle", &error))?;
+            let key = rules_key(&admin, target)?;
             // Boxed: the stores' futures nest too deep to lay out inline.
-            Box::pin(on_rules(&admin, target, action)).await
+            Box::pin(act(&admin, &key, action)).await
         }
         Source::Flags {
             backend: url,
@@ -167,16 +168,16 @@ pub async fn run(target: &Target, action: Action) -> Result<Report, Failure> {
             let throttle = builder
                 .build(store)
                 .map_err(|error| Failure::new(Exit::Usage, format!("the throttle: {error}")))?;
-            Box::pin(on_flags(throttle, target, action)).await
+            let admin = ThrottleAdmin::for_code(&throttle)
+                .map_err(|error| Failure::new(Exit::Failed, format!("the throttle: {error}")))?;
+            let key = code_key(&admin, target)?;
+            Box::pin(act(&admin, &key, action)).await
         }
     }
 }
 
-async fn on_rules(
-    admin: &ThrottleAdmin,
-    target: &Target,
-    action: Action,
-) -> Result<Report, Failure> {
+/// The key `target` names in a rules file's throttle.
+fn rules_key(admin: &ThrottleAdmin, target: &Target) -> Result<AdminKey, Failure> {
     let mut client = if target.ip {
         let ip = target.client.trim().parse().map_err(|_| {
             Failure::new(
@@ -194,17 +195,34 @@ async fn on_rules(
     if let Some(method) = &target.method {
         client = client.method(method);
     }
-    let key = admin
+    admin
         .key(&client)
-        .map_err(|error| Failure::from_error("the client", &error))?;
+        .map_err(|error| Failure::from_error("the client", &error))
+}
+
+/// The key `target` names in a throttle defined by flags: its identity as
+/// given.
+fn code_key(admin: &ThrottleAdmin, target: &Target) -> Result<AdminKey, Failure> {
+    if target.route.is_some() || target.method.is_some() || target.ip {
+        return Err(Failure::new(
+            Exit::Usage,
+            "--route, --method and --ip name a rules file's keys: give --rules, or the \
+             identity as your code passes it",
+        ));
+    }
+    Ok(admin.key_as_given(&target.client))
+}
+
+/// Does `action` to `key`, then reads it back.
+async fn act(admin: &ThrottleAdmin, key: &AdminKey, action: Action) -> Result<Report, Failure> {
     let store = |error: traffik_core::Error| Failure::from_error("the store", &error);
     match action {
         Action::Peek => {}
-        Action::Reset => admin.reset(&key).await.map_err(store)?,
-        Action::Block(duration) => admin.block(&key, duration).await.map_err(store)?,
-        Action::Unblock => admin.unblock(&key).await.map_err(store)?,
+        Action::Reset => admin.reset(key).await.map_err(store)?,
+        Action::Block(duration) => admin.block(key, duration).await.map_err(store)?,
+        Action::Unblock => admin.unblock(key).await.map_err(store)?,
     }
-    let status = admin.peek(&key).await.map_err(store)?;
+    let status = admin.peek(key).await.map_err(store)?;
     Ok(Report {
         throttle: admin.name().to_owned(),
         key: key.as_str().to_owned(),
@@ -214,59 +232,6 @@ async fn on_rules(
         reset_after_ms: ms(status.reset_after),
         blocked_for_ms: status.blocked_for.map(ms),
         offences: status.offences,
-        action: action.name(),
-    })
-}
-
-async fn on_flags(
-    throttle: Throttle<AnyBackend>,
-    target: &Target,
-    action: Action,
-) -> Result<Report, Failure> {
-    if target.route.is_some() || target.method.is_some() || target.ip {
-        return Err(Failure::new(
-            Exit::Usage,
-            "--route, --method and --ip name a rules file's keys: give --rules, or the \
-             identity as your code passes it",
-        ));
-    }
-    let identity = target.client.as_str();
-    let store = |error: traffik_core::Error| Failure::from_error("the store", &error);
-    // Blocks live beside the throttle's keys whatever the penalty's steps:
-    // any penalty reads and writes them.
-    let limit = throttle.limit().clone();
-    let scope = throttle.scope().clone();
-    let backend = throttle.backend().clone();
-    let lockout = throttle
-        .penalized(
-            Penalty::fixed(Duration::from_secs(60))
-                .map_err(|error| Failure::new(Exit::Failed, format!("a penalty: {error}")))?,
-        )
-        .map_err(|error| Failure::new(Exit::Failed, format!("a penalty: {error}")))?;
-    let now = || traffik_core::Clock::now_ms(&traffik_core::SystemClock);
-    let key = || traffik_core::Key::new(&scope, identity);
-    match action {
-        Action::Peek => {}
-        Action::Reset => backend.reset(key(), &limit, now()).await.map_err(store)?,
-        Action::Block(duration) => lockout.block(identity, duration).await.map_err(store)?,
-        Action::Unblock => lockout.unblock(identity).await.map_err(store)?,
-    }
-    let held = backend.peek(key(), &limit, now(), 0).await.map_err(store)?;
-    let next = backend.peek(key(), &limit, now(), 1).await.map_err(store)?;
-    let blocked = lockout
-        .block_left_tagged(identity, identity.len())
-        .await
-        .map_err(store)?;
-    let offences = lockout.offences(identity).await.map_err(store)?;
-    Ok(Report {
-        throttle: target.throttle.clone(),
-        key: identity.to_owned(),
-        limit: held.limit(),
-        remaining: held.remaining(),
-        retry_after_ms: next.retry_after_ms(),
-        reset_after_ms: held.reset_after_ms(),
-        blocked_for_ms: blocked.map(ms),
-        offences: Some(offences),
         action: action.name(),
     })
 }

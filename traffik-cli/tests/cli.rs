@@ -411,3 +411,48 @@ fn replay_survives_huge_and_broken_lines() {
     assert_eq!(json["rules"][0]["decided"], 2, "{json}");
     assert_eq!(json["rules"][0]["denied"], 1, "{json}");
 }
+
+/// A block made by flags on a throttle code defines is the block that
+/// code's lockout finds, on a real Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_by_flags_is_seen_by_the_codes_lockout() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let args = [
+        "block",
+        "--backend",
+        &url,
+        "--throttle",
+        "login",
+        "--rate",
+        "5/15min",
+        "--for",
+        "10m",
+        "--json",
+        "alice@example.com",
+    ]
+    .map(str::to_owned);
+    let output = tokio::task::spawn_blocking(move || {
+        traffik(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    })
+    .await
+    .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(json["key"], "alice@example.com");
+    assert!(
+        json["blocked_for_ms"]
+            .as_u64()
+            .is_some_and(|ms| ms > 599_000),
+        "{json}"
+    );
+    let store = traffik_backends::AnyBackend::from_url(&url).await.unwrap();
+    let lockout = traffik_core::Throttle::builder("login", "5/15min".parse().unwrap())
+        .build(store)
+        .unwrap()
+        .penalized(traffik_core::Penalty::fixed(std::time::Duration::from_secs(60)).unwrap())
+        .unwrap();
+    let blocked = lockout.blocked("alice@example.com").await.unwrap();
+    assert!(blocked.is_some_and(|denial| denial.retry_after_ms() > 599_000));
+    assert_eq!(lockout.blocked("bob@example.com").await.unwrap(), None);
+}

@@ -7,9 +7,12 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use traffik_core::{Backend, Clock, Error, ErrorKind, Key, Limit, Rate};
+use traffik_backends::AnyBackend;
+use traffik_core::{
+    Backend, Clock, ConfigError, Error, ErrorKind, Key, Limit, Penalty, Rate, SystemClock, Throttle,
+};
 
-use super::compile::Built;
+use super::compile::{Built, RulesClock};
 use super::identity::{ConfigIdentity, Source};
 use super::spec::ScopeSpec;
 use crate::Identity;
@@ -65,7 +68,9 @@ pub struct ThrottleAdmin {
     name: Arc<str>,
     built: Built,
     uses: Arc<[Use]>,
-    fallback: ConfigIdentity,
+    /// The identity of a throttle no rule names; `None` for a throttle of
+    /// code ([`for_code`](ThrottleAdmin::for_code)), keyed as given.
+    fallback: Option<ConfigIdentity>,
 }
 
 impl fmt::Debug for ThrottleAdmin {
@@ -193,7 +198,45 @@ impl ThrottleAdmin {
             name: name.into(),
             built,
             uses: uses.into(),
-            fallback: fallback.clone(),
+            fallback: Some(fallback.clone()),
+        }
+    }
+
+    /// A handle on a throttle your code defines rather than a rules file:
+    /// its keys are identities as the code passes them
+    /// ([`key_as_given`](ThrottleAdmin::key_as_given)), and its blocks are
+    /// those any [`Lockout`](traffik_core::Lockout) of it checks.
+    ///
+    /// # Errors
+    ///
+    /// When the throttle's scope cannot take a penalty's keys (never for a
+    /// throttle that was built).
+    pub fn for_code(throttle: &Throttle<AnyBackend>) -> Result<ThrottleAdmin, ConfigError> {
+        let limit = throttle.limit();
+        // Blocks live beside the throttle's keys whatever the penalty's
+        // steps: any penalty reads and writes them.
+        let lockout = Throttle::builder(throttle.name(), *limit.rate())
+            .strategy(limit.strategy().clone())
+            .namespace(throttle.namespace())
+            .clock(RulesClock::System(SystemClock))
+            .build(throttle.backend().clone())?
+            .penalized(Penalty::fixed(Duration::from_secs(60))?)?;
+        Ok(ThrottleAdmin {
+            name: throttle.name().into(),
+            built: Built::Penalized(lockout),
+            uses: Arc::new([]),
+            fallback: None,
+        })
+    }
+
+    /// The key of `identity` as code passes it to
+    /// [`Throttle::hit`](traffik_core::Throttle::hit): the identity alone,
+    /// under the throttle's own limit.
+    pub fn key_as_given(&self, identity: &str) -> AdminKey {
+        AdminKey {
+            text: identity.to_owned(),
+            tag: identity.len(),
+            limit: self.limit().clone(),
         }
     }
 
@@ -227,7 +270,8 @@ impl ThrottleAdmin {
     /// # Errors
     ///
     /// A [`Config`](ErrorKind::Config) error when the client cannot be
-    /// this throttle's: not an IP address where the rules identify clients
+    /// this throttle's (or the throttle is code's: see
+    /// [`key_as_given`](ThrottleAdmin::key_as_given)): not an IP address where the rules identify clients
     /// by address, no route for a throttle keyed per route (or a route for
     /// one keyed by the client alone), no method for one keyed per method.
     pub fn key(&self, client: &Client<'_>) -> Result<AdminKey, Error> {
@@ -237,10 +281,17 @@ impl ThrottleAdmin {
             None => self.uses.iter().find(|u| u.scope == ScopeSpec::Global),
         }
         .or_else(|| self.uses.first());
-        let (scope, identity, tiers) = match chosen {
-            Some(u) => (u.scope, &u.identity, u.tiers.as_ref()),
+        let (scope, identity, tiers) = match (chosen, &self.fallback) {
+            (Some(u), _) => (u.scope, &u.identity, u.tiers.as_ref()),
             // Named by no rule: keyed by the identity alone.
-            None => (ScopeSpec::Global, &self.fallback, None),
+            (None, Some(fallback)) => (ScopeSpec::Global, fallback, None),
+            (None, None) => {
+                return Err(config(format!(
+                    "throttle {} is your code's: its keys are identities as given \
+                     (key_as_given)",
+                    shown(&self.name)
+                )));
+            }
         };
         let identity = identify(&self.name, identity, client.who)?;
         let key = match (scope, client.route, client.method) {
@@ -374,7 +425,7 @@ impl ThrottleAdmin {
 
 /// What `key` has now (a peek of 0), and what a hit of 1 would get.
 async fn peek<B: Backend, C: Clock>(
-    throttle: &traffik_core::Throttle<B, C>,
+    throttle: &Throttle<B, C>,
     key: &AdminKey,
 ) -> Result<(traffik_core::Decision, traffik_core::Decision), Error> {
     let now = throttle.clock().now_ms();
