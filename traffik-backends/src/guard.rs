@@ -167,7 +167,7 @@ impl Guard {
     /// The guard of a store of kind `backend` (a metric label).
     pub(crate) fn new(config: &GuardConfig, backend: &'static str) -> Guard {
         Guard {
-            deny: DenyCache::new(config.deny_cache),
+            deny: DenyCache::new(config.deny_cache, backend),
             fallback: Fallback::new(config.fallback_keys),
             metrics: StoreMetrics::new(backend),
         }
@@ -213,10 +213,7 @@ pub(crate) fn hit<R: Remote>(
         .then(|| remote.guard().deny.hit(&key, limit, now_ms, cost))
         .flatten();
     match cached {
-        Some(denied) => {
-            remote.guard().metrics.deny_cache_hit();
-            Answer::ready(Ok(denied))
-        }
+        Some(denied) => Answer::ready(Ok(denied)),
         None => Answer::pending(decide(remote, key, limit, now_ms, cost, peek)),
     }
 }
@@ -228,10 +225,7 @@ pub(crate) fn hit_all<'a, R: Remote>(
     now_ms: u64,
 ) -> Answer<impl Future<Output = Result<Vec<Decision>, Error>> + Send + 'a> {
     match remote.guard().deny.hit_all(&hits, now_ms) {
-        Some(denied) => {
-            remote.guard().metrics.deny_cache_hit();
-            Answer::ready(Ok(denied))
-        }
+        Some(denied) => Answer::ready(Ok(denied)),
         None => Answer::pending(decide_all(remote, hits, now_ms)),
     }
 }

@@ -122,19 +122,19 @@ impl Operation {
     }
 }
 
-/// One remote backend's instruments: its latency per operation and its
-/// deny-cache hits.
+/// One remote backend's latency per operation (its deny cache counts its
+/// own hits).
 #[derive(Debug)]
 pub(crate) struct StoreMetrics {
     #[cfg(feature = "metrics")]
     keys: [metrics::Key; 3],
     #[cfg(feature = "metrics")]
     latency: std::sync::OnceLock<[metrics::Histogram; 3]>,
-    deny_cache_hits: LazyCounter,
 }
 
 impl StoreMetrics {
     pub(crate) fn new(backend: &'static str) -> StoreMetrics {
+        let _ = backend;
         StoreMetrics {
             #[cfg(feature = "metrics")]
             keys: Operation::ALL.map(|operation| {
@@ -145,10 +145,6 @@ impl StoreMetrics {
             }),
             #[cfg(feature = "metrics")]
             latency: std::sync::OnceLock::new(),
-            deny_cache_hits: LazyCounter::new(
-                "traffik_deny_cache_hits_total",
-                &[("backend", backend)],
-            ),
         }
     }
 
@@ -175,12 +171,6 @@ impl StoreMetrics {
         }
         #[cfg(not(feature = "metrics"))]
         let _ = (operation, started);
-    }
-
-    /// A denial answered by the deny cache.
-    #[inline]
-    pub(crate) fn deny_cache_hit(&self) {
-        self.deny_cache_hits.increment(1);
     }
 }
 

@@ -8,6 +8,8 @@ type HashMap<K, V> = hashbrown::HashMap<K, V, foldhash::fast::RandomState>;
 use traffik_core::backend::Hit;
 use traffik_core::{Decision, Key, Limit, Reason};
 
+use crate::observe::LazyCounter;
+
 const SHARDS: usize = 16;
 
 /// One cached denial: of one hit, or of a whole combined decision.
@@ -30,6 +32,8 @@ pub(crate) struct DenyCache {
     groups: Box<[Mutex<HashMap<u64, Entry>>]>,
     per_shard: usize,
     hasher: foldhash::fast::RandomState,
+    /// `traffik_deny_cache_hits_total`: the denials it answered.
+    answered: LazyCounter,
 }
 
 fn same(stored: &str, key: &Key<'_>) -> bool {
@@ -44,8 +48,9 @@ fn same(stored: &str, key: &Key<'_>) -> bool {
 }
 
 impl DenyCache {
-    /// A cache of at most `capacity` denials (0: none).
-    pub(crate) fn new(capacity: usize) -> DenyCache {
+    /// A cache of at most `capacity` denials (0: none) in front of a store
+    /// of kind `backend` (a metric label).
+    pub(crate) fn new(capacity: usize, backend: &'static str) -> DenyCache {
         DenyCache {
             shards: (0..SHARDS)
                 .map(|_| Mutex::new(HashMap::with_hasher(foldhash::fast::RandomState::default())))
@@ -55,6 +60,7 @@ impl DenyCache {
                 .collect(),
             per_shard: capacity.div_ceil(SHARDS),
             hasher: foldhash::fast::RandomState::default(),
+            answered: LazyCounter::new("traffik_deny_cache_hits_total", &[("backend", backend)]),
         }
     }
 
@@ -137,6 +143,7 @@ impl DenyCache {
             return None;
         }
         let elapsed = now_ms - entry.at_ms;
+        self.answered.increment(1);
         Some(entry.decisions.iter().map(|d| aged(d, elapsed)).collect())
     }
 
@@ -250,7 +257,7 @@ mod tests {
 
     #[test]
     fn a_denial_stands_until_its_retry_after_for_exactly_its_key() {
-        let cache = DenyCache::new(100);
+        let cache = DenyCache::new(100, "redis");
         let scope = Scope::new("ns", "api").unwrap();
         let (alice, bob) = (Key::new(&scope, "alice"), Key::new(&scope, "bob"));
         let limit = limit();
@@ -269,7 +276,7 @@ mod tests {
 
     #[test]
     fn only_denials_over_the_limit_are_kept_and_memory_is_bounded() {
-        let cache = DenyCache::new(16);
+        let cache = DenyCache::new(16, "redis");
         let scope = Scope::new("ns", "api").unwrap();
         let limit = limit();
         let key = Key::new(&scope, "k");
@@ -298,7 +305,7 @@ mod tests {
 
     #[test]
     fn a_key_cannot_pass_for_another_by_moving_its_separator() {
-        let cache = DenyCache::new(100);
+        let cache = DenyCache::new(100, "redis");
         let scope = Scope::new("ns", "api").unwrap();
         let limit = limit();
         let tagged = Key::with_tag(&scope, "ab", 1);
