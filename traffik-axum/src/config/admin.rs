@@ -12,7 +12,7 @@ use traffik_core::{
     Backend, Clock, ConfigError, Error, ErrorKind, Key, Limit, Penalty, Rate, SystemClock, Throttle,
 };
 
-use super::compile::{Built, RulesClock};
+use super::compile::{Built, RulesClock, shown};
 use super::identity::{ConfigIdentity, Source};
 use super::spec::ScopeSpec;
 use crate::Identity;
@@ -180,11 +180,6 @@ pub struct Status {
 
 fn config(message: String) -> Error {
     Error::new(ErrorKind::Config, message)
-}
-
-/// A client's text cut short for a message: it may be anything.
-fn shown(text: &str) -> String {
-    format!("{:?}", traffik_core::backend::key_prefix(text))
 }
 
 impl ThrottleAdmin {

@@ -131,8 +131,9 @@ fn bounded(message: &str) -> String {
     out
 }
 
-/// A name or value from the file, cut short for an error message.
-fn shown(text: &str) -> String {
+/// A name or value from the file (or an operator's), cut short for an
+/// error message.
+pub(crate) fn shown(text: &str) -> String {
     format!("{:?}", traffik_core::backend::key_prefix(text))
 }
 
