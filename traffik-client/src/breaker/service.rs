@@ -1,0 +1,68 @@
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures_util::future::BoxFuture;
+use parking_lot::Mutex;
+use tokio::time::Instant;
+use tower::Service;
+
+use super::Breaker;
+use crate::{BoxError, Call, Error, HttpRequest, HttpResponse, Layer};
+
+/// The service of a [`BreakerLayer`](super::BreakerLayer): fails fast while
+/// open, and records each call's outcome.
+#[derive(Clone, Debug)]
+pub struct BreakerService<S> {
+    pub(crate) inner: S,
+    /// `None`: calls pass through (the stack without a breaker).
+    pub(crate) breaker: Option<Breaker>,
+}
+
+impl<S, R, Res> Service<Call<R>> for BreakerService<S>
+where
+    S: Service<Call<R>, Response = Res> + Clone + Send + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send,
+    R: HttpRequest,
+    Res: HttpResponse,
+{
+    type Response = Res;
+    type Error = Error;
+    type Future = BoxFuture<'static, Result<Res, Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.inner.poll_ready(cx).map_err(Error::from_inner)
+    }
+
+    fn call(&mut self, mut call: Call<R>) -> Self::Future {
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let Some(breaker) = self.breaker.clone() else {
+            let future = inner.call(call);
+            return Box::pin(async move { future.await.map_err(Error::from_inner) });
+        };
+        Box::pin(async move {
+            let permit = breaker.acquire().await?;
+            let sent = Arc::new(Mutex::new(None));
+            call.sent = Some(Arc::clone(&sent));
+            let start = Instant::now();
+            let outcome = inner.call(call).await.map_err(Error::from_inner);
+            let sent_for = sent.lock().unwrap_or(start).elapsed();
+            match &outcome {
+                Ok(response) => permit.record(breaker.fails(response.status()), sent_for),
+                // The limit's refusals (queue full, deadline) and an open
+                // circuit say nothing about the upstream.
+                Err(error)
+                    if matches!(
+                        error.layer(),
+                        Layer::Upstream | Layer::Timeout | Layer::Retry
+                    ) =>
+                {
+                    permit.record(true, sent_for);
+                }
+                Err(_) => drop(permit),
+            }
+            outcome
+        })
+    }
+}

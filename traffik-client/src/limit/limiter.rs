@@ -1,0 +1,734 @@
+//! [`Limiter`]: a shared limit in front of an upstream, with a fair wait
+//! queue, refunds and server feedback.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use http::{HeaderMap, StatusCode};
+use parking_lot::Mutex;
+use tokio::sync::{Notify, oneshot};
+use tokio::time::Instant;
+use traffik_backends::AnyBackend;
+use traffik_core::{
+    AnyStrategy, Clock, ConfigError, FailurePolicy, Gcra, Lockout, Penalty, Rate, Reason,
+};
+
+use super::adaptive::{Aimd, Pace};
+use super::queue::{Place, Queue, Shed, Waiter};
+use crate::feedback::Feedback;
+use crate::metrics;
+use crate::{Error, ErrorKind, Layer, TokioClock};
+
+/// The identity of the limit's key: one shared budget per upstream.
+const IDENTITY: &str = "calls";
+/// Checks of the shared hold-off, at most one per this many ms.
+const PAUSE_CHECK_MS: u64 = 50;
+
+/// A slot the limit gave a call: the time it was charged at and its cost,
+/// to give back if the call is not made.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Grant {
+    charged_ms: u64,
+    cost: u64,
+}
+
+/// A shared outbound limit: each call reserves a slot (one hit of the
+/// shared throttle) and, when none is free, waits in a fair queue until
+/// its slot comes up.
+///
+/// - Waiters are served by priority, higher first, then in arrival order.
+///   One dispatcher task per process serves the queue; a call that finds
+///   the queue empty tries the limit at once, on its own task.
+/// - The queue holds at most [`max_queue`](LimiterBuilder::max_queue)
+///   calls; [`Shed`] says which is turned away.
+/// - A call with a deadline that no slot can meet fails at once
+///   ([`ErrorKind::Deadline`]), with the earliest time one could. The
+///   estimate is a lower bound (the limit's sustained rate after its burst,
+///   the waiters ahead, this process's knowledge), so a call it fails
+///   could not have made it.
+/// - A call cancelled or past its deadline after its slot was reserved
+///   gives the slot back to the store (a refund), so abandoned work does
+///   not spend the upstream's quota.
+/// - Processes that share a store (Redis, Memcached) share the limit: the
+///   store admits at most the limit between them.
+/// - [`observe`](Limiter::observe) reads the upstream's `Retry-After`,
+///   `RateLimit` and `X-RateLimit-*` fields and writes a hold-off into the
+///   store, so every process sharing it pauses together.
+///
+/// Clones share the limiter.
+#[derive(Clone)]
+pub struct Limiter {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    name: Arc<str>,
+    lockout: Lockout<AnyBackend, TokioClock>,
+    clock: TokioClock,
+    queue: Mutex<Queue>,
+    wake: Notify,
+    max_queue: usize,
+    shed: Shed,
+    share_feedback: bool,
+    max_hold: Duration,
+    pace: Option<Mutex<Pace>>,
+    /// The limit's count, period and burst, for the wait estimate.
+    count: u64,
+    period_ms: u64,
+    capacity: u64,
+    /// What the last admitted hit said was left (`u64::MAX`: unknown).
+    last_remaining: AtomicU64,
+    last_pause_check_ms: AtomicU64,
+}
+
+impl std::fmt::Debug for Limiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Limiter")
+            .field("name", &self.inner.name)
+            .field("limit", self.inner.lockout.throttle().limit())
+            .field("waiting", &self.waiting())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`Limiter`].
+#[derive(Debug)]
+pub struct LimiterBuilder {
+    name: String,
+    rate: Rate,
+    strategy: AnyStrategy,
+    backend: Option<AnyBackend>,
+    namespace: String,
+    clock: TokioClock,
+    policy: FailurePolicy,
+    max_queue: usize,
+    shed: Shed,
+    share_feedback: bool,
+    max_hold: Duration,
+    aimd: Option<Aimd>,
+}
+
+impl Limiter {
+    /// A limiter named `name` (the upstream: it names the store's key and
+    /// the metrics' `upstream` label) at `rate`.
+    pub fn builder(name: impl Into<String>, rate: Rate) -> LimiterBuilder {
+        LimiterBuilder {
+            name: name.into(),
+            rate,
+            strategy: Gcra::new().into(),
+            backend: None,
+            namespace: "traffik-client".into(),
+            clock: TokioClock::new(),
+            policy: FailurePolicy::fallback(1),
+            max_queue: 1024,
+            shed: Shed::Newest,
+            share_feedback: true,
+            max_hold: Duration::from_secs(60),
+            aimd: None,
+        }
+    }
+
+    /// The upstream's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    pub(crate) fn name_arc(&self) -> &Arc<str> {
+        &self.inner.name
+    }
+
+    /// How many calls wait for a slot now.
+    pub fn waiting(&self) -> usize {
+        self.inner.queue.lock().waiters.len()
+    }
+
+    /// The share of the limit the adaptive pace allows now (1 without
+    /// [`adaptive`](LimiterBuilder::adaptive)).
+    pub fn adaptive_share(&self) -> f64 {
+        self.inner.pace.as_ref().map_or(1.0, |p| p.lock().share())
+    }
+
+    /// Until when this process holds off because the upstream said so
+    /// (its own observation or the store's), if it does.
+    pub fn held_off_for(&self) -> Option<Duration> {
+        let now = self.inner.clock.now_ms();
+        let until = self.inner.queue.lock().paused_until_ms;
+        (until > now).then(|| Duration::from_millis(until - now))
+    }
+
+    /// Waits for a slot of `cost` at `priority`, until `deadline`.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Deadline`] when no slot can come up in time (at once
+    /// when that is known), [`ErrorKind::QueueFull`] or
+    /// [`ErrorKind::Shed`] when the queue is full, [`ErrorKind::TooCostly`]
+    /// for a cost the limit never admits, [`ErrorKind::Store`] when the
+    /// store fails under [`FailurePolicy::Error`].
+    pub async fn acquire(
+        &self,
+        cost: u64,
+        priority: i32,
+        deadline: Option<Instant>,
+    ) -> Result<Permit, Error> {
+        let inner = &self.inner;
+        let cost = cost.max(1);
+        let now = inner.clock.now_ms();
+        let deadline_ms = deadline.map(|d| inner.clock.ms_at(d));
+        if cost > inner.capacity {
+            return Err(Error::new(
+                Layer::Limit,
+                ErrorKind::TooCostly,
+                "the call costs more than the limit ever admits at once",
+            ));
+        }
+        let idle = {
+            let q = inner.queue.lock();
+            q.waiters.is_empty() && !q.running && q.open_at() <= now
+        };
+        if idle {
+            match inner.try_hit(cost, now).await {
+                Tried::Granted(grant) => return Ok(Permit::new(self.clone(), grant)),
+                Tried::Failed(error) => return Err(error),
+                Tried::Wait(ms) => {
+                    let mut q = inner.queue.lock();
+                    q.next_try_ms = q.next_try_ms.max(now.saturating_add(ms));
+                }
+            }
+        }
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut q = inner.queue.lock();
+            let place = q.place(priority);
+            let eta = inner.eta(&q, now, q.ahead_of(&place).saturating_add(cost));
+            if deadline_ms.is_some_and(|d| d < eta) {
+                return Err(deadline_error(eta.saturating_sub(now)));
+            }
+            if q.waiters.len() >= inner.max_queue {
+                match q.victim(inner.shed, &place) {
+                    Some(victim) => {
+                        if let Some(shed) = q.waiters.remove(&victim) {
+                            let _ = shed.tx.send(Err(Error::new(
+                                Layer::Limit,
+                                ErrorKind::Shed,
+                                "the queue was full and a call of higher priority took this call's place",
+                            )));
+                        }
+                    }
+                    None => {
+                        return Err(Error::new(
+                            Layer::Limit,
+                            ErrorKind::QueueFull,
+                            "the wait queue is full",
+                        ));
+                    }
+                }
+            }
+            q.waiters.insert(
+                place,
+                Waiter {
+                    cost,
+                    deadline_ms,
+                    since: Instant::now(),
+                    tx,
+                },
+            );
+            metrics::depth(&inner.name, q.waiters.len());
+            if q.running {
+                inner.wake.notify_one();
+            } else {
+                q.running = true;
+                tokio::spawn(dispatch(Arc::clone(inner)));
+            }
+        }
+        let mut waiting = Waiting {
+            rx,
+            limiter: self.clone(),
+        };
+        let outcome = match deadline {
+            Some(deadline) => tokio::select! {
+                outcome = &mut waiting.rx => outcome,
+                () = tokio::time::sleep_until(deadline) => {
+                    return Err(deadline_error(0));
+                }
+            },
+            None => (&mut waiting.rx).await,
+        };
+        match outcome {
+            Ok(Ok(grant)) => Ok(Permit::new(self.clone(), grant)),
+            Ok(Err(error)) => Err(error),
+            // The dispatcher never drops a waiter unanswered; if it went
+            // away (its runtime shut down), the call cannot be admitted.
+            Err(_) => Err(Error::new(
+                Layer::Limit,
+                ErrorKind::Deadline,
+                "the limiter's dispatcher stopped",
+            )),
+        }
+    }
+
+    /// Reads what a response says about the upstream's limit and acts on
+    /// it: a hold-off (`Retry-After` on a `429` or `503`, or a quota with
+    /// nothing remaining) pauses this process and, shared, every process
+    /// of the store; a remaining quota below the shared limit's lowers the
+    /// shared limit to match; a `429` slows the adaptive pace, and a
+    /// success lets it climb.
+    ///
+    /// Store writes run on a task of their own: the caller does not wait.
+    pub fn observe(&self, status: StatusCode, headers: &HeaderMap) {
+        let inner = &self.inner;
+        let now = inner.clock.now_ms();
+        let feedback = Feedback::parse(headers, now);
+        let throttled = status == StatusCode::TOO_MANY_REQUESTS;
+        if throttled {
+            if let Some(pace) = &inner.pace {
+                pace.lock().throttled(now);
+            }
+        }
+        let hold = if throttled || status == StatusCode::SERVICE_UNAVAILABLE {
+            feedback.hold_off()
+        } else {
+            // A `Retry-After` on other statuses (a redirect's) is not
+            // about the limit.
+            match feedback.remaining {
+                Some(0) => feedback.reset,
+                _ => None,
+            }
+        };
+        if let Some(hold) = hold.filter(|h| !h.is_zero()) {
+            let hold = hold.min(inner.max_hold);
+            let hold_ms = u64::try_from(hold.as_millis()).unwrap_or(u64::MAX);
+            let until = now.saturating_add(hold_ms);
+            let longer = {
+                let mut q = inner.queue.lock();
+                let longer = until > q.paused_until_ms;
+                q.paused_until_ms = q.paused_until_ms.max(until);
+                longer
+            };
+            if longer && inner.share_feedback {
+                metrics::count(metrics::FEEDBACK, &inner.name, "action", "pause");
+                let inner = Arc::clone(inner);
+                tokio::spawn(async move { inner.share_pause(hold).await });
+            }
+            return;
+        }
+        if let Some(theirs) = feedback.remaining {
+            let ours = inner.last_remaining.load(Ordering::Relaxed);
+            if inner.share_feedback && ours != u64::MAX && ours > theirs {
+                let drain = (ours - theirs).min(inner.capacity);
+                inner.last_remaining.store(theirs, Ordering::Relaxed);
+                metrics::count(metrics::FEEDBACK, &inner.name, "action", "drain");
+                let inner = Arc::clone(inner);
+                tokio::spawn(async move {
+                    let _ = inner.lockout.throttle().hit_n(IDENTITY, drain).await;
+                });
+            }
+        }
+    }
+
+    /// Gives back a slot (a call that was not made).
+    fn refund(&self, grant: Grant) {
+        let inner = Arc::clone(&self.inner);
+        {
+            // The slot is free again: try the limit at once.
+            let mut q = inner.queue.lock();
+            q.next_try_ms = 0;
+            inner.wake.notify_one();
+        }
+        let answer = inner
+            .lockout
+            .throttle()
+            .refund(IDENTITY, grant.charged_ms, grant.cost);
+        if answer.is_ready() {
+            let _ = answer.into_ready();
+            return;
+        }
+        drop(answer);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = inner
+                    .lockout
+                    .throttle()
+                    .refund(IDENTITY, grant.charged_ms, grant.cost)
+                    .await;
+            });
+        }
+    }
+}
+
+fn deadline_error(wait_ms: u64) -> Error {
+    let error = Error::new(
+        Layer::Limit,
+        ErrorKind::Deadline,
+        "no slot can come up before the call's deadline",
+    );
+    if wait_ms > 0 {
+        error.with_retry_after(Duration::from_millis(wait_ms))
+    } else {
+        error
+    }
+}
+
+/// What one try of the limit gave.
+enum Tried {
+    Granted(Grant),
+    Wait(u64),
+    Failed(Error),
+}
+
+impl Inner {
+    /// The earliest time `units` of cost (the waiters ahead and the call)
+    /// can all have passed: after the limit opens, its burst at once, then
+    /// its sustained rate.
+    fn eta(&self, q: &Queue, now: u64, units: u64) -> u64 {
+        let start = q.open_at().max(now);
+        let beyond = units.saturating_sub(self.capacity);
+        let wait = u128::from(beyond) * u128::from(self.period_ms) / u128::from(self.count);
+        start.saturating_add(u64::try_from(wait).unwrap_or(u64::MAX))
+    }
+
+    async fn try_hit(&self, cost: u64, now: u64) -> Tried {
+        if let Some(pace) = &self.pace {
+            let wait = pace.lock().take(now, cost);
+            if wait > 0 {
+                return Tried::Wait(wait);
+            }
+        }
+        let throttle = self.lockout.throttle();
+        let outcome = throttle
+            .hit_tagged_at(IDENTITY, IDENTITY.len(), throttle.limit(), cost, now)
+            .await;
+        let decision = match outcome {
+            Ok(decision) => decision,
+            Err(error) => {
+                self.untake(cost);
+                return Tried::Failed(
+                    Error::new(Layer::Limit, ErrorKind::Store, "the limit's store failed")
+                        .with_source(Arc::new(error)),
+                );
+            }
+        };
+        if decision.is_allowed() {
+            self.last_remaining
+                .store(decision.remaining(), Ordering::Relaxed);
+            if decision.remaining() == 0 {
+                // The next hit would be denied: wait the time one unit
+                // takes to free up (exact for GCRA and the buckets; for
+                // the windows an early try is denied with the exact wait).
+                let hint = (decision.reset_after_ms() / self.capacity).max(1);
+                let mut q = self.queue.lock();
+                q.next_try_ms = q.next_try_ms.max(now.saturating_add(hint));
+            }
+            return Tried::Granted(Grant {
+                charged_ms: now,
+                cost,
+            });
+        }
+        self.untake(cost);
+        if decision.reason() == Reason::CostExceedsCapacity {
+            return Tried::Failed(Error::new(
+                Layer::Limit,
+                ErrorKind::TooCostly,
+                "the call costs more than the limit ever admits at once",
+            ));
+        }
+        self.check_pause(now).await;
+        Tried::Wait(decision.retry_after_ms().max(1))
+    }
+
+    fn untake(&self, cost: u64) {
+        if let Some(pace) = &self.pace {
+            pace.lock().untake(cost);
+        }
+    }
+
+    /// After a denial: is the whole fleet asked to hold off?
+    async fn check_pause(&self, now: u64) {
+        if !self.share_feedback {
+            return;
+        }
+        let last = self.last_pause_check_ms.load(Ordering::Relaxed);
+        if now < last.saturating_add(PAUSE_CHECK_MS) {
+            return;
+        }
+        self.last_pause_check_ms.store(now, Ordering::Relaxed);
+        if let Ok(Some(block)) = self
+            .lockout
+            .block_left_tagged(IDENTITY, IDENTITY.len())
+            .await
+        {
+            let until = now.saturating_add(u64::try_from(block.as_millis()).unwrap_or(u64::MAX));
+            let mut q = self.queue.lock();
+            q.paused_until_ms = q.paused_until_ms.max(until);
+        }
+    }
+
+    /// Writes a hold-off into the store, and spends what is left of the
+    /// shared limit, so the other processes' next hit is denied and finds
+    /// the hold-off.
+    async fn share_pause(&self, hold: Duration) {
+        let _ = self.lockout.block(IDENTITY, hold).await;
+        let throttle = self.lockout.throttle();
+        // A peek of cost 1 that passes leaves `remaining` after that one.
+        if let Ok(decision) = throttle.peek(IDENTITY).await {
+            if decision.is_allowed() {
+                let _ = throttle
+                    .hit_n(IDENTITY, decision.remaining().saturating_add(1))
+                    .await;
+            }
+        }
+    }
+
+    /// Fails the waiters that cannot get a slot before their deadline, and
+    /// those whose caller went away. Returns the head's place and cost.
+    fn prune(&self, q: &mut Queue, now: u64) -> Option<(Place, u64)> {
+        let mut ahead = 0u64;
+        let mut gone = Vec::new();
+        for (place, waiter) in &q.waiters {
+            if waiter.tx.is_closed() {
+                gone.push((*place, None));
+                continue;
+            }
+            ahead = ahead.saturating_add(waiter.cost);
+            let eta = self.eta(q, now, ahead);
+            if waiter.deadline_ms.is_some_and(|d| d < eta || d <= now) {
+                gone.push((*place, Some(eta.saturating_sub(now))));
+                ahead = ahead.saturating_sub(waiter.cost);
+            }
+        }
+        for (place, eta) in gone {
+            if let (Some(waiter), Some(eta)) = (q.waiters.remove(&place), eta) {
+                let _ = waiter.tx.send(Err(deadline_error(eta)));
+            }
+        }
+        metrics::depth(&self.name, q.waiters.len());
+        q.waiters
+            .first_key_value()
+            .map(|(place, w)| (*place, w.cost))
+    }
+}
+
+/// Serves the queue until it is empty.
+async fn dispatch(inner: Arc<Inner>) {
+    loop {
+        let now = inner.clock.now_ms();
+        let (head, open_at) = {
+            let mut q = inner.queue.lock();
+            let Some(head) = inner.prune(&mut q, now) else {
+                q.running = false;
+                return;
+            };
+            (head, q.open_at())
+        };
+        if open_at > now {
+            let at = inner.clock.instant_at(open_at);
+            tokio::select! {
+                () = tokio::time::sleep_until(at) => {}
+                () = inner.wake.notified() => {}
+            }
+            continue;
+        }
+        let (place, cost) = head;
+        match inner.try_hit(cost, now).await {
+            Tried::Granted(grant) => {
+                let waiter = inner.queue.lock().waiters.remove(&place);
+                let delivered = match waiter {
+                    Some(waiter) => {
+                        metrics::waited(&inner.name, waiter.since.elapsed());
+                        waiter.tx.send(Ok(grant)).is_ok()
+                    }
+                    None => false,
+                };
+                if !delivered {
+                    Limiter {
+                        inner: Arc::clone(&inner),
+                    }
+                    .refund(grant);
+                }
+            }
+            Tried::Wait(ms) => {
+                let mut q = inner.queue.lock();
+                q.next_try_ms = q.next_try_ms.max(now.saturating_add(ms));
+            }
+            Tried::Failed(error) => {
+                if let Some(waiter) = inner.queue.lock().waiters.remove(&place) {
+                    let _ = waiter.tx.send(Err(error));
+                }
+            }
+        }
+    }
+}
+
+/// The receiving end of a waiter: if the call goes away after its slot
+/// was sent, the slot is given back.
+struct Waiting {
+    rx: oneshot::Receiver<Result<Grant, Error>>,
+    limiter: Limiter,
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.rx.close();
+        if let Ok(Ok(grant)) = self.rx.try_recv() {
+            self.limiter.refund(grant);
+        }
+    }
+}
+
+/// A reserved slot. [`consume`](Permit::consume) it when the request is
+/// sent; dropped unconsumed (the call was cancelled, or gave up), it is
+/// given back to the store.
+#[derive(Debug)]
+#[must_use = "a permit dropped unconsumed is refunded"]
+pub struct Permit {
+    limiter: Option<Limiter>,
+    grant: Grant,
+}
+
+impl Permit {
+    fn new(limiter: Limiter, grant: Grant) -> Permit {
+        Permit {
+            limiter: Some(limiter),
+            grant,
+        }
+    }
+
+    /// The request goes out: the slot is spent.
+    pub fn consume(mut self) {
+        self.limiter = None;
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        if let Some(limiter) = self.limiter.take() {
+            limiter.refund(self.grant);
+        }
+    }
+}
+
+impl LimiterBuilder {
+    /// The strategy (default: GCRA, burst of the rate's count). GCRA or a
+    /// bucket paces calls evenly; a window lets each window's calls go at
+    /// once.
+    pub fn strategy(mut self, strategy: impl Into<AnyStrategy>) -> LimiterBuilder {
+        self.strategy = strategy.into();
+        self
+    }
+
+    /// The store of the limit (default: in-memory, this process alone).
+    /// Processes that share a Redis or Memcached store share the limit.
+    pub fn backend(mut self, backend: AnyBackend) -> LimiterBuilder {
+        self.backend = Some(backend);
+        self
+    }
+
+    /// The namespace of the store's keys (default `traffik-client`).
+    pub fn namespace(mut self, namespace: impl Into<String>) -> LimiterBuilder {
+        self.namespace = namespace.into();
+        self
+    }
+
+    /// The clock (default: a new [`TokioClock`]).
+    pub fn clock(mut self, clock: TokioClock) -> LimiterBuilder {
+        self.clock = clock;
+        self
+    }
+
+    /// What a store that cannot answer means (default
+    /// [`FailurePolicy::fallback(1)`](FailurePolicy::fallback): this
+    /// process keeps to the whole limit on its own; give the number of
+    /// processes that share the store).
+    pub fn failure_policy(mut self, policy: FailurePolicy) -> LimiterBuilder {
+        self.policy = policy;
+        self
+    }
+
+    /// The most calls that may wait (default 1024; at least 1).
+    pub fn max_queue(mut self, max: usize) -> LimiterBuilder {
+        self.max_queue = max.max(1);
+        self
+    }
+
+    /// Which call a full queue turns away (default [`Shed::Newest`]).
+    pub fn shed(mut self, shed: Shed) -> LimiterBuilder {
+        self.shed = shed;
+        self
+    }
+
+    /// Whether the upstream's feedback is written to the store for every
+    /// process (default `true`); off, each process acts on what it sees.
+    pub fn share_feedback(mut self, share: bool) -> LimiterBuilder {
+        self.share_feedback = share;
+        self
+    }
+
+    /// The longest hold-off the upstream may impose (default 60 s): an
+    /// upstream asking for more is held to this.
+    pub fn max_hold_off(mut self, max: Duration) -> LimiterBuilder {
+        self.max_hold = max;
+        self
+    }
+
+    /// Paces this process below the limit after throttling, climbing back
+    /// with [`Aimd`].
+    pub fn adaptive(mut self, aimd: Aimd) -> LimiterBuilder {
+        self.aimd = Some(aimd);
+        self
+    }
+
+    /// The limiter.
+    ///
+    /// # Errors
+    ///
+    /// When the name, namespace, rate or strategy is not valid for a
+    /// throttle, or no backend was given and the `memory` feature is off.
+    pub fn build(self) -> Result<Limiter, ConfigError> {
+        let backend = match self.backend {
+            Some(backend) => backend,
+            #[cfg(feature = "memory")]
+            None => AnyBackend::Memory(traffik_backends::memory::MemoryBackend::new()),
+            #[cfg(not(feature = "memory"))]
+            None => {
+                return Err(ConfigError::new(
+                    "a limiter needs a backend: give one, or enable the `memory` feature"
+                        .to_owned(),
+                ));
+            }
+        };
+        let throttle = traffik_core::Throttle::builder(self.name.clone(), self.rate)
+            .namespace(self.namespace)
+            .strategy(self.strategy)
+            .failure_policy(self.policy)
+            .clock(self.clock)
+            .build(backend)?;
+        let capacity = throttle.limit().capacity().max(1);
+        let count = self.rate.count().max(1);
+        let period_ms = u64::try_from(self.rate.period().as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        #[allow(clippy::cast_precision_loss)]
+        let interval = period_ms as f64 / count as f64;
+        let lockout = throttle.penalized(Penalty::fixed(Duration::from_secs(1))?)?;
+        Ok(Limiter {
+            inner: Arc::new(Inner {
+                name: Arc::from(self.name),
+                lockout,
+                clock: self.clock,
+                queue: Mutex::new(Queue::default()),
+                wake: Notify::new(),
+                max_queue: self.max_queue,
+                shed: self.shed,
+                share_feedback: self.share_feedback,
+                max_hold: self.max_hold,
+                pace: self.aimd.map(|aimd| Mutex::new(Pace::new(aimd, interval))),
+                count,
+                period_ms,
+                capacity,
+                last_remaining: AtomicU64::new(u64::MAX),
+                last_pause_check_ms: AtomicU64::new(0),
+            }),
+        })
+    }
+}

@@ -1,0 +1,65 @@
+use std::task::{Context, Poll};
+
+use futures_util::future::BoxFuture;
+use tower::Service;
+
+use super::Limiter;
+use crate::{BoxError, Call, Error, HttpRequest, HttpResponse};
+
+/// Waits for a slot of the [`Limiter`], sends the call, and reads the
+/// response's feedback ([`Limiter::observe`]).
+#[derive(Clone, Debug)]
+pub struct LimitService<S> {
+    pub(crate) inner: S,
+    /// `None`: calls pass through (the stack without a limit).
+    pub(crate) limiter: Option<Limiter>,
+}
+
+impl<S> LimitService<S> {
+    /// `inner` behind `limiter`.
+    pub fn new(inner: S, limiter: Limiter) -> LimitService<S> {
+        LimitService {
+            inner,
+            limiter: Some(limiter),
+        }
+    }
+}
+
+impl<S, R, Res> Service<Call<R>> for LimitService<S>
+where
+    S: Service<Call<R>, Response = Res> + Clone + Send + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send,
+    R: HttpRequest,
+    Res: HttpResponse,
+{
+    type Response = Res;
+    type Error = Error;
+    type Future = BoxFuture<'static, Result<Res, Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.inner.poll_ready(cx).map_err(Error::from_inner)
+    }
+
+    fn call(&mut self, call: Call<R>) -> Self::Future {
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let Some(limiter) = self.limiter.clone() else {
+            let future = inner.call(call);
+            return Box::pin(async move { future.await.map_err(Error::from_inner) });
+        };
+        Box::pin(async move {
+            let mut call = call;
+            call.start();
+            let options = call.options;
+            let permit = limiter
+                .acquire(options.cost, options.priority, options.deadline)
+                .await?;
+            permit.consume();
+            call.mark_sent();
+            let response = inner.call(call).await.map_err(Error::from_inner)?;
+            limiter.observe(response.status(), response.headers());
+            Ok(response)
+        })
+    }
+}
