@@ -200,13 +200,16 @@ pub struct RequestBuilder {
 }
 
 impl RequestBuilder {
-    /// Adds a header.
-    pub fn header(
-        mut self,
-        name: impl Into<HeaderName>,
-        value: impl Into<HeaderValue>,
-    ) -> RequestBuilder {
-        self.builder = self.builder.header(name.into(), value.into());
+    /// Adds a header (as reqwest's `header`: an invalid name or value
+    /// fails the request when it is sent).
+    pub fn header<K, V>(mut self, name: K, value: V) -> RequestBuilder
+    where
+        HeaderName: TryFrom<K>,
+        <HeaderName as TryFrom<K>>::Error: Into<http::Error>,
+        HeaderValue: TryFrom<V>,
+        <HeaderValue as TryFrom<V>>::Error: Into<http::Error>,
+    {
+        self.builder = self.builder.header(name, value);
         self
     }
 
