@@ -11,9 +11,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use traffik_backends::AnyBackend;
+use traffik_client::StackBuilder;
 use traffik_client::limit::Limiter;
 use traffik_client::reqwest::Client;
-use traffik_client::StackBuilder;
 use traffik_core::Gcra;
 
 const PROCESSES: usize = 3;
@@ -27,7 +27,13 @@ async fn three_processes_sharing_redis_stay_within_the_limit_together() {
     let workers: Vec<_> = (0..PROCESSES)
         .map(|_| {
             Command::new(&exe)
-                .args(["--exact", "fleet_worker", "--ignored", "--nocapture", "--test-threads=1"])
+                .args([
+                    "--exact",
+                    "fleet_worker",
+                    "--ignored",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
                 .env("TRAFFIK_FLEET_REDIS", redis.url())
                 .env("TRAFFIK_FLEET_UPSTREAM", upstream.url("/data"))
                 .stdout(Stdio::piped())
@@ -44,7 +50,11 @@ async fn three_processes_sharing_redis_stay_within_the_limit_together() {
     .await
     .unwrap();
     for output in &outputs {
-        assert!(output.status.success(), "a client process failed: {}", String::from_utf8_lossy(&output.stdout));
+        assert!(
+            output.status.success(),
+            "a client process failed: {}",
+            String::from_utf8_lossy(&output.stdout)
+        );
         let text = String::from_utf8_lossy(&output.stdout);
         assert!(text.contains(&format!("ok={CALLS}")), "{text}");
     }
@@ -74,7 +84,13 @@ async fn fleet_worker() {
     let calls: Vec<_> = (0..CALLS)
         .map(|_| {
             let (client, url) = (client.clone(), url.clone());
-            tokio::spawn(async move { client.get(url).timeout(Duration::from_secs(30)).send().await })
+            tokio::spawn(async move {
+                client
+                    .get(url)
+                    .timeout(Duration::from_secs(30))
+                    .send()
+                    .await
+            })
         })
         .collect();
     let mut ok = 0;

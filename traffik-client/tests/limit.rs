@@ -259,3 +259,61 @@ async fn adaptive_mode_slows_after_a_429_and_climbs_back() {
     limiter.acquire(1, 0, None).await.unwrap().consume();
     assert!((limiter.adaptive_share() - 1.0).abs() < 1e-9);
 }
+
+proptest::proptest! {
+    // Any cost, priority and deadline a caller passes: no panic, no
+    // overflow, and never more admitted than the limit allows in the time
+    // that passed (burst + rate × time).
+    #[test]
+    fn any_options_never_panic_nor_over_admit(
+        calls in proptest::collection::vec(
+            (proptest::prelude::any::<u64>(), proptest::prelude::any::<i32>(), proptest::option::of(0u64..3_000)),
+            1..40,
+        ),
+    ) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        let admitted = runtime.block_on(async move {
+            let limiter = Limiter::builder("up", "10/s".parse().unwrap()).max_queue(16).build().unwrap();
+            let start = Instant::now();
+            let tasks: Vec<_> = calls
+                .into_iter()
+                .map(|(cost, priority, deadline)| {
+                    let limiter = limiter.clone();
+                    let cost = cost % 13;
+                    tokio::spawn(async move {
+                        let deadline = deadline.map(|ms| start + Duration::from_millis(ms));
+                        match limiter.acquire(cost, priority, deadline).await {
+                            Ok(permit) => {
+                                permit.consume();
+                                cost.max(1)
+                            }
+                            Err(error) => {
+                                assert!(matches!(
+                                    error.kind(),
+                                    ErrorKind::Deadline | ErrorKind::QueueFull | ErrorKind::TooCostly
+                                ), "{error}");
+                                0
+                            }
+                        }
+                    })
+                })
+                .collect();
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            let mut admitted = 0;
+            for task in tasks {
+                if task.is_finished() {
+                    admitted += task.await.unwrap();
+                } else {
+                    task.abort();
+                }
+            }
+            admitted
+        });
+        // Burst 10, plus 10/s for the 3 s that passed.
+        proptest::prop_assert!(admitted <= 10 + 30, "{admitted}");
+    }
+}

@@ -27,7 +27,10 @@ fn limiter(name: &str) -> Limiter {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_concurrent_calls_all_succeed_paced_at_the_limit() {
     let upstream = upstream::start("10/s").await;
-    let client = Client::new(reqwest::Client::new(), StackBuilder::new().limiter(limiter("paced")));
+    let client = Client::new(
+        reqwest::Client::new(),
+        StackBuilder::new().limiter(limiter("paced")),
+    );
     let start = Instant::now();
     let calls: Vec<_> = (0..50)
         .map(|_| {
@@ -75,7 +78,9 @@ async fn fifty_identical_gets_make_one_upstream_call() {
     let coalesce = Coalesce::new("quotes");
     let client = Client::new(
         reqwest::Client::new(),
-        StackBuilder::new().coalesce(coalesce.clone()).limiter(limiter("quotes")),
+        StackBuilder::new()
+            .coalesce(coalesce.clone())
+            .limiter(limiter("quotes")),
     );
     let url = upstream.url("/data?symbol=ACME");
     let calls: Vec<_> = (0..50)
@@ -84,14 +89,20 @@ async fn fifty_identical_gets_make_one_upstream_call() {
             tokio::spawn(async move {
                 let response = client.get(url).send().await.unwrap();
                 let status = response.status();
-                let length = response.headers()["content-length"].to_str().unwrap().to_owned();
+                let length = response.headers()["content-length"]
+                    .to_str()
+                    .unwrap()
+                    .to_owned();
                 (status, length, response.text().await.unwrap())
             })
         })
         .collect();
     for call in calls {
         let (status, length, body) = call.await.unwrap();
-        assert_eq!((status.as_u16(), length.as_str(), body.as_str()), (200, "12", r#"{"quote":42}"#));
+        assert_eq!(
+            (status.as_u16(), length.as_str(), body.as_str()),
+            (200, "12", r#"{"quote":42}"#)
+        );
     }
     assert_eq!(upstream.seen.data.lock().len(), 1, "one upstream call");
     let stats = coalesce.stats_for(&http::Method::GET, &url);
@@ -111,7 +122,9 @@ async fn a_503_burst_trips_the_breaker_which_then_recovers() {
         .unwrap();
     let client = Client::new(
         reqwest::Client::new(),
-        StackBuilder::new().breaker(breaker.clone()).retry(RetryPolicy::new().max_retries(0)),
+        StackBuilder::new()
+            .breaker(breaker.clone())
+            .retry(RetryPolicy::new().max_retries(0)),
     );
     let url = upstream.url("/flaky");
     for _ in 0..5 {
@@ -119,8 +132,15 @@ async fn a_503_burst_trips_the_breaker_which_then_recovers() {
     }
     assert_eq!(breaker.state(), BreakerState::Open);
     let error = client.get(&url).send().await.unwrap_err();
-    assert_eq!((error.layer(), error.kind()), (Layer::Breaker, ErrorKind::CircuitOpen));
-    assert_eq!(upstream.seen.flaky.load(Ordering::Relaxed), 5, "open: no call made");
+    assert_eq!(
+        (error.layer(), error.kind()),
+        (Layer::Breaker, ErrorKind::CircuitOpen)
+    );
+    assert_eq!(
+        upstream.seen.flaky.load(Ordering::Relaxed),
+        5,
+        "open: no call made"
+    );
 
     upstream.seen.failing.store(false, Ordering::Relaxed);
     tokio::time::sleep(Duration::from_millis(450)).await;
@@ -136,16 +156,19 @@ async fn retry_after_is_honoured() {
     let upstream = upstream::start("100/s").await;
     let client = Client::new(
         reqwest::Client::new(),
-        StackBuilder::new()
-            .limiter(limiter("busy"))
-            .retry(RetryPolicy::new().backoff(Duration::from_millis(10), Duration::from_millis(20))),
+        StackBuilder::new().limiter(limiter("busy")).retry(
+            RetryPolicy::new().backoff(Duration::from_millis(10), Duration::from_millis(20)),
+        ),
     );
     let response = client.get(upstream.url("/busy")).send().await.unwrap();
     assert_eq!(response.status(), 200);
     let at = upstream.seen.busy.lock().clone();
     assert_eq!(at.len(), 2, "one retry");
     let gap = at[1] - at[0];
-    assert!(gap >= Duration::from_millis(1_000) && gap < Duration::from_millis(1_300), "{gap:?}");
+    assert!(
+        gap >= Duration::from_millis(1_000) && gap < Duration::from_millis(1_300),
+        "{gap:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -153,14 +176,28 @@ async fn a_post_is_not_retried_unless_it_carries_an_idempotency_key() {
     let upstream = upstream::start("100/s").await;
     let client = Client::new(
         reqwest::Client::new(),
-        StackBuilder::new().retry(RetryPolicy::new().backoff(Duration::from_millis(1), Duration::from_millis(2))),
+        StackBuilder::new()
+            .retry(RetryPolicy::new().backoff(Duration::from_millis(1), Duration::from_millis(2))),
     );
     let url = upstream.url("/orders");
-    assert_eq!(client.post(&url).body("{}").send().await.unwrap().status(), 503);
+    assert_eq!(
+        client.post(&url).body("{}").send().await.unwrap().status(),
+        503
+    );
     assert_eq!(upstream.seen.orders.load(Ordering::Relaxed), 1, "sent once");
-    let keyed = client.post(&url).header("idempotency-key", "order-7").body("{}").send().await.unwrap();
+    let keyed = client
+        .post(&url)
+        .header("idempotency-key", "order-7")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(keyed.status(), 503);
-    assert_eq!(upstream.seen.orders.load(Ordering::Relaxed), 4, "then 1 + 2 retries");
+    assert_eq!(
+        upstream.seen.orders.load(Ordering::Relaxed),
+        4,
+        "then 1 + 2 retries"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -175,7 +212,15 @@ async fn a_call_that_cannot_get_a_slot_in_time_fails_at_once() {
                 .unwrap(),
         ),
     );
-    assert_eq!(client.get(upstream.url("/data")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        client
+            .get(upstream.url("/data"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     let start = Instant::now();
     let error = client
         .get(upstream.url("/data"))
@@ -183,7 +228,17 @@ async fn a_call_that_cannot_get_a_slot_in_time_fails_at_once() {
         .send()
         .await
         .unwrap_err();
-    assert_eq!((error.layer(), error.kind()), (Layer::Limit, ErrorKind::Deadline));
-    assert!(start.elapsed() < Duration::from_millis(100), "{:?}", start.elapsed());
-    assert!(error.retry_after().unwrap() > Duration::from_secs(55), "{error}");
+    assert_eq!(
+        (error.layer(), error.kind()),
+        (Layer::Limit, ErrorKind::Deadline)
+    );
+    assert!(
+        start.elapsed() < Duration::from_millis(100),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(
+        error.retry_after().unwrap() > Duration::from_secs(55),
+        "{error}"
+    );
 }

@@ -78,6 +78,8 @@ where
             Ok(response) if policy.retries_status(response.status()) => {
                 Feedback::parse(response.headers(), crate::clock::wall_ms()).retry_after
             }
+            // The call's deadline passed: nothing more to try.
+            Err(error) if error.kind() == ErrorKind::TotalTimeout => return outcome,
             Err(error) if RetryPolicy::retries_error(error) => None,
             _ => return outcome,
         };

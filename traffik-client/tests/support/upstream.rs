@@ -62,7 +62,12 @@ impl Upstream {
         let mut at = self.seen.data.lock().clone();
         at.sort();
         let busiest = (0..at.len())
-            .map(|i| at[i..].iter().take_while(|t| **t - at[i] < Duration::from_secs(1)).count())
+            .map(|i| {
+                at[i..]
+                    .iter()
+                    .take_while(|t| **t - at[i] < Duration::from_secs(1))
+                    .count()
+            })
             .max()
             .unwrap_or(0);
         let span = match (at.first(), at.last()) {
@@ -128,28 +133,47 @@ pub async fn start(rate: &str) -> Upstream {
         .route("/flaky", get(flaky))
         .route("/busy", get(busy))
         .route("/orders", post(orders))
-        .layer(ThrottleLayer::builder(PeerIp::new()).rule(Rule::new(limit).scope(KeyScope::Global)).build())
-        .layer(axum::middleware::map_response(move |response: axum::response::Response| {
-            let counted = Arc::clone(&counted);
-            async move {
-                if response.status() == StatusCode::TOO_MANY_REQUESTS
-                    && response.headers().get("content-type").is_some_and(|v| v == "application/problem+json")
-                {
-                    counted.throttled.fetch_add(1, Ordering::Relaxed);
+        .layer(
+            ThrottleLayer::builder(PeerIp::new())
+                .rule(Rule::new(limit).scope(KeyScope::Global))
+                .build(),
+        )
+        .layer(axum::middleware::map_response(
+            move |response: axum::response::Response| {
+                let counted = Arc::clone(&counted);
+                async move {
+                    if response.status() == StatusCode::TOO_MANY_REQUESTS
+                        && response
+                            .headers()
+                            .get("content-type")
+                            .is_some_and(|v| v == "application/problem+json")
+                    {
+                        counted.throttled.fetch_add(1, Ordering::Relaxed);
+                    }
+                    response
                 }
-                response
-            }
-        }));
+            },
+        ));
     let app = Router::new()
-        .route("/free", get(|| async { ([("content-type", "application/json")], r#"{"ok":true}"#) }))
+        .route(
+            "/free",
+            get(|| async { ([("content-type", "application/json")], r#"{"ok":true}"#) }),
+        )
         .merge(limited)
         .with_state(Arc::clone(&seen));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let task = tokio::spawn(async move {
-        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .await
-            .unwrap();
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .unwrap();
     });
-    Upstream { address, seen, task }
+    Upstream {
+        address,
+        seen,
+        task,
+    }
 }
