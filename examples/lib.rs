@@ -118,3 +118,8 @@ async fn echo(
         }
     })
 }
+
+/// The rate-limited upstream the client examples call (shared with
+/// traffik-client's tests).
+#[path = "../traffik-client/tests/support/upstream.rs"]
+pub mod upstream;

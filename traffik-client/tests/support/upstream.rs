@@ -31,12 +31,15 @@ use traffik_core::{Gcra, Throttle};
 /// What the upstream saw.
 #[derive(Default)]
 pub struct Seen {
-    /// When each request that passed the limit arrived, by route.
+    /// When each call of `/data` that passed the limit arrived.
     pub data: Mutex<Vec<Instant>>,
     /// Requests the limit refused (429 from traffik-axum).
     pub throttled: AtomicU64,
+    /// Calls of `/flaky`.
     pub flaky: AtomicU64,
+    /// When each call of `/busy` arrived.
     pub busy: Mutex<Vec<Instant>>,
+    /// Calls of `/orders`.
     pub orders: AtomicU64,
     /// While set, `/flaky` answers 503.
     pub failing: AtomicBool,
@@ -44,14 +47,17 @@ pub struct Seen {
     pub delay_ms: AtomicU64,
 }
 
-/// A running upstream.
+/// A running upstream (stopped when dropped).
 pub struct Upstream {
+    /// Where it listens.
     pub address: SocketAddr,
+    /// What it saw.
     pub seen: Arc<Seen>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Upstream {
+    /// The URL of `path` on it.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.address)
     }
