@@ -196,3 +196,7 @@ pub fn free_port() -> u16 {
         .map(|address| address.port())
         .expect("a free port")
 }
+
+/// The rate-limited upstream of traffik-client's tests and examples.
+#[path = "../traffik-client/tests/support/upstream.rs"]
+pub mod upstream;

@@ -17,90 +17,14 @@
 //! recording is an increment.
 
 #![cfg_attr(
-    not(feature = "metrics"),
-    allow(dead_code, reason = "the handles record nothing without the feature")
+    not(all(feature = "metrics", any(feature = "redis", feature = "memcached"))),
+    allow(
+        dead_code,
+        reason = "the store's instruments serve the remote backends, and record nothing without the feature"
+    )
 )]
 
-/// A counter registered with the recorder in force at its first use.
-#[derive(Debug)]
-pub(crate) struct LazyCounter {
-    #[cfg(feature = "metrics")]
-    key: metrics::Key,
-    #[cfg(feature = "metrics")]
-    handle: std::sync::OnceLock<metrics::Counter>,
-}
-
-#[cfg(feature = "metrics")]
-static METADATA: metrics::Metadata<'static> =
-    metrics::Metadata::new("traffik", metrics::Level::INFO, Some("traffik_backends"));
-
-#[cfg(feature = "metrics")]
-fn key(name: &'static str, labels: &[(&'static str, &str)]) -> metrics::Key {
-    metrics::Key::from_parts(
-        name,
-        labels
-            .iter()
-            .map(|&(label, value)| metrics::Label::new(label, value.to_owned()))
-            .collect::<Vec<_>>(),
-    )
-}
-
-impl LazyCounter {
-    pub(crate) fn new(name: &'static str, labels: &[(&'static str, &str)]) -> LazyCounter {
-        let _ = (name, labels);
-        LazyCounter {
-            #[cfg(feature = "metrics")]
-            key: key(name, labels),
-            #[cfg(feature = "metrics")]
-            handle: std::sync::OnceLock::new(),
-        }
-    }
-
-    #[inline]
-    pub(crate) fn increment(&self, by: u64) {
-        #[cfg(feature = "metrics")]
-        self.handle
-            .get_or_init(|| {
-                metrics::with_recorder(|recorder| recorder.register_counter(&self.key, &METADATA))
-            })
-            .increment(by);
-        #[cfg(not(feature = "metrics"))]
-        let _ = by;
-    }
-}
-
-/// A gauge registered on first use.
-#[derive(Debug)]
-pub(crate) struct LazyGauge {
-    #[cfg(feature = "metrics")]
-    key: metrics::Key,
-    #[cfg(feature = "metrics")]
-    handle: std::sync::OnceLock<metrics::Gauge>,
-}
-
-impl LazyGauge {
-    pub(crate) fn new(name: &'static str, labels: &[(&'static str, &str)]) -> LazyGauge {
-        let _ = (name, labels);
-        LazyGauge {
-            #[cfg(feature = "metrics")]
-            key: key(name, labels),
-            #[cfg(feature = "metrics")]
-            handle: std::sync::OnceLock::new(),
-        }
-    }
-
-    #[inline]
-    pub(crate) fn set(&self, value: f64) {
-        #[cfg(feature = "metrics")]
-        self.handle
-            .get_or_init(|| {
-                metrics::with_recorder(|recorder| recorder.register_gauge(&self.key, &METADATA))
-            })
-            .set(value);
-        #[cfg(not(feature = "metrics"))]
-        let _ = value;
-    }
-}
+pub(crate) use traffik_core::observe::{LazyCounter, LazyGauge, LazyHistogram};
 
 /// The store operations whose latency is recorded.
 #[derive(Clone, Copy, Debug)]
@@ -126,25 +50,18 @@ impl Operation {
 /// own hits).
 #[derive(Debug)]
 pub(crate) struct StoreMetrics {
-    #[cfg(feature = "metrics")]
-    keys: [metrics::Key; 3],
-    #[cfg(feature = "metrics")]
-    latency: std::sync::OnceLock<[metrics::Histogram; 3]>,
+    latency: [LazyHistogram; 3],
 }
 
 impl StoreMetrics {
     pub(crate) fn new(backend: &'static str) -> StoreMetrics {
-        let _ = backend;
         StoreMetrics {
-            #[cfg(feature = "metrics")]
-            keys: Operation::ALL.map(|operation| {
-                key(
+            latency: Operation::ALL.map(|operation| {
+                LazyHistogram::new(
                     "traffik_backend_latency_seconds",
                     &[("backend", backend), ("operation", operation.as_str())],
                 )
             }),
-            #[cfg(feature = "metrics")]
-            latency: std::sync::OnceLock::new(),
         }
     }
 
@@ -160,17 +77,9 @@ impl StoreMetrics {
     /// Records how long `operation` took since `started`.
     #[inline]
     pub(crate) fn finish(&self, operation: Operation, started: Option<std::time::Instant>) {
-        #[cfg(feature = "metrics")]
         if let Some(started) = started {
-            let histograms = self.latency.get_or_init(|| {
-                metrics::with_recorder(|recorder| {
-                    [0, 1, 2].map(|at| recorder.register_histogram(&self.keys[at], &METADATA))
-                })
-            });
-            histograms[operation as usize].record(started.elapsed().as_secs_f64());
+            self.latency[operation as usize].record(started.elapsed().as_secs_f64());
         }
-        #[cfg(not(feature = "metrics"))]
-        let _ = (operation, started);
     }
 }
 

@@ -15,7 +15,7 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use http::{HeaderMap, HeaderName};
+use http::{HeaderMap, HeaderValue};
 
 /// The most members of one field that are read.
 const MAX_MEMBERS: usize = 16;
@@ -41,39 +41,41 @@ pub struct Feedback {
     pub window: Option<Duration>,
 }
 
-static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
-static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
-static LEGACY: [[HeaderName; 3]; 2] = [
-    [
-        HeaderName::from_static("x-ratelimit-limit"),
-        HeaderName::from_static("x-ratelimit-remaining"),
-        HeaderName::from_static("x-ratelimit-reset"),
-    ],
-    [
-        HeaderName::from_static("ratelimit-limit"),
-        HeaderName::from_static("ratelimit-remaining"),
-        HeaderName::from_static("ratelimit-reset"),
-    ],
-];
-
 impl Feedback {
     /// Reads the fields of `headers`; `now_ms` (milliseconds since the
     /// UNIX epoch) turns an HTTP-date or a UNIX time into a wait.
     pub fn parse(headers: &HeaderMap, now_ms: u64) -> Feedback {
+        // One pass over the headers (a response has few) instead of a
+        // lookup per field: most responses carry none of these.
+        let (mut retry, mut quota, mut policy) = (None, None, None);
+        let mut legacy: [[Option<&HeaderValue>; 3]; 2] = [[None; 3]; 2];
+        for (name, value) in headers {
+            let slot = match name.as_str() {
+                "retry-after" => &mut retry,
+                "ratelimit" => &mut quota,
+                "ratelimit-policy" => &mut policy,
+                "x-ratelimit-limit" => &mut legacy[0][0],
+                "x-ratelimit-remaining" => &mut legacy[0][1],
+                "x-ratelimit-reset" => &mut legacy[0][2],
+                "ratelimit-limit" => &mut legacy[1][0],
+                "ratelimit-remaining" => &mut legacy[1][1],
+                "ratelimit-reset" => &mut legacy[1][2],
+                _ => continue,
+            };
+            slot.get_or_insert(value);
+        }
         let mut feedback = Feedback {
-            retry_after: headers
-                .get(http::header::RETRY_AFTER)
-                .and_then(|v| retry_after(v.as_bytes(), now_ms)),
+            retry_after: retry.and_then(|v| retry_after(v.as_bytes(), now_ms)),
             ..Feedback::default()
         };
-        if let Some(value) = headers.get(&RATELIMIT) {
+        if let Some(value) = quota {
             feedback.quota(value.as_bytes());
         }
-        if let Some(value) = headers.get(&RATELIMIT_POLICY) {
+        if let Some(value) = policy {
             feedback.policy(value.as_bytes());
         }
-        for [limit, remaining, reset] in &LEGACY {
-            let number = |name: &HeaderName| headers.get(name).and_then(|v| integer(v.as_bytes()));
+        for [limit, remaining, reset] in legacy {
+            let number = |v: Option<&HeaderValue>| v.and_then(|v| integer(v.as_bytes()));
             if feedback.remaining.is_none() {
                 feedback.remaining = number(remaining);
                 feedback.reset = number(reset).map(|s| reset_delay(s, now_ms));

@@ -61,6 +61,7 @@ mod clock;
 pub mod coalesce;
 mod error;
 pub mod feedback;
+mod future;
 pub mod limit;
 pub mod metrics;
 #[cfg(feature = "reqwest")]
@@ -72,5 +73,6 @@ pub mod timeout;
 pub use call::{BufferedResponse, Call, CallOptions, HttpRequest, HttpResponse, ShareableResponse};
 pub use clock::TokioClock;
 pub use error::{BoxError, Error, ErrorKind, Layer};
+pub use future::{Counted, LayerFuture};
 pub use stack::{Stack, StackBuilder};
 pub use traffik_backends::AnyBackend;

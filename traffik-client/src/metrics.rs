@@ -54,7 +54,9 @@ fn describe() {
     });
 }
 
-/// Counts `name{upstream, key=value}`.
+/// Counts `name{upstream, key=value}`: for the rare events (retries,
+/// transitions, feedback, failed calls); the per-call ones go through
+/// [`Instruments`]' registered handles.
 #[inline]
 pub(crate) fn count(
     name: &'static str,
@@ -71,27 +73,63 @@ pub(crate) fn count(
     let _ = (name, upstream, key, value);
 }
 
-/// Records a queue wait.
-#[inline]
-pub(crate) fn waited(upstream: &std::sync::Arc<str>, wait: std::time::Duration) {
-    #[cfg(feature = "metrics")]
-    {
-        describe();
-        metrics::histogram!(WAIT, UPSTREAM => upstream.to_string()).record(wait.as_secs_f64());
-    }
-    #[cfg(not(feature = "metrics"))]
-    let _ = (upstream, wait);
+/// The per-call instruments of one upstream, registered on first use.
+#[derive(Debug)]
+pub(crate) struct Instruments {
+    pub(crate) name: std::sync::Arc<str>,
+    calls_ok: LazyCounter,
+    wait: LazyHistogram,
+    depth: LazyGauge,
+    coalesced: [LazyCounter; 3],
 }
 
-/// Sets the queue depth.
-#[inline]
-pub(crate) fn depth(upstream: &std::sync::Arc<str>, depth: usize) {
-    #[cfg(feature = "metrics")]
-    {
-        describe();
-        #[allow(clippy::cast_precision_loss)]
-        metrics::gauge!(QUEUE_DEPTH, UPSTREAM => upstream.to_string()).set(depth as f64);
-    }
-    #[cfg(not(feature = "metrics"))]
-    let _ = (upstream, depth);
+/// How a call coalesced.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Coalesced {
+    Hit = 0,
+    Miss = 1,
+    Bypass = 2,
 }
+
+impl Instruments {
+    pub(crate) fn new(name: std::sync::Arc<str>) -> Instruments {
+        #[cfg(feature = "metrics")]
+        describe();
+        let labels = |key, value| [(UPSTREAM, &*name), (key, value)];
+        Instruments {
+            calls_ok: LazyCounter::new(CALLS, &labels("outcome", "ok")),
+            wait: LazyHistogram::new(WAIT, &[(UPSTREAM, &*name)]),
+            depth: LazyGauge::new(QUEUE_DEPTH, &[(UPSTREAM, &*name)]),
+            coalesced: ["hit", "miss", "bypass"]
+                .map(|r| LazyCounter::new(COALESCED, &labels("result", r))),
+            name,
+        }
+    }
+
+    /// A call left the stack: `Ok` or the kind that ended it.
+    #[inline]
+    pub(crate) fn called(&self, outcome: Result<(), crate::ErrorKind>) {
+        match outcome {
+            Ok(()) => self.calls_ok.increment(1),
+            Err(kind) => count(CALLS, &self.name, "outcome", kind.as_label()),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn waited(&self, wait: std::time::Duration) {
+        self.wait.record(wait.as_secs_f64());
+    }
+
+    #[inline]
+    pub(crate) fn depth(&self, depth: usize) {
+        #[allow(clippy::cast_precision_loss)]
+        self.depth.set(depth as f64);
+    }
+
+    #[inline]
+    pub(crate) fn coalesced(&self, result: Coalesced) {
+        self.coalesced[result as usize].increment(1);
+    }
+}
+
+use traffik_core::observe::{LazyCounter, LazyGauge, LazyHistogram};

@@ -14,13 +14,13 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures_util::future::BoxFuture;
 use tower::Service;
 
 use crate::breaker::{Breaker, BreakerService};
 use crate::coalesce::{Coalesce, CoalesceService};
+use crate::future::Counted;
 use crate::limit::{LimitService, Limiter};
-use crate::metrics;
+use crate::metrics::Instruments;
 use crate::retry::{RetryBudget, RetryLayer, RetryPolicy, RetryService};
 use crate::timeout::{AttemptTimeoutService, TotalTimeoutService};
 use crate::{BoxError, Call, Error, HttpRequest, ShareableResponse};
@@ -47,8 +47,8 @@ type Layers<S> = TotalTimeoutService<
 #[derive(Clone, Debug)]
 pub struct Stack<S> {
     layers: Layers<S>,
-    /// The upstream's name, for `traffik_client_calls_total`.
-    name: Option<Arc<str>>,
+    /// The upstream's instruments, for `traffik_client_calls_total`.
+    instruments: Option<Arc<Instruments>>,
 }
 
 impl StackBuilder {
@@ -117,7 +117,10 @@ impl StackBuilder {
             inner: retry,
             limiter: self.limiter,
         };
-        let name = limit.limiter.as_ref().map(|l| l.name_arc().clone());
+        let name = limit
+            .limiter
+            .as_ref()
+            .map(|l| Arc::new(Instruments::new(l.name_arc().clone())));
         let breaker = BreakerService {
             inner: limit,
             breaker: self.breaker,
@@ -131,7 +134,7 @@ impl StackBuilder {
                 inner: coalesce,
                 timeout: self.total_timeout,
             },
-            name,
+            instruments: name,
         }
     }
 }
@@ -146,25 +149,13 @@ where
 {
     type Response = S::Response;
     type Error = Error;
-    type Future = BoxFuture<'static, Result<S::Response, Error>>;
+    type Future = Counted<<Layers<S> as Service<Call<R>>>::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         self.layers.poll_ready(cx)
     }
 
     fn call(&mut self, call: Call<R>) -> Self::Future {
-        let future = self.layers.call(call);
-        let Some(name) = self.name.clone() else {
-            return future;
-        };
-        Box::pin(async move {
-            let outcome = future.await;
-            let label = match &outcome {
-                Ok(_) => "ok",
-                Err(error) => error.kind().as_label(),
-            };
-            metrics::count(metrics::CALLS, &name, "outcome", label);
-            outcome
-        })
+        Counted::new(self.layers.call(call), self.instruments.clone())
     }
 }

@@ -9,10 +9,10 @@
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures_util::future::BoxFuture;
 use tokio::time::Instant;
 use tower::{Layer as TowerLayer, Service};
 
+use crate::future::LayerFuture;
 use crate::{BoxError, Call, Error, ErrorKind, Layer};
 
 /// Bounds each attempt ([`ErrorKind::AttemptTimeout`]).
@@ -64,7 +64,7 @@ where
 {
     type Response = S::Response;
     type Error = Error;
-    type Future = BoxFuture<'static, Result<S::Response, Error>>;
+    type Future = LayerFuture<S::Future, S::Response>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         self.inner.poll_ready(cx).map_err(Error::from_inner)
@@ -78,10 +78,12 @@ where
         };
         let attempt_bound = by_timeout.is_some_and(|t| deadline == Some(t));
         let future = self.inner.call(call.request);
-        Box::pin(async move {
-            match deadline {
-                None => future.await.map_err(Error::from_inner),
-                Some(deadline) => match tokio::time::timeout_at(deadline, future).await {
+        let Some(deadline) = deadline else {
+            return LayerFuture::Passed { inner: future };
+        };
+        LayerFuture::layered(async move {
+            {
+                match tokio::time::timeout_at(deadline, future).await {
                     Ok(outcome) => outcome.map_err(Error::from_inner),
                     Err(_) if attempt_bound => Err(Error::new(
                         Layer::Timeout,
@@ -89,7 +91,7 @@ where
                         "the attempt took longer than the attempt timeout",
                     )),
                     Err(_) => Err(total()),
-                },
+                }
             }
         })
     }
@@ -147,7 +149,7 @@ where
 {
     type Response = S::Response;
     type Error = Error;
-    type Future = BoxFuture<'static, Result<S::Response, Error>>;
+    type Future = LayerFuture<S::Future, S::Response>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         self.inner.poll_ready(cx).map_err(Error::from_inner)
@@ -161,13 +163,15 @@ where
         }
         let deadline = call.options.deadline;
         let future = self.inner.call(call);
-        Box::pin(async move {
-            match deadline {
-                None => future.await.map_err(Error::from_inner),
-                Some(deadline) => match tokio::time::timeout_at(deadline, future).await {
+        let Some(deadline) = deadline else {
+            return LayerFuture::Passed { inner: future };
+        };
+        LayerFuture::layered(async move {
+            {
+                match tokio::time::timeout_at(deadline, future).await {
                     Ok(outcome) => outcome.map_err(Error::from_inner),
                     Err(_) => Err(total()),
-                },
+                }
             }
         })
     }

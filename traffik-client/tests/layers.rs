@@ -2,7 +2,6 @@
 //! `service_fn`) in tokio's paused time: coalescing, retries, the budget,
 //! the breaker, timeouts, and the limit under retries.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -16,9 +15,9 @@ use traffik_backends::AnyBackend;
 use traffik_backends::memory::MemoryBackend;
 use traffik_client::breaker::{Breaker, BreakerLayer, BreakerState, Window};
 use traffik_client::coalesce::{Coalesce, CoalesceLayer};
-use traffik_client::limit::Limiter;
+use traffik_client::limit::{LimitLayer, Limiter};
 use traffik_client::retry::{RetryBudget, RetryLayer, RetryPolicy};
-use traffik_client::timeout::AttemptTimeoutService;
+use traffik_client::timeout::{AttemptTimeoutService, TotalTimeoutLayer};
 use traffik_client::{BoxError, Call, CallOptions, ErrorKind, Layer, StackBuilder, TokioClock};
 use traffik_core::Gcra;
 
@@ -423,4 +422,49 @@ async fn the_stack_with_everything_answers_a_call() {
             .timeout(Duration::from_secs(2)),
     );
     assert_eq!(body(send(&stack, call).await.unwrap()).await, "fine");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_layers_compose_alone_with_tower() {
+    let fake = Fake::new(|n| Ok(status(if n == 0 { 500 } else { 200 })))
+        .delayed(Duration::from_millis(10));
+    let breaker = Breaker::builder("up")
+        .min_calls(1)
+        .window(Window::Count(1))
+        .build()
+        .unwrap();
+    let limiter = Limiter::builder("up", "1/s".parse().unwrap())
+        .strategy(Gcra::with_burst(1.try_into().unwrap()))
+        .build()
+        .unwrap();
+    let service = tower::ServiceBuilder::new()
+        .layer(TotalTimeoutLayer::new(Duration::from_millis(500)))
+        .layer(BreakerLayer::new(breaker.clone()))
+        .layer(LimitLayer::new(limiter))
+        .service(fake.client());
+    assert_eq!(
+        send(&service, get("http://up/")).await.unwrap().status(),
+        500
+    );
+    assert_eq!(breaker.state(), BreakerState::Open);
+    assert_eq!(
+        send(&service, get("http://up/")).await.unwrap_err().kind(),
+        ErrorKind::CircuitOpen
+    );
+    let fresh = tower::ServiceBuilder::new()
+        .layer(TotalTimeoutLayer::new(Duration::from_millis(500)))
+        .layer(LimitLayer::new(
+            Limiter::builder("other", "1/min".parse().unwrap())
+                .strategy(Gcra::with_burst(1.try_into().unwrap()))
+                .build()
+                .unwrap(),
+        ))
+        .service(fake.client());
+    assert_eq!(send(&fresh, get("http://up/")).await.unwrap().status(), 200);
+    let error = send(&fresh, get("http://up/")).await.unwrap_err();
+    assert_eq!(
+        error.kind(),
+        ErrorKind::Deadline,
+        "the total timeout is the limit's deadline"
+    );
 }

@@ -326,3 +326,75 @@ impl FailureLog {
         let _ = (throttle, error, now_ms);
     }
 }
+
+#[cfg(feature = "metrics")]
+static LAZY_METADATA: metrics::Metadata<'static> =
+    metrics::Metadata::new("traffik", metrics::Level::INFO, Some("traffik"));
+
+#[cfg(feature = "metrics")]
+fn lazy_key(name: &'static str, labels: &[(&'static str, &str)]) -> metrics::Key {
+    metrics::Key::from_parts(
+        name,
+        labels
+            .iter()
+            .map(|&(label, value)| metrics::Label::new(label, value.to_owned()))
+            .collect::<Vec<_>>(),
+    )
+}
+
+macro_rules! lazy_handle {
+    ($(#[$doc:meta])* $name:ident, $handle:ident, $register:ident, $method:ident($arg:ident: $ty:ty)) => {
+        $(#[$doc])*
+        ///
+        /// The handle is registered with the recorder in force at its first
+        /// use and kept, so recording is one call on it; without the
+        /// `metrics` feature it records nothing and costs nothing.
+        #[derive(Debug)]
+        pub struct $name {
+            #[cfg(feature = "metrics")]
+            key: metrics::Key,
+            #[cfg(feature = "metrics")]
+            handle: std::sync::OnceLock<metrics::$handle>,
+        }
+
+        impl $name {
+            /// The metric `name` with `labels` (keep their values bounded:
+            /// never an identity).
+            pub fn new(name: &'static str, labels: &[(&'static str, &str)]) -> $name {
+                let _ = (name, labels);
+                $name {
+                    #[cfg(feature = "metrics")]
+                    key: lazy_key(name, labels),
+                    #[cfg(feature = "metrics")]
+                    handle: std::sync::OnceLock::new(),
+                }
+            }
+
+            #[doc = concat!("Records `", stringify!($arg), "`.")]
+            #[inline]
+            pub fn $method(&self, $arg: $ty) {
+                #[cfg(feature = "metrics")]
+                self.handle
+                    .get_or_init(|| {
+                        metrics::with_recorder(|recorder| recorder.$register(&self.key, &LAZY_METADATA))
+                    })
+                    .$method($arg);
+                #[cfg(not(feature = "metrics"))]
+                let _ = $arg;
+            }
+        }
+    };
+}
+
+lazy_handle!(
+    /// A counter of the `metrics` facade.
+    LazyCounter, Counter, register_counter, increment(by: u64)
+);
+lazy_handle!(
+    /// A gauge of the `metrics` facade.
+    LazyGauge, Gauge, register_gauge, set(value: f64)
+);
+lazy_handle!(
+    /// A histogram of the `metrics` facade.
+    LazyHistogram, Histogram, register_histogram, record(value: f64)
+);

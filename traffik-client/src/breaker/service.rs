@@ -1,12 +1,12 @@
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use futures_util::future::BoxFuture;
 use parking_lot::Mutex;
 use tokio::time::Instant;
 use tower::Service;
 
 use super::Breaker;
+use crate::future::LayerFuture;
 use crate::{BoxError, Call, Error, HttpRequest, HttpResponse, Layer};
 
 /// The service of a [`BreakerLayer`](super::BreakerLayer): fails fast while
@@ -28,7 +28,7 @@ where
 {
     type Response = Res;
     type Error = Error;
-    type Future = BoxFuture<'static, Result<Res, Error>>;
+    type Future = LayerFuture<S::Future, Res>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         self.inner.poll_ready(cx).map_err(Error::from_inner)
@@ -39,9 +39,9 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let Some(breaker) = self.breaker.clone() else {
             let future = inner.call(call);
-            return Box::pin(async move { future.await.map_err(Error::from_inner) });
+            return LayerFuture::Passed { inner: future };
         };
-        Box::pin(async move {
+        LayerFuture::layered(async move {
             let permit = breaker.acquire().await?;
             let sent = Arc::new(Mutex::new(None));
             call.sent = Some(Arc::clone(&sent));

@@ -155,7 +155,9 @@ impl Breaker {
             let last = inner.last_sync_ms.load(Ordering::Relaxed);
             if now >= last.saturating_add(inner.sync_ms) {
                 inner.last_sync_ms.store(now, Ordering::Relaxed);
-                if let Ok(Some(left)) = shared.block_left_tagged(IDENTITY, IDENTITY.len()).await {
+                // Boxed: a remote store's future is large, and rare here.
+                let left = Box::pin(shared.block_left_tagged(IDENTITY, IDENTITY.len())).await;
+                if let Ok(Some(left)) = left {
                     let until_ms =
                         now.saturating_add(u64::try_from(left.as_millis()).unwrap_or(u64::MAX));
                     let mut state = inner.state.lock();

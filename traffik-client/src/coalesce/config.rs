@@ -1,9 +1,11 @@
 use std::any::Any;
-use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use http::{HeaderName, Method};
 use parking_lot::Mutex;
+
+use crate::metrics::Instruments;
 
 /// The most keys whose stats are kept; the others count under `(other)`.
 const MAX_STATS: usize = 1024;
@@ -21,8 +23,48 @@ pub struct KeyStats {
     pub shared: u64,
 }
 
-/// Calls in flight by key, type-erased.
-pub(crate) type Flights = HashMap<Box<[u8]>, Box<dyn Any + Send + Sync>>;
+/// Calls in flight by key.
+pub(crate) type Flights = hashbrown::HashMap<Box<[u8]>, Slot, foldhash::fast::RandomState>;
+
+/// A call in flight, as the map holds it.
+pub(crate) struct Slot {
+    /// Whether a second caller joined it (then its response is read whole
+    /// to share; alone, the leader gets it as it came).
+    pub(crate) joined: Arc<AtomicBool>,
+    /// A weak handle on its shared future, type-erased: one map serves any
+    /// response type.
+    pub(crate) weak: Box<dyn Any + Send + Sync>,
+}
+
+impl std::fmt::Debug for Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Slot")
+            .field("joined", &self.joined)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A stats key: the method and the URL (at most 256 bytes of it).
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct StatsKey {
+    method: Method,
+    url: Box<str>,
+}
+
+/// A borrowed stats key, to look one up without allocating.
+#[derive(Hash)]
+struct StatsRef<'a> {
+    method: &'a Method,
+    url: &'a str,
+}
+
+impl hashbrown::Equivalent<StatsKey> for StatsRef<'_> {
+    fn equivalent(&self, key: &StatsKey) -> bool {
+        *self.method == key.method && self.url == &*key.url
+    }
+}
+
+type StatsMap = hashbrown::HashMap<StatsKey, KeyStats, foldhash::fast::RandomState>;
 
 /// What coalesces and how; clones share the calls in flight and the stats.
 #[derive(Clone, Debug)]
@@ -36,10 +78,10 @@ pub(crate) struct Inner {
     pub(crate) methods: Vec<Method>,
     pub(crate) vary: Vec<HeaderName>,
     pub(crate) max_body: usize,
-    /// Calls in flight by key, each a weak handle on its shared future
-    /// (type-erased: one map serves any response type).
+    /// Calls in flight by key.
     pub(crate) flights: Mutex<Flights>,
-    stats: Mutex<HashMap<Box<str>, KeyStats>>,
+    stats: Mutex<StatsMap>,
+    pub(crate) instruments: Instruments,
 }
 
 impl Coalesce {
@@ -47,9 +89,9 @@ impl Coalesce {
     /// defaults: GET and HEAD, the vary headers of [the module](crate::coalesce),
     /// bodies up to 1 MiB.
     pub fn new(name: impl Into<Arc<str>>) -> Coalesce {
+        let name: Arc<str> = name.into();
         Coalesce {
             inner: Arc::new(Inner {
-                name: name.into(),
                 methods: vec![Method::GET, Method::HEAD],
                 vary: [
                     "accept",
@@ -62,8 +104,10 @@ impl Coalesce {
                 .map(HeaderName::from_static)
                 .collect(),
                 max_body: 1 << 20,
-                flights: Mutex::new(HashMap::new()),
-                stats: Mutex::new(HashMap::new()),
+                flights: Mutex::new(Flights::default()),
+                stats: Mutex::new(StatsMap::default()),
+                instruments: Instruments::new(Arc::clone(&name)),
+                name,
             }),
         }
     }
@@ -78,8 +122,9 @@ impl Coalesce {
                     methods: old.methods.clone(),
                     vary: old.vary.clone(),
                     max_body: old.max_body,
-                    flights: Mutex::new(HashMap::new()),
-                    stats: Mutex::new(HashMap::new()),
+                    flights: Mutex::new(Flights::default()),
+                    stats: Mutex::new(StatsMap::default()),
+                    instruments: Instruments::new(Arc::clone(&old.name)),
                 };
                 edit(&mut inner);
                 self.inner = Arc::new(inner);
@@ -111,11 +156,14 @@ impl Coalesce {
     /// The stats of the calls to `method` `url` (all their vary variants
     /// together).
     pub fn stats_for(&self, method: &Method, url: &str) -> KeyStats {
-        let key = stats_key(method, url);
+        let key = StatsRef {
+            method,
+            url: bounded(url),
+        };
         self.inner
             .stats
             .lock()
-            .get(key.as_str())
+            .get(&key)
             .copied()
             .unwrap_or_default()
     }
@@ -127,7 +175,7 @@ impl Coalesce {
             .stats
             .lock()
             .iter()
-            .map(|(k, v)| (k.to_string(), *v))
+            .map(|(k, v)| (format!("{} {}", k.method, k.url), *v))
             .collect()
     }
 
@@ -170,27 +218,50 @@ impl Inner {
     }
 
     pub(crate) fn note(&self, method: &Method, url: &str, change: impl FnOnce(&mut KeyStats)) {
-        let key = stats_key(method, url);
+        let url = bounded(url);
         let mut stats = self.stats.lock();
-        if let Some(entry) = stats.get_mut(key.as_str()) {
+        if let Some(entry) = stats.get_mut(&StatsRef { method, url }) {
             change(entry);
             return;
         }
         let key = if stats.len() < MAX_STATS {
-            key.into_boxed_str()
+            StatsKey {
+                method: method.clone(),
+                url: url.into(),
+            }
         } else {
-            OTHER.into()
+            StatsKey {
+                method: Method::GET,
+                url: OTHER.into(),
+            }
         };
         change(stats.entry(key).or_default());
     }
+
+    /// A flight landed: it leaves the map (if it is still the one under its
+    /// key), and counts as shared when someone joined it.
+    pub(crate) fn land(&self, key: &[u8], joined: &Arc<AtomicBool>, method: &Method, url: &str) {
+        {
+            let mut flights = self.flights.lock();
+            if flights
+                .get(key)
+                .is_some_and(|slot| Arc::ptr_eq(&slot.joined, joined))
+            {
+                flights.remove(key);
+            }
+        }
+        if joined.load(Ordering::Acquire) {
+            self.note(method, url, |s| s.shared += 1);
+        }
+    }
 }
 
-fn stats_key(method: &Method, url: &str) -> String {
-    // Bounded: the URL is the caller's, but stats are for people to read.
+/// At most 256 bytes of a URL: the URL is the caller's, but stats are for
+/// people to read.
+fn bounded(url: &str) -> &str {
     let mut end = url.len().min(256);
     while !url.is_char_boundary(end) {
         end -= 1;
     }
-    let url = &url[..end];
-    format!("{method} {url}")
+    &url[..end]
 }

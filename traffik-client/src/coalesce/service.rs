@@ -7,7 +7,9 @@ use parking_lot::Mutex;
 use tower::{Service, ServiceExt};
 
 use super::Coalesce;
-use crate::metrics;
+use super::config::Slot;
+use crate::future::LayerFuture;
+use crate::metrics::Coalesced;
 use crate::{BoxError, Call, Error, ErrorKind, HttpRequest, Layer, ShareableResponse};
 
 /// The service of a [`CoalesceLayer`](super::CoalesceLayer).
@@ -22,8 +24,10 @@ pub struct CoalesceService<S> {
 enum Landed<Res: ShareableResponse> {
     /// Read whole: a copy for each.
     Buffered(Res::Buffered),
-    /// Too long to share: the first caller takes it, the others call again.
-    Whole(Mutex<Option<Res>>),
+    /// Not shared (no one joined, or too long): the leader takes it; the
+    /// others call again, unless the leader is gone (the flag says whether
+    /// it is alive): then the first of them takes it.
+    Whole(Mutex<Option<Res>>, Arc<AtomicBool>),
 }
 
 type Flight<Res> = Shared<BoxFuture<'static, Result<Arc<Landed<Res>>, Error>>>;
@@ -38,7 +42,7 @@ where
 {
     type Response = Res;
     type Error = Error;
-    type Future = BoxFuture<'static, Result<Res, Error>>;
+    type Future = LayerFuture<S::Future, Res>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         self.inner.poll_ready(cx).map_err(Error::from_inner)
@@ -51,23 +55,25 @@ where
             Some(c) if c.inner.coalesces(call.request.method()) => c.clone(),
             other => {
                 if let Some(c) = other {
-                    metrics::count(metrics::COALESCED, &c.inner.name, "result", "bypass");
+                    c.inner.instruments.coalesced(Coalesced::Bypass);
                 }
                 let future = inner.call(call);
-                return Box::pin(async move { future.await.map_err(Error::from_inner) });
+                return LayerFuture::Passed { inner: future };
             }
         };
-        Box::pin(coalesced(inner, coalesce, call))
+        LayerFuture::layered(coalesced(inner, coalesce, call))
     }
 }
 
 type Weak<Res> = WeakShared<BoxFuture<'static, Result<Arc<Landed<Res>>, Error>>>;
 
-/// A call in flight, as the map holds it.
-struct Entry<Res: ShareableResponse> {
-    weak: Weak<Res>,
-    /// Whether a second caller joined it.
-    joined: Arc<AtomicBool>,
+/// Marks the leader gone when its call ends or is dropped.
+struct LeaderAlive(Arc<AtomicBool>);
+
+impl Drop for LeaderAlive {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
 }
 
 async fn coalesced<S, R, Res>(inner: S, coalesce: Coalesce, call: Call<R>) -> Result<Res, Error>
@@ -79,102 +85,112 @@ where
     Res: ShareableResponse,
 {
     let state = &coalesce.inner;
-    let method = call.request.method().clone();
-    let url = call.request.url().into_owned();
-    let key = state.key(&method, &url, call.request.headers());
-    // Each caller keeps a copy of its request, to call on its own when the
-    // response is too long to share.
-    let Some(own) = call.request.try_clone() else {
-        metrics::count(metrics::COALESCED, &state.name, "result", "bypass");
-        return plain(inner, call).await;
+    let key = state.key(
+        call.request.method(),
+        &call.request.url(),
+        call.request.headers(),
+    );
+    let found = {
+        let flights = state.flights.lock();
+        flights.get(&key).and_then(|slot| {
+            let weak = slot.weak.downcast_ref::<Weak<Res>>()?;
+            Some((weak.upgrade()?, Arc::clone(&slot.joined)))
+        })
     };
-    let own = call.again(own);
-    let (flight, joined, leader) = {
-        let mut flights = state.flights.lock();
-        let found = flights
-            .get(&key)
-            .and_then(|entry| entry.downcast_ref::<Entry<Res>>())
-            .and_then(|entry| Some((entry.weak.upgrade()?, Arc::clone(&entry.joined))));
-        match found {
-            Some((flight, joined)) => {
-                joined.store(true, Ordering::Relaxed);
-                (flight, joined, false)
+    if let Some((flight, joined)) = found {
+        // A follower: its own request stays here, for a response too long
+        // to share.
+        joined.store(true, Ordering::Release);
+        state.note(call.request.method(), &call.request.url(), |s| s.hits += 1);
+        state.instruments.coalesced(Coalesced::Hit);
+        let landed = flight.await?;
+        return match landed.as_ref() {
+            Landed::Buffered(buffered) => Ok(Res::rebuild(buffered)),
+            Landed::Whole(whole, leader) => {
+                let orphaned = if leader.load(Ordering::Acquire) {
+                    None
+                } else {
+                    whole.lock().take()
+                };
+                match orphaned {
+                    Some(response) => Ok(response),
+                    None => plain(inner, call).await,
+                }
             }
-            None => {
-                let max_body = state.max_body;
-                let leader = inner.clone();
-                let flight: Flight<Res> = async move {
-                    let response = plain(leader, call).await?;
-                    match response.buffer(max_body).await {
-                        Ok(Ok(buffered)) => Ok(Arc::new(Landed::Buffered(buffered))),
-                        Ok(Err(whole)) => Ok(Arc::new(Landed::Whole(Mutex::new(Some(whole))))),
-                        Err(error) => Err(Error::new(
-                            Layer::Coalesce,
-                            ErrorKind::Body,
-                            "the response's body could not be read to share it",
-                        )
-                        .with_source(Arc::from(error))),
-                    }
-                }
-                .boxed()
-                .shared();
-                let joined = Arc::new(AtomicBool::new(false));
-                if flights.len() >= 1024 && flights.len().is_power_of_two() {
-                    // Calls whose every caller went away leave dead entries.
-                    flights.retain(|_, entry| {
-                        entry
-                            .downcast_ref::<Entry<Res>>()
-                            .is_none_or(|entry| entry.weak.upgrade().is_some())
-                    });
-                }
-                if let Some(weak) = flight.downgrade() {
-                    let entry = Entry::<Res> {
-                        weak,
-                        joined: Arc::clone(&joined),
-                    };
-                    flights.insert(key.clone(), Box::new(entry));
-                }
-                (flight, joined, true)
+        };
+    }
+    state.note(call.request.method(), &call.request.url(), |s| {
+        s.misses += 1
+    });
+    state.instruments.coalesced(Coalesced::Miss);
+    let joined = Arc::new(AtomicBool::new(false));
+    let alive = LeaderAlive(Arc::new(AtomicBool::new(true)));
+    let flight: Flight<Res> = {
+        let (coalesce, key, joined, leader) = (
+            coalesce.clone(),
+            key.clone(),
+            Arc::clone(&joined),
+            Arc::clone(&alive.0),
+        );
+        let (method, url) = (
+            call.request.method().clone(),
+            call.request.url().into_owned(),
+        );
+        async move {
+            let outcome = plain(inner, call).await;
+            // Landed: later requests make a call of their own.
+            coalesce.inner.land(&key, &joined, &method, &url);
+            let response = outcome?;
+            if !joined.load(Ordering::Acquire) {
+                return Ok(Arc::new(Landed::Whole(Mutex::new(Some(response)), leader)));
+            }
+            match response.buffer(coalesce.inner.max_body).await {
+                Ok(Ok(buffered)) => Ok(Arc::new(Landed::Buffered(buffered))),
+                Ok(Err(whole)) => Ok(Arc::new(Landed::Whole(Mutex::new(Some(whole)), leader))),
+                Err(error) => Err(Error::new(
+                    Layer::Coalesce,
+                    ErrorKind::Body,
+                    "the response's body could not be read to share it",
+                )
+                .with_source(Arc::from(error))),
             }
         }
+        .boxed()
+        .shared()
     };
-    let name = &state.name;
-    if leader {
-        state.note(&method, &url, |s| s.misses += 1);
-        metrics::count(metrics::COALESCED, name, "result", "miss");
-    } else {
-        state.note(&method, &url, |s| s.hits += 1);
-        metrics::count(metrics::COALESCED, name, "result", "hit");
-    }
-    let outcome = flight.clone().await;
     {
         let mut flights = state.flights.lock();
-        let ours = flights
-            .get(&key)
-            .and_then(|entry| entry.downcast_ref::<Entry<Res>>())
-            .and_then(|entry| entry.weak.upgrade())
-            .is_some_and(|f| f.ptr_eq(&flight));
-        if ours {
-            // The first caller to see the outcome closes the flight: later
-            // requests make a new call.
-            flights.remove(&key);
-            if joined.load(Ordering::Relaxed) {
-                state.note(&method, &url, |s| s.shared += 1);
-            }
+        if flights.len() >= 1024 && flights.len().is_power_of_two() {
+            // Calls whose every caller went away leave dead entries.
+            flights.retain(|_, slot| {
+                slot.weak
+                    .downcast_ref::<Weak<Res>>()
+                    .is_none_or(|weak| weak.upgrade().is_some())
+            });
+        }
+        if let Some(weak) = flight.downgrade() {
+            flights.insert(
+                key,
+                Slot {
+                    joined,
+                    weak: Box::new(weak),
+                },
+            );
         }
     }
-    drop(flight);
-    let landed = outcome?;
-    match landed.as_ref() {
+    let landed = flight.await?;
+    let response = match landed.as_ref() {
         Landed::Buffered(buffered) => Ok(Res::rebuild(buffered)),
-        Landed::Whole(whole) => {
-            let taken = whole.lock().take();
-            match taken {
-                Some(response) => Ok(response),
-                None => plain(inner, own).await,
-            }
-        }
-    }
+        Landed::Whole(whole, _) => whole.lock().take().ok_or_else(|| {
+            Error::new(
+                Layer::Coalesce,
+                ErrorKind::Body,
+                "the shared response was taken",
+            )
+        }),
+    };
+    drop(alive);
+    response
 }
 
 async fn plain<S, R, Res>(mut inner: S, call: Call<R>) -> Result<Res, Error>

@@ -2,7 +2,7 @@
 //! queue, refunds and server feedback.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use http::{HeaderMap, StatusCode};
@@ -17,7 +17,7 @@ use traffik_core::{
 use super::adaptive::{Aimd, Pace};
 use super::queue::{Place, Queue, Shed, Waiter};
 use crate::feedback::Feedback;
-use crate::metrics;
+use crate::metrics::{self, Instruments};
 use crate::{Error, ErrorKind, Layer, TokioClock};
 
 /// The identity of the limit's key: one shared budget per upstream.
@@ -64,6 +64,7 @@ pub struct Limiter {
 
 struct Inner {
     name: Arc<str>,
+    instruments: Instruments,
     lockout: Lockout<AnyBackend, TokioClock>,
     clock: TokioClock,
     queue: Mutex<Queue>,
@@ -80,6 +81,9 @@ struct Inner {
     /// What the last admitted hit said was left (`u64::MAX`: unknown).
     last_remaining: AtomicU64,
     last_pause_check_ms: AtomicU64,
+    /// A denial answered at once asks the waiting way to check the shared
+    /// hold-off.
+    pause_check_due: AtomicBool,
 }
 
 impl std::fmt::Debug for Limiter {
@@ -174,22 +178,24 @@ impl Limiter {
     ) -> Result<Permit, Error> {
         let inner = &self.inner;
         let cost = cost.max(1);
-        let now = inner.clock.now_ms();
-        let deadline_ms = deadline.map(|d| inner.clock.ms_at(d));
-        if cost > inner.capacity {
-            return Err(Error::new(
-                Layer::Limit,
-                ErrorKind::TooCostly,
-                "the call costs more than the limit ever admits at once",
-            ));
+        if let Some(now) = self.try_now(cost) {
+            return now;
         }
+        let now = inner.clock.now_ms();
+        if inner.pause_check_due.swap(false, Ordering::Relaxed) {
+            Box::pin(inner.check_pause(now)).await;
+        }
+        let deadline_ms = deadline.map(|d| inner.clock.ms_at(d));
         let idle = {
             let q = inner.queue.lock();
             q.waiters.is_empty() && !q.running && q.open_at() <= now
         };
         if idle {
             match inner.try_hit(cost, now).await {
-                Tried::Granted(grant) => return Ok(Permit::new(self.clone(), grant)),
+                Tried::Granted(grant) => {
+                    inner.instruments.waited(Duration::ZERO);
+                    return Ok(Permit::new(self.clone(), grant));
+                }
                 Tried::Failed(error) => return Err(error),
                 Tried::Wait(ms) => {
                     let mut q = inner.queue.lock();
@@ -234,7 +240,7 @@ impl Limiter {
                     tx,
                 },
             );
-            metrics::depth(&inner.name, q.waiters.len());
+            inner.instruments.depth(q.waiters.len());
             if q.running {
                 inner.wake.notify_one();
             } else {
@@ -265,6 +271,36 @@ impl Limiter {
                 ErrorKind::Deadline,
                 "the limiter's dispatcher stopped",
             )),
+        }
+    }
+
+    /// A slot at once, without waiting or awaiting: when no call waits, the
+    /// limit is open and its store answers at once (in memory). `None`
+    /// when the call must take the [`acquire`](Limiter::acquire) way.
+    pub(crate) fn try_now(&self, cost: u64) -> Option<Result<Permit, Error>> {
+        let inner = &self.inner;
+        let cost = cost.max(1);
+        if cost > inner.capacity {
+            return Some(Err(too_costly()));
+        }
+        let now = inner.clock.now_ms();
+        {
+            let q = inner.queue.lock();
+            if !(q.waiters.is_empty() && !q.running && q.open_at() <= now) {
+                return None;
+            }
+        }
+        match inner.try_hit_now(cost, now)? {
+            Tried::Granted(grant) => {
+                inner.instruments.waited(Duration::ZERO);
+                Some(Ok(Permit::new(self.clone(), grant)))
+            }
+            Tried::Failed(error) => Some(Err(error)),
+            Tried::Wait(ms) => {
+                let mut q = inner.queue.lock();
+                q.next_try_ms = q.next_try_ms.max(now.saturating_add(ms));
+                None
+            }
         }
     }
 
@@ -357,6 +393,14 @@ impl Limiter {
     }
 }
 
+fn too_costly() -> Error {
+    Error::new(
+        Layer::Limit,
+        ErrorKind::TooCostly,
+        "the call costs more than the limit ever admits at once",
+    )
+}
+
 fn deadline_error(wait_ms: u64) -> Error {
     let error = Error::new(
         Layer::Limit,
@@ -388,24 +432,81 @@ impl Inner {
         start.saturating_add(u64::try_from(wait).unwrap_or(u64::MAX))
     }
 
+    /// Tries the limit; an in-memory answer is ready at once, a remote
+    /// one is boxed, so that every call's future stays small (a remote
+    /// store's future is kilobytes, and a future is moved whole).
     async fn try_hit(&self, cost: u64, now: u64) -> Tried {
-        if let Some(pace) = &self.pace {
-            let wait = pace.lock().take(now, cost);
-            if wait > 0 {
-                return Tried::Wait(wait);
-            }
+        if let Some(wait) = self.pace_wait(cost, now) {
+            return Tried::Wait(wait);
         }
         let throttle = self.lockout.throttle();
-        let outcome = throttle
+        let outcome = match throttle
             .hit_tagged_at(IDENTITY, IDENTITY.len(), throttle.limit(), cost, now)
-            .await;
+            .into_ready()
+        {
+            Ok(outcome) => outcome,
+            Err(pending) => Box::pin(pending).await,
+        };
+        let (tried, denied) = self.decided(cost, now, outcome);
+        if denied {
+            Box::pin(self.check_pause(now)).await;
+        }
+        tried
+    }
+
+    /// [`try_hit`](Inner::try_hit) when the store answers at once, `None`
+    /// when it does not (nothing was charged then).
+    fn try_hit_now(&self, cost: u64, now: u64) -> Option<Tried> {
+        if let Some(wait) = self.pace_wait(cost, now) {
+            return Some(Tried::Wait(wait));
+        }
+        let throttle = self.lockout.throttle();
+        match throttle
+            .hit_tagged_at(IDENTITY, IDENTITY.len(), throttle.limit(), cost, now)
+            .into_ready()
+        {
+            Ok(outcome) => {
+                let (tried, denied) = self.decided(cost, now, outcome);
+                if denied {
+                    // Left to the waiting way, which may await the store.
+                    self.pause_check_due.store(true, Ordering::Relaxed);
+                }
+                Some(tried)
+            }
+            // A pending answer does nothing until polled: dropping it
+            // charges nothing.
+            Err(_) => {
+                self.untake(cost);
+                None
+            }
+        }
+    }
+
+    /// The adaptive pace's wait, if it has one (else its slot is taken).
+    fn pace_wait(&self, cost: u64, now: u64) -> Option<u64> {
+        let pace = self.pace.as_ref()?;
+        let wait = pace.lock().take(now, cost);
+        (wait > 0).then_some(wait)
+    }
+
+    /// What the store's answer means for the call, and whether it was a
+    /// denial over the limit (then the shared hold-off is worth a look).
+    fn decided(
+        &self,
+        cost: u64,
+        now: u64,
+        outcome: Result<traffik_core::Decision, traffik_core::Error>,
+    ) -> (Tried, bool) {
         let decision = match outcome {
             Ok(decision) => decision,
             Err(error) => {
                 self.untake(cost);
-                return Tried::Failed(
-                    Error::new(Layer::Limit, ErrorKind::Store, "the limit's store failed")
-                        .with_source(Arc::new(error)),
+                return (
+                    Tried::Failed(
+                        Error::new(Layer::Limit, ErrorKind::Store, "the limit's store failed")
+                            .with_source(Arc::new(error)),
+                    ),
+                    false,
                 );
             }
         };
@@ -420,21 +521,19 @@ impl Inner {
                 let mut q = self.queue.lock();
                 q.next_try_ms = q.next_try_ms.max(now.saturating_add(hint));
             }
-            return Tried::Granted(Grant {
-                charged_ms: now,
-                cost,
-            });
+            return (
+                Tried::Granted(Grant {
+                    charged_ms: now,
+                    cost,
+                }),
+                false,
+            );
         }
         self.untake(cost);
         if decision.reason() == Reason::CostExceedsCapacity {
-            return Tried::Failed(Error::new(
-                Layer::Limit,
-                ErrorKind::TooCostly,
-                "the call costs more than the limit ever admits at once",
-            ));
+            return (Tried::Failed(too_costly()), false);
         }
-        self.check_pause(now).await;
-        Tried::Wait(decision.retry_after_ms().max(1))
+        (Tried::Wait(decision.retry_after_ms().max(1)), true)
     }
 
     fn untake(&self, cost: u64) {
@@ -502,7 +601,7 @@ impl Inner {
                 let _ = waiter.tx.send(Err(deadline_error(eta)));
             }
         }
-        metrics::depth(&self.name, q.waiters.len());
+        self.instruments.depth(q.waiters.len());
         q.waiters
             .first_key_value()
             .map(|(place, w)| (*place, w.cost))
@@ -535,7 +634,7 @@ async fn dispatch(inner: Arc<Inner>) {
                 let waiter = inner.queue.lock().waiters.remove(&place);
                 let delivered = match waiter {
                     Some(waiter) => {
-                        metrics::waited(&inner.name, waiter.since.elapsed());
+                        inner.instruments.waited(waiter.since.elapsed());
                         waiter.tx.send(Ok(grant)).is_ok()
                     }
                     None => false,
@@ -713,6 +812,7 @@ impl LimiterBuilder {
         let lockout = throttle.penalized(Penalty::fixed(Duration::from_secs(1))?)?;
         Ok(Limiter {
             inner: Arc::new(Inner {
+                instruments: Instruments::new(Arc::from(self.name.as_str())),
                 name: Arc::from(self.name),
                 lockout,
                 clock: self.clock,
@@ -728,6 +828,7 @@ impl LimiterBuilder {
                 capacity,
                 last_remaining: AtomicU64::new(u64::MAX),
                 last_pause_check_ms: AtomicU64::new(0),
+                pause_check_due: AtomicBool::new(false),
             }),
         })
     }

@@ -10,12 +10,14 @@
 //! ```
 
 mod adaptive;
+mod future;
 mod layer;
 mod limiter;
 mod queue;
 mod service;
 
 pub use adaptive::Aimd;
+pub use future::LimitFuture;
 pub use layer::LimitLayer;
 pub(crate) use limiter::Grant;
 pub use limiter::{Limiter, LimiterBuilder, Permit};

@@ -1,9 +1,8 @@
 use std::task::{Context, Poll};
 
-use futures_util::future::BoxFuture;
 use tower::Service;
 
-use super::Limiter;
+use super::{LimitFuture, Limiter};
 use crate::{BoxError, Call, Error, HttpRequest, HttpResponse};
 
 /// Waits for a slot of the [`Limiter`], sends the call, and reads the
@@ -35,31 +34,48 @@ where
 {
     type Response = Res;
     type Error = Error;
-    type Future = BoxFuture<'static, Result<Res, Error>>;
+    type Future = LimitFuture<S::Future, Res>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         self.inner.poll_ready(cx).map_err(Error::from_inner)
     }
 
-    fn call(&mut self, call: Call<R>) -> Self::Future {
+    fn call(&mut self, mut call: Call<R>) -> Self::Future {
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let Some(limiter) = self.limiter.clone() else {
-            let future = inner.call(call);
-            return Box::pin(async move { future.await.map_err(Error::from_inner) });
+            return LimitFuture::Sent {
+                inner: inner.call(call),
+                limiter: None,
+            };
         };
-        Box::pin(async move {
-            let mut call = call;
-            call.start();
-            let options = call.options;
-            let permit = limiter
-                .acquire(options.cost, options.priority, options.deadline)
-                .await?;
-            permit.consume();
-            call.mark_sent();
-            let response = inner.call(call).await.map_err(Error::from_inner)?;
-            limiter.observe(response.status(), response.headers());
-            Ok(response)
-        })
+        call.start();
+        let options = call.options;
+        // The common case: the queue is empty and the store answers at
+        // once. Then nothing is boxed.
+        match limiter.try_now(options.cost) {
+            Some(Ok(permit)) => {
+                permit.consume();
+                call.mark_sent();
+                return LimitFuture::Sent {
+                    inner: inner.call(call),
+                    limiter: Some(limiter),
+                };
+            }
+            Some(Err(error)) => return LimitFuture::Refused { error: Some(error) },
+            None => {}
+        }
+        LimitFuture::Waiting {
+            work: Box::pin(async move {
+                let permit = limiter
+                    .acquire(options.cost, options.priority, options.deadline)
+                    .await?;
+                permit.consume();
+                call.mark_sent();
+                let response = inner.call(call).await.map_err(Error::from_inner)?;
+                limiter.observe(response.status(), response.headers());
+                Ok(response)
+            }),
+        }
     }
 }

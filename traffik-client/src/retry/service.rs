@@ -1,11 +1,11 @@
 use std::task::{Context, Poll};
 
-use futures_util::future::BoxFuture;
 use tokio::time::Instant;
 use tower::{Service, ServiceExt};
 
 use super::{RetryLayer, RetryPolicy};
 use crate::feedback::Feedback;
+use crate::future::LayerFuture;
 use crate::metrics;
 use crate::{BoxError, Call, Error, ErrorKind, HttpRequest, HttpResponse, Layer};
 
@@ -27,7 +27,7 @@ where
 {
     type Response = Res;
     type Error = Error;
-    type Future = BoxFuture<'static, Result<Res, Error>>;
+    type Future = LayerFuture<S::Future, Res>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         self.inner.poll_ready(cx).map_err(Error::from_inner)
@@ -39,9 +39,9 @@ where
         let Some(layer) = self.layer.clone() else {
             let mut inner = inner;
             let future = inner.call(call);
-            return Box::pin(async move { future.await.map_err(Error::from_inner) });
+            return LayerFuture::Passed { inner: future };
         };
-        Box::pin(retrying(inner, layer, call))
+        LayerFuture::layered(retrying(inner, layer, call))
     }
 }
 
@@ -101,7 +101,9 @@ where
             return exhausted(outcome, retry + 1);
         }
         if let Some(budget) = &layer.budget {
-            if !budget.withdraw().await {
+            // Boxed, as the wait below: a retry is rare, and its futures
+            // would make every call's larger.
+            if !Box::pin(budget.withdraw()).await {
                 if let Some(upstream) = &upstream {
                     metrics::count(metrics::RETRIES, upstream, "reason", "budget");
                 }
@@ -116,10 +118,9 @@ where
             limiter.observe(response.status(), response.headers());
         }
         drop(outcome);
-        tokio::time::sleep(wait).await;
+        Box::pin(tokio::time::sleep(wait)).await;
         if let Some(limiter) = &layer.limiter {
-            limiter
-                .acquire(options.cost, options.priority, options.deadline)
+            Box::pin(limiter.acquire(options.cost, options.priority, options.deadline))
                 .await?
                 .consume();
         }
