@@ -7,8 +7,12 @@
 //!
 //! 1. accuracy: 1 and 3 processes, each with a backlog of calls at once,
 //!    through one limit of 20/s in Redis: the rate the upstream saw, from its
-//!    first arrival to its last, against the configured 20/s; and its 429s;
-//! 2. Redis round trips per call, counted by Redis (`INFO commandstats`);
+//!    first arrival to its last, beyond the limit's burst of 2 (a limit of
+//!    rate r and burst b admits at most b + r·t in any t: `(n − b) / t` is
+//!    the figure it keeps at or below r), against the configured 20/s; and
+//!    its 429s;
+//! 2. Redis round trips per call, counted by Redis (`INFO commandstats`:
+//!    `EVALSHA`, `EVAL` and `SCRIPT LOAD` calls over the upstream's calls);
 //! 3. queue waits (p50, p99) at 90 % of the limit, arrivals spaced at
 //!    random (exponential gaps), read from the client's own
 //!    `traffik_client_wait_seconds` histogram;
@@ -31,7 +35,7 @@ const WORKER: &str = "TRAFFIK_ACCURACY_WORKER";
 
 fn limiter(backend: AnyBackend) -> Limiter {
     Limiter::builder("accuracy", format!("{RATE}/s").parse().unwrap())
-        .strategy(Gcra::with_burst(1.try_into().unwrap()))
+        .strategy(Gcra::with_burst(2.try_into().unwrap()))
         .backend(backend)
         .build()
         .unwrap()
@@ -105,7 +109,14 @@ fn redis_commands(port: u16) -> u64 {
         .expect("redis-cli is needed: run scripts/setup.sh");
     String::from_utf8_lossy(&output.stdout)
         .lines()
-        .filter(|l| l.starts_with("cmdstat_") && !l.starts_with("cmdstat_info:"))
+        // What clients send: scripts, and loading them. The commands a
+        // script runs inside Redis (HMGET, TIME, ...) are counted apart by
+        // Redis and are no round trip.
+        .filter(|l| {
+            ["cmdstat_evalsha:", "cmdstat_eval:", "cmdstat_script|load:"]
+                .iter()
+                .any(|c| l.starts_with(c))
+        })
         .filter_map(|l| {
             l.split("calls=")
                 .nth(1)?
@@ -161,7 +172,7 @@ async fn run(processes: usize, calls: usize, gap_ms: f64) -> Run {
         p50 = p50.max(value("p50=") * 1e3);
         p99 = p99.max(value("p99=") * 1e3);
     }
-    let (rate, busiest) = api.data_rate();
+    let (rate, busiest) = api.data_rate(2);
     Run {
         rate,
         busiest,
@@ -185,8 +196,8 @@ fn main() {
     }
     // `cargo bench` passes `--bench`; a filter would be the next argument.
     runtime.block_on(async {
-        println!("limit {RATE}/s (GCRA, burst 1) in Redis; upstream traffik-axum at {RATE}/s\n");
-        println!("| processes | calls | upstream rate | vs configured | most in 1 s | 429s | Redis commands per call |");
+        println!("limit {RATE}/s (GCRA, burst 2) in Redis; upstream traffik-axum at {RATE}/s\n");
+        println!("| processes | calls | upstream rate beyond the burst | vs configured | most in 1 s | 429s | Redis round trips per call |");
         println!("|---|---|---|---|---|---|---|");
         for (processes, calls) in [(1, 200), (3, 67)] {
             let r = run(processes, calls, 0.0).await;

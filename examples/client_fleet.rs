@@ -64,7 +64,7 @@ impl Drop for Redis {
 /// One client process: `CALLS` concurrent calls through the shared limit.
 async fn worker(redis: &str, url: &str) -> Result<(), Box<dyn std::error::Error>> {
     let limiter = Limiter::builder("fleet", "10/s".parse()?)
-        .strategy(Gcra::with_burst(1.try_into()?))
+        .strategy(Gcra::with_burst(2.try_into()?))
         .backend(AnyBackend::from_url(redis).await?)
         .build()?;
     let client = Client::new(reqwest::Client::new(), StackBuilder::new().limiter(limiter));
@@ -119,9 +119,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             String::from_utf8_lossy(&output.stdout).trim()
         );
     }
-    let (rate, busiest) = api.data_rate();
+    let (rate, busiest) = api.data_rate(2);
     println!(
-        "\n  the upstream saw {} calls at {rate:.2}/s (at most {busiest} in any second), {} × 429",
+        "\n  the upstream saw {} calls at {rate:.2}/s beyond the burst of 2 (at most {busiest} in any second), {} × 429",
         api.seen.data.lock().len(),
         api.seen.throttled.load(Ordering::Relaxed)
     );

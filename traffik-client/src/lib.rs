@@ -62,6 +62,7 @@ pub mod coalesce;
 mod error;
 pub mod feedback;
 mod future;
+mod hold;
 pub mod limit;
 pub mod metrics;
 #[cfg(feature = "reqwest")]

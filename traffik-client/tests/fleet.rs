@@ -60,11 +60,11 @@ async fn three_processes_sharing_redis_stay_within_the_limit_together() {
     }
     assert_eq!(upstream.seen.throttled.load(Ordering::Relaxed), 0, "no 429");
     assert_eq!(upstream.seen.data.lock().len(), PROCESSES * CALLS);
-    let (rate, busiest) = upstream.data_rate();
-    assert!(rate <= 10.1 && rate > 9.5, "together at {rate}/s");
-    // The limit admits at most 10 in any second by its own clock; arrival
-    // jitter of a few ms can put an 11th at a second's edge, never more.
-    assert!(busiest <= 11, "{busiest} in one second");
+    let (rate, busiest) = upstream.data_rate(2);
+    assert!(rate <= 10.05 && rate > 9.5, "together at {rate}/s");
+    // The limit admits at most 2 + 10 in any second by its own clock (and
+    // arrival jitter cannot add a whole call to that).
+    assert!(busiest <= 12, "{busiest} in one second");
 }
 
 /// One client process: `CALLS` concurrent calls through a limiter on the
@@ -76,7 +76,7 @@ async fn fleet_worker() {
     let url = std::env::var("TRAFFIK_FLEET_UPSTREAM").expect("run by the fleet test");
     let backend = AnyBackend::from_url(&redis).await.unwrap();
     let limiter = Limiter::builder("fleet", "10/s".parse().unwrap())
-        .strategy(Gcra::with_burst(1.try_into().unwrap()))
+        .strategy(Gcra::with_burst(2.try_into().unwrap()))
         .backend(backend)
         .build()
         .unwrap();

@@ -468,3 +468,25 @@ async fn the_layers_compose_alone_with_tower() {
         "the total timeout is the limit's deadline"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn identical_requests_from_many_threads_never_both_lead() {
+    for _ in 0..20 {
+        let fake = Fake::new(|_| Ok(reply(200, "quote", &[]))).delayed(Duration::from_millis(50));
+        let service = CoalesceLayer::new(Coalesce::new("up")).layer(fake.client());
+        let barrier = Arc::new(tokio::sync::Barrier::new(64));
+        let calls: Vec<_> = (0..64)
+            .map(|_| {
+                let (service, barrier) = (service.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    body(send(&service, get("http://up/q")).await.unwrap()).await
+                })
+            })
+            .collect();
+        for call in calls {
+            assert_eq!(call.await.unwrap(), "quote");
+        }
+        assert_eq!(fake.calls(), 1);
+    }
+}

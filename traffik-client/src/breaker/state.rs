@@ -4,9 +4,10 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use traffik_backends::AnyBackend;
-use traffik_core::{Clock, ConfigError, Lockout, Penalty, Throttle};
+use traffik_core::{Clock, ConfigError};
 
 use super::window::Outcomes;
+use crate::hold::Hold;
 use crate::metrics;
 use crate::{Error, ErrorKind, Layer, TokioClock};
 
@@ -73,7 +74,8 @@ struct Inner {
     is_failure: fn(http::StatusCode) -> bool,
     clock: TokioClock,
     state: Mutex<State>,
-    shared: Option<Lockout<AnyBackend, TokioClock>>,
+    /// The store and key of a shared open state.
+    shared: Option<(AnyBackend, Hold)>,
     sync_ms: u64,
     last_sync_ms: AtomicU64,
 }
@@ -151,12 +153,12 @@ impl Breaker {
     pub async fn acquire(&self) -> Result<BreakerPermit, Error> {
         let inner = &self.inner;
         let now = inner.clock.now_ms();
-        if let Some(shared) = &inner.shared {
+        if let Some((backend, hold)) = &inner.shared {
             let last = inner.last_sync_ms.load(Ordering::Relaxed);
             if now >= last.saturating_add(inner.sync_ms) {
                 inner.last_sync_ms.store(now, Ordering::Relaxed);
                 // Boxed: a remote store's future is large, and rare here.
-                let left = Box::pin(shared.block_left_tagged(IDENTITY, IDENTITY.len())).await;
+                let left = Box::pin(hold.left(backend, IDENTITY, now)).await;
                 if let Ok(Some(left)) = left {
                     let until_ms =
                         now.saturating_add(u64::try_from(left.as_millis()).unwrap_or(u64::MAX));
@@ -252,8 +254,9 @@ impl Breaker {
                     let breaker = self.clone();
                     let open_for = Duration::from_millis(inner.open_ms);
                     tokio::spawn(async move {
-                        if let Some(shared) = &breaker.inner.shared {
-                            let _ = shared.block(IDENTITY, open_for).await;
+                        if let Some((backend, hold)) = &breaker.inner.shared {
+                            let now = breaker.inner.clock.now_ms();
+                            let _ = hold.set(backend, IDENTITY, now, open_for).await;
                         }
                     });
                 }
@@ -412,18 +415,10 @@ impl BreakerBuilder {
     /// When a shared breaker's name is not valid for a throttle's.
     pub fn build(self) -> Result<Breaker, ConfigError> {
         let shared = match self.shared {
-            Some(backend) => Some(
-                Throttle::builder(
-                    format!("{}.breaker", self.name),
-                    "1/s"
-                        .parse()
-                        .map_err(|e: traffik_core::RateError| ConfigError::new(e.to_string()))?,
-                )
-                .namespace("traffik-client")
-                .clock(self.clock)
-                .build(backend)?
-                .penalized(Penalty::fixed(Duration::from_secs(1))?)?,
-            ),
+            Some(backend) => Some((
+                backend,
+                Hold::new("traffik-client", &format!("{}.breaker", self.name))?,
+            )),
             None => None,
         };
         let window = match self.window {

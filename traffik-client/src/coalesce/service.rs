@@ -90,34 +90,77 @@ where
         &call.request.url(),
         call.request.headers(),
     );
-    let found = {
-        let flights = state.flights.lock();
-        flights.get(&key).and_then(|slot| {
-            let weak = slot.weak.downcast_ref::<Weak<Res>>()?;
-            Some((weak.upgrade()?, Arc::clone(&slot.joined)))
-        })
-    };
+    match join_or_lead(&coalesce, key, inner, call) {
+        Role::Follow(flight, inner, call) => {
+            let landed = flight.await?;
+            match landed.as_ref() {
+                Landed::Buffered(buffered) => Ok(Res::rebuild(buffered)),
+                Landed::Whole(whole, leader) => {
+                    let orphaned = if leader.load(Ordering::Acquire) {
+                        None
+                    } else {
+                        whole.lock().take()
+                    };
+                    match orphaned {
+                        Some(response) => Ok(response),
+                        None => plain(inner, call).await,
+                    }
+                }
+            }
+        }
+        Role::Lead(flight, alive) => {
+            let landed = flight.await?;
+            let response = match landed.as_ref() {
+                Landed::Buffered(buffered) => Ok(Res::rebuild(buffered)),
+                Landed::Whole(whole, _) => whole.lock().take().ok_or_else(|| {
+                    Error::new(
+                        Layer::Coalesce,
+                        ErrorKind::Body,
+                        "the shared response was taken",
+                    )
+                }),
+            };
+            drop(alive);
+            response
+        }
+    }
+}
+
+/// A caller's part in a flight.
+enum Role<Res: ShareableResponse, S, R> {
+    /// It joined one: its own service and request stay with it, for a
+    /// response too long to share.
+    Follow(Flight<Res>, S, Call<R>),
+    /// It made one.
+    Lead(Flight<Res>, LeaderAlive),
+}
+
+/// Joins the flight of `key`, or makes it: under one lock, so two
+/// identical requests never both lead.
+fn join_or_lead<S, R, Res>(
+    coalesce: &Coalesce,
+    key: Box<[u8]>,
+    inner: S,
+    call: Call<R>,
+) -> Role<Res, S, R>
+where
+    S: Service<Call<R>, Response = Res> + Clone + Send + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send,
+    R: HttpRequest,
+    Res: ShareableResponse,
+{
+    let state = &coalesce.inner;
+    let mut flights = state.flights.lock();
+    let found = flights.get(&key).and_then(|slot| {
+        let weak = slot.weak.downcast_ref::<Weak<Res>>()?;
+        Some((weak.upgrade()?, Arc::clone(&slot.joined)))
+    });
     if let Some((flight, joined)) = found {
-        // A follower: its own request stays here, for a response too long
-        // to share.
         joined.store(true, Ordering::Release);
         state.note(call.request.method(), &call.request.url(), |s| s.hits += 1);
         state.instruments.coalesced(Coalesced::Hit);
-        let landed = flight.await?;
-        return match landed.as_ref() {
-            Landed::Buffered(buffered) => Ok(Res::rebuild(buffered)),
-            Landed::Whole(whole, leader) => {
-                let orphaned = if leader.load(Ordering::Acquire) {
-                    None
-                } else {
-                    whole.lock().take()
-                };
-                match orphaned {
-                    Some(response) => Ok(response),
-                    None => plain(inner, call).await,
-                }
-            }
-        };
+        return Role::Follow(flight, inner, call);
     }
     state.note(call.request.method(), &call.request.url(), |s| {
         s.misses += 1
@@ -158,39 +201,24 @@ where
         .boxed()
         .shared()
     };
-    {
-        let mut flights = state.flights.lock();
-        if flights.len() >= 1024 && flights.len().is_power_of_two() {
-            // Calls whose every caller went away leave dead entries.
-            flights.retain(|_, slot| {
-                slot.weak
-                    .downcast_ref::<Weak<Res>>()
-                    .is_none_or(|weak| weak.upgrade().is_some())
-            });
-        }
-        if let Some(weak) = flight.downgrade() {
-            flights.insert(
-                key,
-                Slot {
-                    joined,
-                    weak: Box::new(weak),
-                },
-            );
-        }
+    if flights.len() >= 1024 && flights.len().is_power_of_two() {
+        // Calls whose every caller went away leave dead entries.
+        flights.retain(|_, slot| {
+            slot.weak
+                .downcast_ref::<Weak<Res>>()
+                .is_none_or(|weak| weak.upgrade().is_some())
+        });
     }
-    let landed = flight.await?;
-    let response = match landed.as_ref() {
-        Landed::Buffered(buffered) => Ok(Res::rebuild(buffered)),
-        Landed::Whole(whole, _) => whole.lock().take().ok_or_else(|| {
-            Error::new(
-                Layer::Coalesce,
-                ErrorKind::Body,
-                "the shared response was taken",
-            )
-        }),
-    };
-    drop(alive);
-    response
+    if let Some(weak) = flight.downgrade() {
+        flights.insert(
+            key,
+            Slot {
+                joined,
+                weak: Box::new(weak),
+            },
+        );
+    }
+    Role::Lead(flight, alive)
 }
 
 async fn plain<S, R, Res>(mut inner: S, call: Call<R>) -> Result<Res, Error>

@@ -11,19 +11,19 @@ use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 use traffik_backends::AnyBackend;
 use traffik_core::{
-    AnyStrategy, Clock, ConfigError, FailurePolicy, Gcra, Lockout, Penalty, Rate, Reason,
+    AnyStrategy, Backend, Clock, ConfigError, Decision, FailurePolicy, Gcra, Hit, Key, Rate,
+    Reason, Throttle,
 };
 
 use super::adaptive::{Aimd, Pace};
 use super::queue::{Place, Queue, Shed, Waiter};
 use crate::feedback::Feedback;
+use crate::hold::Hold;
 use crate::metrics::{self, Instruments};
 use crate::{Error, ErrorKind, Layer, TokioClock};
 
 /// The identity of the limit's key: one shared budget per upstream.
 const IDENTITY: &str = "calls";
-/// Checks of the shared hold-off, at most one per this many ms.
-const PAUSE_CHECK_MS: u64 = 50;
 
 /// A slot the limit gave a call: the time it was charged at and its cost,
 /// to give back if the call is not made.
@@ -65,7 +65,9 @@ pub struct Limiter {
 struct Inner {
     name: Arc<str>,
     instruments: Instruments,
-    lockout: Lockout<AnyBackend, TokioClock>,
+    throttle: Throttle<AnyBackend, TokioClock>,
+    /// The shared hold-off, checked with every hit (with `share_feedback`).
+    hold: Option<Hold>,
     clock: TokioClock,
     queue: Mutex<Queue>,
     wake: Notify,
@@ -80,17 +82,16 @@ struct Inner {
     capacity: u64,
     /// What the last admitted hit said was left (`u64::MAX`: unknown).
     last_remaining: AtomicU64,
-    last_pause_check_ms: AtomicU64,
-    /// A denial answered at once asks the waiting way to check the shared
-    /// hold-off.
-    pause_check_due: AtomicBool,
+    /// A hold answered at once asks the waiting way to read how long it
+    /// lasts.
+    hold_read_due: AtomicBool,
 }
 
 impl std::fmt::Debug for Limiter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Limiter")
             .field("name", &self.inner.name)
-            .field("limit", self.inner.lockout.throttle().limit())
+            .field("limit", self.inner.throttle.limit())
             .field("waiting", &self.waiting())
             .finish_non_exhaustive()
     }
@@ -182,16 +183,23 @@ impl Limiter {
             return now;
         }
         let now = inner.clock.now_ms();
-        if inner.pause_check_due.swap(false, Ordering::Relaxed) {
-            Box::pin(inner.check_pause(now)).await;
+        if inner.hold_read_due.swap(false, Ordering::Relaxed) {
+            Box::pin(inner.read_hold(now)).await;
         }
         let deadline_ms = deadline.map(|d| inner.clock.ms_at(d));
         let idle = {
-            let q = inner.queue.lock();
-            q.waiters.is_empty() && !q.running && q.open_at() <= now
+            let mut q = inner.queue.lock();
+            // One caller at a time tries a remote store on its own; the
+            // others queue behind it rather than all asking at once.
+            let idle = q.waiters.is_empty() && !q.running && !q.probing && q.open_at() <= now;
+            q.probing |= idle;
+            idle
         };
         if idle {
-            match inner.try_hit(cost, now).await {
+            let probe = Probe(inner);
+            let tried = inner.try_hit(cost, now).await;
+            drop(probe);
+            match tried {
                 Tried::Granted(grant) => {
                     inner.instruments.waited(Duration::ZERO);
                     return Ok(Permit::new(self.clone(), grant));
@@ -201,6 +209,8 @@ impl Limiter {
                     let mut q = inner.queue.lock();
                     q.next_try_ms = q.next_try_ms.max(now.saturating_add(ms));
                 }
+                // `try_hit` reads the hold's length: never `Held`.
+                Tried::Held => {}
             }
         }
         let (tx, rx) = oneshot::channel();
@@ -301,6 +311,8 @@ impl Limiter {
                 q.next_try_ms = q.next_try_ms.max(now.saturating_add(ms));
                 None
             }
+            // `try_hit_now` turns a hold into a wait: never `Held`.
+            Tried::Held => None,
         }
     }
 
@@ -357,7 +369,7 @@ impl Limiter {
                 metrics::count(metrics::FEEDBACK, &inner.name, "action", "drain");
                 let inner = Arc::clone(inner);
                 tokio::spawn(async move {
-                    let _ = inner.lockout.throttle().hit_n(IDENTITY, drain).await;
+                    let _ = inner.throttle.hit_n(IDENTITY, drain).await;
                 });
             }
         }
@@ -373,8 +385,7 @@ impl Limiter {
             inner.wake.notify_one();
         }
         let answer = inner
-            .lockout
-            .throttle()
+            .throttle
             .refund(IDENTITY, grant.charged_ms, grant.cost);
         if answer.is_ready() {
             let _ = answer.into_ready();
@@ -384,8 +395,7 @@ impl Limiter {
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
                 let _ = inner
-                    .lockout
-                    .throttle()
+                    .throttle
                     .refund(IDENTITY, grant.charged_ms, grant.cost)
                     .await;
             });
@@ -418,8 +428,13 @@ fn deadline_error(wait_ms: u64) -> Error {
 enum Tried {
     Granted(Grant),
     Wait(u64),
+    /// The shared hold-off is on (how long is another read).
+    Held,
     Failed(Error),
 }
+
+/// A hit's answer: the limit's decision, and whether the hold let it pass.
+type Hit2 = Result<(Decision, bool), traffik_core::Error>;
 
 impl Inner {
     /// The earliest time `units` of cost (the waiters ahead and the call)
@@ -439,47 +454,92 @@ impl Inner {
         if let Some(wait) = self.pace_wait(cost, now) {
             return Tried::Wait(wait);
         }
-        let throttle = self.lockout.throttle();
-        let outcome = match throttle
-            .hit_tagged_at(IDENTITY, IDENTITY.len(), throttle.limit(), cost, now)
-            .into_ready()
-        {
+        let outcome = match self.hit_now(cost, now) {
             Ok(outcome) => outcome,
-            Err(pending) => Box::pin(pending).await,
+            Err(pending) => pending.await,
         };
-        let (tried, denied) = self.decided(cost, now, outcome);
-        if denied {
-            Box::pin(self.check_pause(now)).await;
+        match self.decided(cost, now, outcome) {
+            Tried::Held => Box::pin(self.read_hold(now)).await,
+            tried => tried,
         }
-        tried
     }
 
     /// [`try_hit`](Inner::try_hit) when the store answers at once, `None`
-    /// when it does not (nothing was charged then).
+    /// when it does not (nothing was charged then: a pending answer does
+    /// nothing until polled).
     fn try_hit_now(&self, cost: u64, now: u64) -> Option<Tried> {
         if let Some(wait) = self.pace_wait(cost, now) {
             return Some(Tried::Wait(wait));
         }
-        let throttle = self.lockout.throttle();
-        match throttle
-            .hit_tagged_at(IDENTITY, IDENTITY.len(), throttle.limit(), cost, now)
-            .into_ready()
-        {
-            Ok(outcome) => {
-                let (tried, denied) = self.decided(cost, now, outcome);
-                if denied {
-                    // Left to the waiting way, which may await the store.
-                    self.pause_check_due.store(true, Ordering::Relaxed);
-                }
-                Some(tried)
+        let Ok(outcome) = self.hit_now(cost, now) else {
+            self.untake(cost);
+            return None;
+        };
+        match self.decided(cost, now, outcome) {
+            Tried::Held => {
+                // How long is for the waiting way, which may await.
+                self.hold_read_due.store(true, Ordering::Relaxed);
+                Some(Tried::Wait(1))
             }
-            // A pending answer does nothing until polled: dropping it
-            // charges nothing.
-            Err(_) => {
-                self.untake(cost);
-                None
-            }
+            tried => Some(tried),
         }
+    }
+
+    /// One hit of the limit, with the shared hold checked beside it in the
+    /// same atomic call: the answer at once, or a boxed future.
+    #[allow(clippy::type_complexity)]
+    fn hit_now(
+        &self,
+        cost: u64,
+        now: u64,
+    ) -> Result<Hit2, futures_util::future::BoxFuture<'_, Hit2>> {
+        let throttle = &self.throttle;
+        let key = Key::with_tag(throttle.scope(), IDENTITY, IDENTITY.len());
+        let main = Hit {
+            key,
+            limit: throttle.limit(),
+            cost,
+        };
+        let Some(hold) = &self.hold else {
+            return throttle
+                .backend()
+                .hit(key, throttle.limit(), now, cost)
+                .into_ready()
+                .map(|outcome| outcome.map(|d| (d, true)))
+                .map_err(|pending| {
+                    Box::pin(async move { pending.await.map(|d| (d, true)) })
+                        as futures_util::future::BoxFuture<'_, Hit2>
+                });
+        };
+        let both = |decisions: Vec<Decision>| match decisions.as_slice() {
+            [limit, hold] => (*limit, hold.is_allowed()),
+            _ => (Decision::contended(throttle.limit().capacity(), 1), true),
+        };
+        throttle
+            .backend()
+            .hit_all(vec![main, hold.check(IDENTITY)], now)
+            .into_ready()
+            .map(|outcome| outcome.map(both))
+            .map_err(|pending| {
+                Box::pin(async move { pending.await.map(both) })
+                    as futures_util::future::BoxFuture<'_, Hit2>
+            })
+    }
+
+    /// How long the shared hold lasts: this process holds off as long.
+    async fn read_hold(&self, now: u64) -> Tried {
+        let left = match &self.hold {
+            Some(hold) => hold.left(self.throttle.backend(), IDENTITY, now).await,
+            None => Ok(None),
+        };
+        let wait = match left {
+            Ok(Some(left)) => u64::try_from(left.as_millis()).unwrap_or(u64::MAX).max(1),
+            // Ended meanwhile, or the store cannot say: try again soon.
+            Ok(None) | Err(_) => 1,
+        };
+        let mut q = self.queue.lock();
+        q.paused_until_ms = q.paused_until_ms.max(now.saturating_add(wait));
+        Tried::Wait(wait)
     }
 
     /// The adaptive pace's wait, if it has one (else its slot is taken).
@@ -489,27 +549,33 @@ impl Inner {
         (wait > 0).then_some(wait)
     }
 
-    /// What the store's answer means for the call, and whether it was a
-    /// denial over the limit (then the shared hold-off is worth a look).
-    fn decided(
-        &self,
-        cost: u64,
-        now: u64,
-        outcome: Result<traffik_core::Decision, traffik_core::Error>,
-    ) -> (Tried, bool) {
+    /// What the store's answer means for the call.
+    fn decided(&self, cost: u64, now: u64, outcome: Hit2) -> Tried {
+        let throttle = &self.throttle;
         let decision = match outcome {
-            Ok(decision) => decision,
-            Err(error) => {
+            Ok((_, false)) => {
                 self.untake(cost);
-                return (
-                    Tried::Failed(
-                        Error::new(Layer::Limit, ErrorKind::Store, "the limit's store failed")
-                            .with_source(Arc::new(error)),
-                    ),
-                    false,
-                );
+                return Tried::Held;
+            }
+            Ok((decision, true)) => decision,
+            Err(error) => {
+                // The store could not answer: the throttle's failure policy.
+                if error.kind().is_store_failure() {
+                    throttle.failed(&error, now);
+                }
+                match throttle.decision_for_error(&error, throttle.limit().capacity()) {
+                    Some(decision) => decision,
+                    None => {
+                        self.untake(cost);
+                        return Tried::Failed(
+                            Error::new(Layer::Limit, ErrorKind::Store, "the limit's store failed")
+                                .with_source(Arc::new(error)),
+                        );
+                    }
+                }
             }
         };
+        throttle.record(&decision);
         if decision.is_allowed() {
             self.last_remaining
                 .store(decision.remaining(), Ordering::Relaxed);
@@ -521,19 +587,16 @@ impl Inner {
                 let mut q = self.queue.lock();
                 q.next_try_ms = q.next_try_ms.max(now.saturating_add(hint));
             }
-            return (
-                Tried::Granted(Grant {
-                    charged_ms: now,
-                    cost,
-                }),
-                false,
-            );
+            return Tried::Granted(Grant {
+                charged_ms: now,
+                cost,
+            });
         }
         self.untake(cost);
         if decision.reason() == Reason::CostExceedsCapacity {
-            return (Tried::Failed(too_costly()), false);
+            return Tried::Failed(too_costly());
         }
-        (Tried::Wait(decision.retry_after_ms().max(1)), true)
+        Tried::Wait(decision.retry_after_ms().max(1))
     }
 
     fn untake(&self, cost: u64) {
@@ -542,40 +605,14 @@ impl Inner {
         }
     }
 
-    /// After a denial: is the whole fleet asked to hold off?
-    async fn check_pause(&self, now: u64) {
-        if !self.share_feedback {
-            return;
-        }
-        let last = self.last_pause_check_ms.load(Ordering::Relaxed);
-        if now < last.saturating_add(PAUSE_CHECK_MS) {
-            return;
-        }
-        self.last_pause_check_ms.store(now, Ordering::Relaxed);
-        if let Ok(Some(block)) = self
-            .lockout
-            .block_left_tagged(IDENTITY, IDENTITY.len())
-            .await
-        {
-            let until = now.saturating_add(u64::try_from(block.as_millis()).unwrap_or(u64::MAX));
-            let mut q = self.queue.lock();
-            q.paused_until_ms = q.paused_until_ms.max(until);
-        }
-    }
-
-    /// Writes a hold-off into the store, and spends what is left of the
-    /// shared limit, so the other processes' next hit is denied and finds
-    /// the hold-off.
+    /// Writes a hold-off into the store: every process's next hit finds
+    /// it.
     async fn share_pause(&self, hold: Duration) {
-        let _ = self.lockout.block(IDENTITY, hold).await;
-        let throttle = self.lockout.throttle();
-        // A peek of cost 1 that passes leaves `remaining` after that one.
-        if let Ok(decision) = throttle.peek(IDENTITY).await {
-            if decision.is_allowed() {
-                let _ = throttle
-                    .hit_n(IDENTITY, decision.remaining().saturating_add(1))
-                    .await;
-            }
+        if let Some(shared) = &self.hold {
+            let now = self.clock.now_ms();
+            let _ = shared
+                .set(self.throttle.backend(), IDENTITY, now, hold)
+                .await;
         }
     }
 
@@ -650,12 +687,23 @@ async fn dispatch(inner: Arc<Inner>) {
                 let mut q = inner.queue.lock();
                 q.next_try_ms = q.next_try_ms.max(now.saturating_add(ms));
             }
+            Tried::Held => {}
             Tried::Failed(error) => {
                 if let Some(waiter) = inner.queue.lock().waiters.remove(&place) {
                     let _ = waiter.tx.send(Err(error));
                 }
             }
         }
+    }
+}
+
+/// A caller trying the store on its own: when it is done (or cancelled),
+/// others may again.
+struct Probe<'a>(&'a Inner);
+
+impl Drop for Probe<'_> {
+    fn drop(&mut self) {
+        self.0.queue.lock().probing = false;
     }
 }
 
@@ -809,12 +857,17 @@ impl LimiterBuilder {
             .max(1);
         #[allow(clippy::cast_precision_loss)]
         let interval = period_ms as f64 / count as f64;
-        let lockout = throttle.penalized(Penalty::fixed(Duration::from_secs(1))?)?;
+        let hold = if self.share_feedback {
+            Some(Hold::new(throttle.namespace(), throttle.name())?)
+        } else {
+            None
+        };
         Ok(Limiter {
             inner: Arc::new(Inner {
                 instruments: Instruments::new(Arc::from(self.name.as_str())),
                 name: Arc::from(self.name),
-                lockout,
+                throttle,
+                hold,
                 clock: self.clock,
                 queue: Mutex::new(Queue::default()),
                 wake: Notify::new(),
@@ -827,8 +880,7 @@ impl LimiterBuilder {
                 period_ms,
                 capacity,
                 last_remaining: AtomicU64::new(u64::MAX),
-                last_pause_check_ms: AtomicU64::new(0),
-                pause_check_due: AtomicBool::new(false),
+                hold_read_due: AtomicBool::new(false),
             }),
         })
     }

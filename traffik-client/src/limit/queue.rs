@@ -41,6 +41,8 @@ pub(crate) struct Queue {
     next_seq: u64,
     /// A dispatcher task is serving the queue.
     pub(crate) running: bool,
+    /// A caller is trying the store on its own (the queue was empty).
+    pub(crate) probing: bool,
     /// No hit is worth trying before this time (the limit said so).
     pub(crate) next_try_ms: u64,
     /// The upstream asked every caller to hold off until this time.

@@ -62,9 +62,12 @@ impl Upstream {
         format!("http://{}{path}", self.address)
     }
 
-    /// Requests that passed the limit per second, from the first arrival to
-    /// the last, and the most that arrived in any one second.
-    pub fn data_rate(&self) -> (f64, usize) {
+    /// The rate of the requests that passed the limit, beyond a client's
+    /// `burst`: `(n − burst) / (last arrival − first)`, the figure a limit
+    /// of "rate, burst" keeps at or below its rate (it admits at most
+    /// `burst + rate × t` in any `t`); and the most that arrived in any one
+    /// second.
+    pub fn data_rate(&self, burst: usize) -> (f64, usize) {
         let mut at = self.seen.data.lock().clone();
         at.sort();
         let busiest = (0..at.len())
@@ -81,7 +84,7 @@ impl Upstream {
             _ => return (0.0, busiest),
         };
         #[allow(clippy::cast_precision_loss)]
-        ((at.len() - 1) as f64 / span, busiest)
+        (at.len().saturating_sub(burst) as f64 / span, busiest)
     }
 }
 
