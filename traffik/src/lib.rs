@@ -33,6 +33,7 @@
 //! | `memcached` | no | `memcached::MemcachedBackend`: counters and CAS, several servers |
 //! | `axum` | no | `axum::ThrottleLayer`: identity, 429 with `RateLimit` headers, WebSocket throttling |
 //! | `config` | no | `axum::config::Rules`: rules from a TOML file, hot reload (docs/configuration.md) |
+//! | `client` | no | `client`: call rate-limited APIs (shared limit, queue, retries, breaker, coalescing; docs/client.md) |
 //! | `conformance` | no | `conformance`: the suite a backend of your own must pass |
 //! | `serde` | no | [`Rate`] (de)serializes as a string such as `"100/min"` |
 //! | `metrics` | no | decisions counted through the `metrics` facade (`traffik::observe`) |
@@ -73,6 +74,10 @@ pub use traffik_backends::redis;
 #[cfg(feature = "axum")]
 pub use traffik_axum as axum;
 
+/// The outbound client: [`traffik-client`](https://docs.rs/traffik-client).
+#[cfg(feature = "client")]
+pub use traffik_client as client;
+
 /// The guides in `docs/`, compiled: every Rust snippet in them is a doctest,
 /// so none can rot.
 #[cfg(all(
@@ -80,7 +85,8 @@ pub use traffik_axum as axum;
     feature = "axum",
     feature = "config",
     feature = "redis",
-    feature = "memcached"
+    feature = "memcached",
+    feature = "client"
 ))]
 pub mod guides {
     #[doc = include_str!("../../README.md")]
@@ -97,4 +103,6 @@ pub mod guides {
     pub struct Operations;
     #[doc = include_str!("../../docs/configuration.md")]
     pub struct Configuration;
+    #[doc = include_str!("../../docs/client.md")]
+    pub struct Client;
 }

@@ -43,11 +43,16 @@ where
         };
         LayerFuture::layered(async move {
             let permit = breaker.acquire().await?;
-            let sent = Arc::new(Mutex::new(None));
-            call.sent = Some(Arc::clone(&sent));
+            // When the request went out matters only to slow-call
+            // tracking: without it, no cell is allocated.
+            let sent = breaker.times_calls().then(|| Arc::new(Mutex::new(None)));
+            call.sent.clone_from(&sent);
             let start = Instant::now();
             let outcome = inner.call(call).await.map_err(Error::from_inner);
-            let sent_for = sent.lock().unwrap_or(start).elapsed();
+            let sent_for = sent
+                .and_then(|sent| *sent.lock())
+                .unwrap_or(start)
+                .elapsed();
             match &outcome {
                 Ok(response) => permit.record(breaker.fails(response.status()), sent_for),
                 // The limit's refusals (queue full, deadline) and an open

@@ -137,6 +137,11 @@ impl Breaker {
         self.state() == BreakerState::Open
     }
 
+    /// Whether slow calls count (a slow-call rate is set).
+    pub(crate) fn times_calls(&self) -> bool {
+        self.inner.slow_rate.is_finite()
+    }
+
     /// Whether `status` counts as a failure.
     pub(crate) fn fails(&self, status: http::StatusCode) -> bool {
         (self.inner.is_failure)(status)

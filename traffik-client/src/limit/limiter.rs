@@ -857,7 +857,13 @@ impl LimiterBuilder {
             .max(1);
         #[allow(clippy::cast_precision_loss)]
         let interval = period_ms as f64 / count as f64;
-        let hold = if self.share_feedback {
+        // In memory the limit is this process's alone, and so is its
+        // hold-off (the queue keeps it): only a shared store needs one.
+        #[cfg(feature = "memory")]
+        let shared_store = !matches!(throttle.backend(), AnyBackend::Memory(_));
+        #[cfg(not(feature = "memory"))]
+        let shared_store = true;
+        let hold = if self.share_feedback && shared_store {
             Some(Hold::new(throttle.namespace(), throttle.name())?)
         } else {
             None
