@@ -104,7 +104,7 @@ impl Hold {
     }
 }
 
-#[cfg(all(test, feature = "memory"))]
+#[cfg(test)]
 mod tests {
     use super::*;
     use traffik_backends::memory::MemoryBackend;

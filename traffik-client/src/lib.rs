@@ -4,6 +4,8 @@
 //! many.
 //!
 //! ```no_run
+//! # #[cfg(all(feature = "reqwest", feature = "redis"))]
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::time::Duration;
 //! use traffik_client::breaker::Breaker;
 //! use traffik_client::coalesce::Coalesce;
@@ -11,7 +13,6 @@
 //! use traffik_client::retry::{RetryBudget, RetryPolicy};
 //! use traffik_client::StackBuilder;
 //!
-//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! // One limit for every process that shares this Redis.
 //! let redis = traffik_backends::AnyBackend::from_url("redis://127.0.0.1:6379").await?;
 //! let limiter = Limiter::builder("data-provider", "10/s".parse()?)
@@ -47,10 +48,11 @@
 //! layer gave up ([`Error::layer`]) and why ([`Error::kind`]). See
 //! `docs/client.md` for how to choose the settings.
 //!
+//! The in-memory backend (limits of one process) is always there.
+//!
 //! | feature | default | adds |
 //! |---|---|---|
 //! | `reqwest` | yes | [`reqwest::Client`](crate::reqwest::Client): the stack around a `reqwest::Client` |
-//! | `memory` | yes | in-process limits and budgets (the default backend) |
 //! | `redis` | no | limits, budgets and breakers shared through Redis |
 //! | `memcached` | no | the same through Memcached |
 //! | `metrics` | no | the counters of [`metrics`] through the `metrics` facade |

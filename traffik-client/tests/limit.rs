@@ -213,7 +213,10 @@ async fn a_429s_retry_after_holds_every_limiter_of_the_store() {
     let (seer, other) = (build(), build());
     seer.acquire(1, 0, None).await.unwrap().consume();
     seer.observe(StatusCode::TOO_MANY_REQUESTS, &retry_after(2));
-    assert!(seer.held_off_for().is_some_and(|h| h > Duration::from_millis(1_990)));
+    assert!(
+        seer.held_off_for()
+            .is_some_and(|h| h > Duration::from_millis(1_990))
+    );
     tokio::time::sleep(Duration::from_millis(50)).await; // the shared write
     let start = Instant::now();
     other.acquire(1, 0, None).await.unwrap().consume();

@@ -830,19 +830,11 @@ impl LimiterBuilder {
     /// # Errors
     ///
     /// When the name, namespace, rate or strategy is not valid for a
-    /// throttle, or no backend was given and the `memory` feature is off.
+    /// throttle.
     pub fn build(self) -> Result<Limiter, ConfigError> {
         let backend = match self.backend {
             Some(backend) => backend,
-            #[cfg(feature = "memory")]
             None => AnyBackend::Memory(traffik_backends::memory::MemoryBackend::new()),
-            #[cfg(not(feature = "memory"))]
-            None => {
-                return Err(ConfigError::new(
-                    "a limiter needs a backend: give one, or enable the `memory` feature"
-                        .to_owned(),
-                ));
-            }
         };
         let throttle = traffik_core::Throttle::builder(self.name.clone(), self.rate)
             .namespace(self.namespace)
@@ -859,10 +851,7 @@ impl LimiterBuilder {
         let interval = period_ms as f64 / count as f64;
         // In memory the limit is this process's alone, and so is its
         // hold-off (the queue keeps it): only a shared store needs one.
-        #[cfg(feature = "memory")]
         let shared_store = !matches!(throttle.backend(), AnyBackend::Memory(_));
-        #[cfg(not(feature = "memory"))]
-        let shared_store = true;
         let hold = if self.share_feedback && shared_store {
             Some(Hold::new(throttle.namespace(), throttle.name())?)
         } else {

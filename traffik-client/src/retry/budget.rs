@@ -122,22 +122,13 @@ impl RetryBudgetBuilder {
     ///
     /// # Errors
     ///
-    /// When the name is not valid for a throttle, or no backend was given
-    /// and the `memory` feature is off.
+    /// When the name is not valid for a throttle.
     pub fn build(self) -> Result<RetryBudget, ConfigError> {
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
         let unit = (1.0 / self.ratio).round().max(1.0) as u64;
         let backend = match self.backend {
             Some(backend) => backend,
-            #[cfg(feature = "memory")]
             None => AnyBackend::Memory(traffik_backends::memory::MemoryBackend::new()),
-            #[cfg(not(feature = "memory"))]
-            None => {
-                return Err(ConfigError::new(
-                    "a retry budget needs a backend: give one, or enable the `memory` feature"
-                        .to_owned(),
-                ));
-            }
         };
         let refill = Rate::new(
             u64::from(self.min_per_second).saturating_mul(unit),
@@ -162,7 +153,7 @@ impl RetryBudgetBuilder {
     }
 }
 
-#[cfg(all(test, feature = "memory"))]
+#[cfg(test)]
 mod tests {
     use super::*;
 
