@@ -52,7 +52,7 @@
 //!
 //! | feature | default | adds |
 //! |---|---|---|
-//! | `reqwest` | yes | [`reqwest::Client`](crate::reqwest::Client): the stack around a `reqwest::Client` |
+//! | `reqwest` | yes | [`reqwest::Client`]: the stack around a `reqwest::Client` |
 //! | `redis` | no | limits, budgets and breakers shared through Redis |
 //! | `memcached` | no | the same through Memcached |
 //! | `metrics` | no | the counters of [`metrics`] through the `metrics` facade |

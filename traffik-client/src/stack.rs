@@ -25,7 +25,7 @@ use crate::retry::{RetryBudget, RetryLayer, RetryPolicy, RetryService};
 use crate::timeout::{AttemptTimeoutService, TotalTimeoutService};
 use crate::{BoxError, Call, Error, HttpRequest, ShareableResponse};
 
-/// Assembles the layers in the order of [the module](self); each is off
+/// Assembles the layers in the order of [the crate's table](crate); each is off
 /// until given.
 #[derive(Clone, Debug, Default)]
 pub struct StackBuilder {
