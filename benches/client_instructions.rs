@@ -10,15 +10,9 @@
 use std::hint::black_box;
 use std::io::BufRead;
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
-use traffik_benches::upstream;
-use traffik_client::StackBuilder;
-use traffik_client::breaker::Breaker;
-use traffik_client::coalesce::Coalesce;
-use traffik_client::limit::Limiter;
+use traffik_benches::{client_stacks, upstream};
 use traffik_client::reqwest::Client;
-use traffik_client::retry::{RetryBudget, RetryPolicy};
 
 enum Caller {
     Bare(reqwest::Client),
@@ -75,26 +69,12 @@ fn main() {
         .build()
         .unwrap();
     let http = reqwest::Client::new();
-    let limiter = || {
-        Limiter::builder("overhead", "1000000000/min".parse().unwrap())
-            .build()
-            .unwrap()
-    };
+    // Built inside the runtime, as an application would.
     let caller = runtime.block_on(async {
         match variant.as_str() {
             "bare" => Caller::Bare(http),
-            "limit" => Caller::Stack(Client::new(http, StackBuilder::new().limiter(limiter()))),
-            _ => Caller::Stack(Client::new(
-                http,
-                StackBuilder::new()
-                    .coalesce(Coalesce::new("overhead"))
-                    .breaker(Breaker::builder("overhead").build().unwrap())
-                    .limiter(limiter())
-                    .retry(RetryPolicy::new())
-                    .retry_budget(RetryBudget::builder("overhead").build().unwrap())
-                    .attempt_timeout(Duration::from_secs(5))
-                    .total_timeout(Duration::from_secs(10)),
-            )),
+            "limit" => Caller::Stack(client_stacks::limited(http)),
+            _ => Caller::Stack(client_stacks::full(http)),
         }
     });
     measured(&runtime, &caller, &url, 10);

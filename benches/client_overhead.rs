@@ -7,22 +7,8 @@
 //! limit, retries with a budget, attempt and total timeouts). What the
 //! stack adds is its median over bare reqwest's.
 
-use std::time::Duration;
-
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use traffik_benches::upstream;
-use traffik_client::StackBuilder;
-use traffik_client::breaker::Breaker;
-use traffik_client::coalesce::Coalesce;
-use traffik_client::limit::Limiter;
-use traffik_client::reqwest::Client;
-use traffik_client::retry::{RetryBudget, RetryPolicy};
-
-fn limiter() -> Limiter {
-    Limiter::builder("overhead", "1000000000/min".parse().unwrap())
-        .build()
-        .unwrap()
-}
+use traffik_benches::{client_stacks, upstream};
 
 fn bench(c: &mut Criterion) {
     let (tx, rx) = std::sync::mpsc::channel();
@@ -44,18 +30,8 @@ fn bench(c: &mut Criterion) {
         .build()
         .unwrap();
     let http = reqwest::Client::new();
-    let limited = Client::new(http.clone(), StackBuilder::new().limiter(limiter()));
-    let full = Client::new(
-        http.clone(),
-        StackBuilder::new()
-            .coalesce(Coalesce::new("overhead"))
-            .breaker(Breaker::builder("overhead").build().unwrap())
-            .limiter(limiter())
-            .retry(RetryPolicy::new())
-            .retry_budget(RetryBudget::builder("overhead").build().unwrap())
-            .attempt_timeout(Duration::from_secs(5))
-            .total_timeout(Duration::from_secs(10)),
-    );
+    let limited = client_stacks::limited(http.clone());
+    let full = client_stacks::full(http.clone());
 
     let mut group = c.benchmark_group("client_overhead");
     group.throughput(Throughput::Elements(1));

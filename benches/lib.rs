@@ -200,3 +200,43 @@ pub fn free_port() -> u16 {
 /// The rate-limited upstream of traffik-client's tests and examples.
 #[path = "../traffik-client/tests/support/upstream.rs"]
 pub mod upstream;
+
+/// The client stacks the overhead benches compare with bare reqwest: the
+/// limit alone, or every layer, the limit never reached (in memory).
+pub mod client_stacks {
+    use std::time::Duration;
+
+    use traffik_client::StackBuilder;
+    use traffik_client::breaker::Breaker;
+    use traffik_client::coalesce::Coalesce;
+    use traffik_client::limit::Limiter;
+    use traffik_client::reqwest::Client;
+    use traffik_client::retry::{RetryBudget, RetryPolicy};
+
+    fn limiter() -> Limiter {
+        Limiter::builder("overhead", "1000000000/min".parse().expect("a rate"))
+            .build()
+            .expect("a limiter")
+    }
+
+    /// `http` behind the limit alone.
+    pub fn limited(http: reqwest::Client) -> Client {
+        Client::new(http, StackBuilder::new().limiter(limiter()))
+    }
+
+    /// `http` behind every layer: coalescing, breaker, limit, retries with a
+    /// budget, attempt and total timeouts.
+    pub fn full(http: reqwest::Client) -> Client {
+        Client::new(
+            http,
+            StackBuilder::new()
+                .coalesce(Coalesce::new("overhead"))
+                .breaker(Breaker::builder("overhead").build().expect("a breaker"))
+                .limiter(limiter())
+                .retry(RetryPolicy::new())
+                .retry_budget(RetryBudget::builder("overhead").build().expect("a budget"))
+                .attempt_timeout(Duration::from_secs(5))
+                .total_timeout(Duration::from_secs(10)),
+        )
+    }
+}

@@ -235,7 +235,7 @@ where
     }
 }
 
-/// An `http::Response` read whole.
+/// A response read whole, to hand a copy to each coalesced caller.
 #[derive(Clone, Debug)]
 pub struct BufferedResponse {
     status: StatusCode,
@@ -245,10 +245,48 @@ pub struct BufferedResponse {
 }
 
 impl BufferedResponse {
+    pub(crate) fn new(
+        status: StatusCode,
+        version: http::Version,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> BufferedResponse {
+        BufferedResponse {
+            status,
+            version,
+            headers,
+            body,
+        }
+    }
+
     /// The body.
     pub fn body(&self) -> &Bytes {
         &self.body
     }
+
+    /// A copy as an `http::Response` with `body` (this one's, or what a
+    /// client rebuilds from it).
+    pub(crate) fn to_http<B>(&self, body: B) -> http::Response<B> {
+        with_head(
+            http::Response::new(body),
+            self.status,
+            self.version,
+            self.headers.clone(),
+        )
+    }
+}
+
+/// `response` with this status, version and headers.
+pub(crate) fn with_head<B>(
+    mut response: http::Response<B>,
+    status: StatusCode,
+    version: http::Version,
+    headers: HeaderMap,
+) -> http::Response<B> {
+    *response.status_mut() = status;
+    *response.version_mut() = version;
+    *response.headers_mut() = headers;
+    response
 }
 
 impl<B> ShareableResponse for http::Response<B>
@@ -271,19 +309,15 @@ where
             .collect()
             .await?
             .to_bytes();
-        Ok(Ok(BufferedResponse {
-            status: parts.status,
-            version: parts.version,
-            headers: parts.headers,
+        Ok(Ok(BufferedResponse::new(
+            parts.status,
+            parts.version,
+            parts.headers,
             body,
-        }))
+        )))
     }
 
     fn rebuild(buffered: &BufferedResponse) -> Self {
-        let mut response = http::Response::new(B::from(buffered.body.clone()));
-        *response.status_mut() = buffered.status;
-        *response.version_mut() = buffered.version;
-        *response.headers_mut() = buffered.headers.clone();
-        response
+        buffered.to_http(B::from(buffered.body.clone()))
     }
 }

@@ -87,3 +87,10 @@ where
         Poll::Ready(outcome)
     }
 }
+
+/// The inner service that `poll_ready` readied, for one call, leaving a
+/// clone in its place (the tower way for services that are `Clone`).
+pub(crate) fn take_ready<S: Clone>(inner: &mut S) -> S {
+    let clone = inner.clone();
+    std::mem::replace(inner, clone)
+}

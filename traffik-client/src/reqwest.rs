@@ -34,9 +34,10 @@ use tower::{Service, ServiceExt};
 
 pub use reqwest;
 
+use crate::call::with_head;
 use crate::{
-    BoxError, Call, CallOptions, Error, HttpRequest, HttpResponse, ShareableResponse, Stack,
-    StackBuilder,
+    BoxError, BufferedResponse, Call, CallOptions, Error, HttpRequest, HttpResponse,
+    ShareableResponse, Stack, StackBuilder,
 };
 
 impl HttpRequest for reqwest::Request {
@@ -67,15 +68,6 @@ impl HttpResponse for reqwest::Response {
     }
 }
 
-/// A `reqwest::Response` read whole.
-#[derive(Clone, Debug)]
-pub struct BufferedResponse {
-    status: StatusCode,
-    version: http::Version,
-    headers: HeaderMap,
-    body: Bytes,
-}
-
 impl ShareableResponse for reqwest::Response {
     type Buffered = BufferedResponse;
 
@@ -96,28 +88,22 @@ impl ShareableResponse for reqwest::Response {
                     Ok(chunk),
                 ]);
                 let rest = read.chain(self.bytes_stream());
-                let mut whole = http::Response::new(reqwest::Body::wrap_stream(rest));
-                *whole.status_mut() = status;
-                *whole.version_mut() = version;
-                *whole.headers_mut() = headers;
+                let whole = http::Response::new(reqwest::Body::wrap_stream(rest));
+                let whole = with_head(whole, status, version, headers);
                 return Ok(Err(reqwest::Response::from(whole)));
             }
             body.extend_from_slice(&chunk);
         }
-        Ok(Ok(BufferedResponse {
+        Ok(Ok(BufferedResponse::new(
             status,
             version,
             headers,
-            body: Bytes::from(body),
-        }))
+            Bytes::from(body),
+        )))
     }
 
     fn rebuild(buffered: &BufferedResponse) -> Self {
-        let mut response = http::Response::new(buffered.body.clone());
-        *response.status_mut() = buffered.status;
-        *response.version_mut() = buffered.version;
-        *response.headers_mut() = buffered.headers.clone();
-        reqwest::Response::from(response)
+        reqwest::Response::from(buffered.to_http(buffered.body().clone()))
     }
 }
 

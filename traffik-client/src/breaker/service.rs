@@ -6,7 +6,7 @@ use tokio::time::Instant;
 use tower::Service;
 
 use super::Breaker;
-use crate::future::LayerFuture;
+use crate::future::{LayerFuture, take_ready};
 use crate::{BoxError, Call, Error, HttpRequest, HttpResponse, Layer};
 
 /// The service of a [`BreakerLayer`](super::BreakerLayer): fails fast while
@@ -35,8 +35,7 @@ where
     }
 
     fn call(&mut self, mut call: Call<R>) -> Self::Future {
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let mut inner = take_ready(&mut self.inner);
         let Some(breaker) = self.breaker.clone() else {
             let future = inner.call(call);
             return LayerFuture::Passed { inner: future };

@@ -8,7 +8,7 @@ use tower::{Service, ServiceExt};
 
 use super::Coalesce;
 use super::config::Slot;
-use crate::future::LayerFuture;
+use crate::future::{LayerFuture, take_ready};
 use crate::metrics::Coalesced;
 use crate::{BoxError, Call, Error, ErrorKind, HttpRequest, Layer, ShareableResponse};
 
@@ -49,8 +49,7 @@ where
     }
 
     fn call(&mut self, call: Call<R>) -> Self::Future {
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let mut inner = take_ready(&mut self.inner);
         let coalesce = match &self.coalesce {
             Some(c) if c.inner.coalesces(call.request.method()) => c.clone(),
             other => {

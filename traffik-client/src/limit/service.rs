@@ -3,6 +3,7 @@ use std::task::{Context, Poll};
 use tower::Service;
 
 use super::{LimitFuture, Limiter};
+use crate::future::take_ready;
 use crate::{BoxError, Call, Error, HttpRequest, HttpResponse};
 
 /// Waits for a slot of the [`Limiter`], sends the call, and reads the
@@ -41,8 +42,7 @@ where
     }
 
     fn call(&mut self, mut call: Call<R>) -> Self::Future {
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let mut inner = take_ready(&mut self.inner);
         let Some(limiter) = self.limiter.clone() else {
             return LimitFuture::Sent {
                 inner: inner.call(call),

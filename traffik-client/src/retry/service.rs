@@ -5,7 +5,7 @@ use tower::{Service, ServiceExt};
 
 use super::{RetryLayer, RetryPolicy};
 use crate::feedback::Feedback;
-use crate::future::LayerFuture;
+use crate::future::{LayerFuture, take_ready};
 use crate::metrics;
 use crate::{BoxError, Call, Error, ErrorKind, HttpRequest, HttpResponse, Layer};
 
@@ -34,8 +34,7 @@ where
     }
 
     fn call(&mut self, call: Call<R>) -> Self::Future {
-        let clone = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, clone);
+        let inner = take_ready(&mut self.inner);
         let Some(layer) = self.layer.clone() else {
             let mut inner = inner;
             let future = inner.call(call);
