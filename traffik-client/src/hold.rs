@@ -33,15 +33,25 @@ const READ_BURST: u64 = 1 << 50;
 const TOLERANCE: u64 = 1_000;
 
 impl Hold {
-    /// The hold of `name`'s keys in `namespace`.
-    pub(crate) fn new(namespace: &str, name: &str) -> Result<Hold, ConfigError> {
+    /// The hold of `name`'s keys in `namespace`. With `fallback`, its check
+    /// has a fallback limiter too (the whole check, in memory), so that a
+    /// limit with a fallback still has one when both are decided together
+    /// (a combined decision falls back only when each of its limits can).
+    pub(crate) fn new(namespace: &str, name: &str, fallback: bool) -> Result<Hold, ConfigError> {
         let rate = Rate::new(1_000_000, Duration::from_millis(1))
             .map_err(|e| ConfigError::new(e.to_string()))?;
         let burst =
             |units: u64| Gcra::with_burst(units.try_into().unwrap_or(std::num::NonZeroU64::MIN));
         Ok(Hold {
             scope: Scope::new(namespace, &format!("{name}.hold"))?,
-            check: Limit::new(rate, burst(TOLERANCE))?,
+            check: {
+                let check = Limit::new(rate, burst(TOLERANCE))?;
+                if fallback {
+                    check.with_fallback(std::num::NonZeroU32::MIN)
+                } else {
+                    check
+                }
+            },
             read: Limit::new(rate, burst(READ_BURST))?,
         })
     }
@@ -112,7 +122,7 @@ mod tests {
     #[tokio::test]
     async fn a_hold_refuses_the_limit_beside_it_until_it_ends() {
         let backend = AnyBackend::Memory(MemoryBackend::new());
-        let hold = Hold::new("ns", "up").unwrap();
+        let hold = Hold::new("ns", "up", false).unwrap();
         let limit = Limit::new("1000000/s".parse().unwrap(), Gcra::new()).unwrap();
         let scope = Scope::new("ns", "up").unwrap();
         let main = || Hit {

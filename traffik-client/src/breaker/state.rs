@@ -422,7 +422,7 @@ impl BreakerBuilder {
         let shared = match self.shared {
             Some(backend) => Some((
                 backend,
-                Hold::new("traffik-client", &format!("{}.breaker", self.name))?,
+                Hold::new("traffik-client", &format!("{}.breaker", self.name), false)?,
             )),
             None => None,
         };

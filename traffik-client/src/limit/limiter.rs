@@ -853,7 +853,11 @@ impl LimiterBuilder {
         // hold-off (the queue keeps it): only a shared store needs one.
         let shared_store = !matches!(throttle.backend(), AnyBackend::Memory(_));
         let hold = if self.share_feedback && shared_store {
-            Some(Hold::new(throttle.namespace(), throttle.name())?)
+            Some(Hold::new(
+                throttle.namespace(),
+                throttle.name(),
+                throttle.limit().fallback().is_some(),
+            )?)
         } else {
             None
         };
