@@ -323,3 +323,31 @@ proptest::proptest! {
         proptest::prop_assert!(admitted <= 10 + 30, "{admitted}");
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_upstream_with_less_remaining_lowers_the_shared_limit_to_match() {
+    let limiter = Limiter::builder("up", "10/s".parse().unwrap())
+        .build()
+        .unwrap();
+    limiter.acquire(1, 0, None).await.unwrap().consume();
+    // We think 9 are left; the upstream says 2 (someone else spends the key).
+    let mut headers = HeaderMap::new();
+    headers.insert("ratelimit", r#""default";r=2;t=1"#.parse().unwrap());
+    limiter.observe(StatusCode::OK, &headers);
+    tokio::task::yield_now().await; // the drain, on its own task
+    let start = Instant::now();
+    for _ in 0..2 {
+        limiter.acquire(1, 0, None).await.unwrap().consume();
+    }
+    assert_eq!(
+        start.elapsed(),
+        Duration::ZERO,
+        "the two the upstream has left"
+    );
+    limiter.acquire(1, 0, None).await.unwrap().consume();
+    assert!(
+        start.elapsed() >= Duration::from_millis(90),
+        "then the pace: {:?}",
+        start.elapsed()
+    );
+}
