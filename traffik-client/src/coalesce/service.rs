@@ -30,6 +30,24 @@ enum Landed<Res: ShareableResponse> {
     Whole(Mutex<Option<Res>>, Arc<AtomicBool>),
 }
 
+impl<Res: ShareableResponse> Landed<Res> {
+    /// The response for one caller: a copy when it was read whole; else the
+    /// response itself for the leader, or for a follower once the leader is
+    /// gone. `None`: the caller makes its own call.
+    fn response_for(&self, leader: bool) -> Option<Res> {
+        match self {
+            Landed::Buffered(buffered) => Some(Res::rebuild(buffered)),
+            Landed::Whole(whole, alive) => {
+                if leader || !alive.load(Ordering::Acquire) {
+                    whole.lock().take()
+                } else {
+                    None
+                }
+            }
+        }
+    }
+}
+
 type Flight<Res> = Shared<BoxFuture<'static, Result<Arc<Landed<Res>>, Error>>>;
 
 impl<S, R, Res> Service<Call<R>> for CoalesceService<S>
@@ -90,35 +108,18 @@ where
         call.request.headers(),
     );
     match join_or_lead(&coalesce, key, inner, call) {
-        Role::Follow(flight, inner, call) => {
-            let landed = flight.await?;
-            match landed.as_ref() {
-                Landed::Buffered(buffered) => Ok(Res::rebuild(buffered)),
-                Landed::Whole(whole, leader) => {
-                    let orphaned = if leader.load(Ordering::Acquire) {
-                        None
-                    } else {
-                        whole.lock().take()
-                    };
-                    match orphaned {
-                        Some(response) => Ok(response),
-                        None => plain(inner, call).await,
-                    }
-                }
-            }
-        }
+        Role::Follow(flight, inner, call) => match flight.await?.response_for(false) {
+            Some(response) => Ok(response),
+            None => plain(inner, call).await,
+        },
         Role::Lead(flight, alive) => {
-            let landed = flight.await?;
-            let response = match landed.as_ref() {
-                Landed::Buffered(buffered) => Ok(Res::rebuild(buffered)),
-                Landed::Whole(whole, _) => whole.lock().take().ok_or_else(|| {
-                    Error::new(
-                        Layer::Coalesce,
-                        ErrorKind::Body,
-                        "the shared response was taken",
-                    )
-                }),
-            };
+            let response = flight.await?.response_for(true).ok_or_else(|| {
+                Error::new(
+                    Layer::Coalesce,
+                    ErrorKind::Body,
+                    "the shared response was taken",
+                )
+            });
             drop(alive);
             response
         }

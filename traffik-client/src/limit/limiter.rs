@@ -179,8 +179,8 @@ impl Limiter {
     ) -> Result<Permit, Error> {
         let inner = &self.inner;
         let cost = cost.max(1);
-        if let Some(now) = self.try_now(cost) {
-            return now;
+        if let Some(answered) = self.try_now(cost) {
+            return answered;
         }
         let now = inner.clock.now_ms();
         if inner.hold_read_due.swap(false, Ordering::Relaxed) {
@@ -200,17 +200,12 @@ impl Limiter {
             let tried = inner.try_hit(cost, now).await;
             drop(probe);
             match tried {
-                Tried::Granted(grant) => {
-                    inner.instruments.waited(Duration::ZERO);
-                    return Ok(Permit::new(self.clone(), grant));
-                }
+                Tried::Granted(grant) => return Ok(self.granted_at_once(grant)),
                 Tried::Failed(error) => return Err(error),
                 Tried::Wait(ms) => {
                     let mut q = inner.queue.lock();
-                    q.next_try_ms = q.next_try_ms.max(now.saturating_add(ms));
+                    q.try_later(now.saturating_add(ms));
                 }
-                // `try_hit` reads the hold's length: never `Held`.
-                Tried::Held => {}
             }
         }
         let (tx, rx) = oneshot::channel();
@@ -301,19 +296,20 @@ impl Limiter {
             }
         }
         match inner.try_hit_now(cost, now)? {
-            Tried::Granted(grant) => {
-                inner.instruments.waited(Duration::ZERO);
-                Some(Ok(Permit::new(self.clone(), grant)))
-            }
+            Tried::Granted(grant) => Some(Ok(self.granted_at_once(grant))),
             Tried::Failed(error) => Some(Err(error)),
             Tried::Wait(ms) => {
                 let mut q = inner.queue.lock();
-                q.next_try_ms = q.next_try_ms.max(now.saturating_add(ms));
+                q.try_later(now.saturating_add(ms));
                 None
             }
-            // `try_hit_now` turns a hold into a wait: never `Held`.
-            Tried::Held => None,
         }
+    }
+
+    /// The permit of a slot granted without waiting in the queue.
+    fn granted_at_once(&self, grant: Grant) -> Permit {
+        self.inner.instruments.waited(Duration::ZERO);
+        Permit::new(self.clone(), grant)
     }
 
     /// Reads what a response says about the upstream's limit and acts on
@@ -354,10 +350,10 @@ impl Limiter {
                 q.paused_until_ms = q.paused_until_ms.max(until);
                 longer
             };
-            if longer && inner.share_feedback {
+            if longer && inner.hold.is_some() {
                 metrics::count(metrics::FEEDBACK, &inner.name, "action", "pause");
                 let inner = Arc::clone(inner);
-                tokio::spawn(async move { inner.share_pause(hold).await });
+                tokio::spawn(async move { inner.share_pause(now, hold).await });
             }
             return;
         }
@@ -428,8 +424,6 @@ fn deadline_error(wait_ms: u64) -> Error {
 enum Tried {
     Granted(Grant),
     Wait(u64),
-    /// The shared hold-off is on (how long is another read).
-    Held,
     Failed(Error),
 }
 
@@ -459,8 +453,8 @@ impl Inner {
             Err(pending) => pending.await,
         };
         match self.decided(cost, now, outcome) {
-            Tried::Held => Box::pin(self.read_hold(now)).await,
-            tried => tried,
+            Some(tried) => tried,
+            None => Box::pin(self.read_hold(now)).await,
         }
     }
 
@@ -476,12 +470,12 @@ impl Inner {
             return None;
         };
         match self.decided(cost, now, outcome) {
-            Tried::Held => {
+            Some(tried) => Some(tried),
+            None => {
                 // How long is for the waiting way, which may await.
                 self.hold_read_due.store(true, Ordering::Relaxed);
                 Some(Tried::Wait(1))
             }
-            tried => Some(tried),
         }
     }
 
@@ -549,13 +543,14 @@ impl Inner {
         (wait > 0).then_some(wait)
     }
 
-    /// What the store's answer means for the call.
-    fn decided(&self, cost: u64, now: u64, outcome: Hit2) -> Tried {
+    /// What the store's answer means for the call; `None` when the shared
+    /// hold-off refused it (how long it lasts is another read).
+    fn decided(&self, cost: u64, now: u64, outcome: Hit2) -> Option<Tried> {
         let throttle = &self.throttle;
         let decision = match outcome {
             Ok((_, false)) => {
                 self.untake(cost);
-                return Tried::Held;
+                return None;
             }
             Ok((decision, true)) => decision,
             Err(error) => {
@@ -567,10 +562,10 @@ impl Inner {
                     Some(decision) => decision,
                     None => {
                         self.untake(cost);
-                        return Tried::Failed(
+                        return Some(Tried::Failed(
                             Error::new(Layer::Limit, ErrorKind::Store, "the limit's store failed")
                                 .with_source(Arc::new(error)),
-                        );
+                        ));
                     }
                 }
             }
@@ -585,18 +580,18 @@ impl Inner {
                 // the windows an early try is denied with the exact wait).
                 let hint = (decision.reset_after_ms() / self.capacity).max(1);
                 let mut q = self.queue.lock();
-                q.next_try_ms = q.next_try_ms.max(now.saturating_add(hint));
+                q.try_later(now.saturating_add(hint));
             }
-            return Tried::Granted(Grant {
+            return Some(Tried::Granted(Grant {
                 charged_ms: now,
                 cost,
-            });
+            }));
         }
         self.untake(cost);
         if decision.reason() == Reason::CostExceedsCapacity {
-            return Tried::Failed(too_costly());
+            return Some(Tried::Failed(too_costly()));
         }
-        Tried::Wait(decision.retry_after_ms().max(1))
+        Some(Tried::Wait(decision.retry_after_ms().max(1)))
     }
 
     fn untake(&self, cost: u64) {
@@ -607,9 +602,8 @@ impl Inner {
 
     /// Writes a hold-off into the store: every process's next hit finds
     /// it.
-    async fn share_pause(&self, hold: Duration) {
+    async fn share_pause(&self, now: u64, hold: Duration) {
         if let Some(shared) = &self.hold {
-            let now = self.clock.now_ms();
             let _ = shared
                 .set(self.throttle.backend(), IDENTITY, now, hold)
                 .await;
@@ -685,9 +679,8 @@ async fn dispatch(inner: Arc<Inner>) {
             }
             Tried::Wait(ms) => {
                 let mut q = inner.queue.lock();
-                q.next_try_ms = q.next_try_ms.max(now.saturating_add(ms));
+                q.try_later(now.saturating_add(ms));
             }
-            Tried::Held => {}
             Tried::Failed(error) => {
                 if let Some(waiter) = inner.queue.lock().waiters.remove(&place) {
                     let _ = waiter.tx.send(Err(error));

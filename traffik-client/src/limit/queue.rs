@@ -55,6 +55,12 @@ impl Queue {
         (Reverse(priority), self.next_seq)
     }
 
+    /// No hit is worth trying before `at_ms` (a later time already known
+    /// stands).
+    pub(crate) fn try_later(&mut self, at_ms: u64) {
+        self.next_try_ms = self.next_try_ms.max(at_ms);
+    }
+
     /// The earliest the limit can be tried again.
     pub(crate) fn open_at(&self) -> u64 {
         self.next_try_ms.max(self.paused_until_ms)
