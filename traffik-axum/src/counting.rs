@@ -20,7 +20,9 @@ pub enum Settle {
     /// while in flight. The price: in-flight requests briefly hold budget,
     /// so a request can be denied by others that will be refunded a
     /// moment later. A request whose response never comes (the client went
-    /// away and the handler was dropped) keeps its charge. The default.
+    /// away and the handler was dropped) keeps its charge; one that a later
+    /// rule refuses never reached the handler and gets it back. The
+    /// default.
     #[default]
     Reserve,
     /// Check that the limit has room when the request arrives (a peek,

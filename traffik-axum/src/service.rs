@@ -110,6 +110,9 @@ where
                 }
             }
             if let Some(response) = run.rules(&shared, RequestHead::from(&parts)).await {
+                // Refused before the handler: there is no response of its
+                // to count, so what earlier rules reserved goes back.
+                run.release(&shared).await;
                 return Ok(response);
             }
             let mut response = inner.call(Request::from_parts(parts, body)).await?;
@@ -354,6 +357,16 @@ impl Run {
                     .is_some_and(|counting| counting.counts(response))
             })
             .collect()
+    }
+
+    /// Gives back what response-counted rules reserved for a request that
+    /// a later rule refused (it never reached the handler, so nothing of
+    /// its counts).
+    async fn release<I>(&mut self, shared: &Shared<I>) {
+        if !self.settlements.is_empty() {
+            let none = vec![false; self.settlements.len()];
+            self.settle_responses(shared, none).await;
+        }
     }
 
     /// Once the response is known: a reservation whose response does not

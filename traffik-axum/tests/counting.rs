@@ -269,3 +269,49 @@ async fn filters_choose_the_requests_a_rule_counts() {
     // The others still pass.
     assert_eq!(send(reqwest::Method::GET, "/api/a", false).await, 200);
 }
+
+/// A request that another rule denies never reaches the handler, so a
+/// response-counted rule that reserved for it gives the reservation back:
+/// its budget is for the responses it counts, and a 429 of another rule
+/// is not one of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_another_rule_denies_is_not_counted() {
+    let clock = ManualClock::new(START_MS);
+    // Two stores, so the rules decide apart, in the order written.
+    let failures = Rule::new(throttle(&MemoryBackend::new(), &clock, "2/hour"))
+        .count(Counting::statuses([StatusCode::UNAUTHORIZED]));
+    let tight = Throttle::builder("tight", "1/min".parse().unwrap())
+        .strategy(FixedWindow)
+        .clock(clock.clone())
+        .build(MemoryBackend::new())
+        .unwrap();
+    let layer = ThrottleLayer::builder(HeaderKey::new("x-user"))
+        .rule(failures)
+        .rule(tight)
+        .keep_order()
+        .build();
+    let app = Router::new()
+        .route("/login", post(|| async { StatusCode::UNAUTHORIZED }))
+        .layer(layer);
+    let server = serve(app).await;
+    let client = reqwest::Client::new();
+    let status = |client: reqwest::Client| {
+        let url = server.url.clone();
+        async move {
+            login(&client, &url, "mallory", "wrong")
+                .await
+                .status()
+                .as_u16()
+        }
+    };
+    // A failure: counted (1 of 2).
+    assert_eq!(status(client.clone()).await, 401);
+    // Denied by `tight` before the handler: not a failed login.
+    assert_eq!(status(client.clone()).await, 429);
+    assert_eq!(status(client.clone()).await, 429);
+    // Once `tight` has room again, the second failure still has its place.
+    clock.advance(Duration::from_secs(61));
+    assert_eq!(status(client.clone()).await, 401);
+    clock.advance(Duration::from_secs(61));
+    assert_eq!(status(client.clone()).await, 429, "2 failures in the hour");
+}
