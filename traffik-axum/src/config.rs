@@ -166,6 +166,9 @@ struct Inner {
 struct State {
     backends: HashMap<String, AnyBackend>,
     last_refusal: Option<String>,
+    /// The file's text as last read, put in place or refused: a watch
+    /// that sees the same text again has nothing to do.
+    last_text: Option<String>,
 }
 
 impl fmt::Debug for Rules {
@@ -300,6 +303,7 @@ impl Rules {
                 state: tokio::sync::Mutex::new(State {
                     backends,
                     last_refusal: None,
+                    last_text: Some(text.to_owned()),
                 }),
                 generation: AtomicU64::new(1),
                 origin,
@@ -380,6 +384,12 @@ impl Rules {
     ///
     /// When there is no file, it cannot be read, or it holds a mistake.
     pub async fn reload(&self) -> Result<Reloaded, RulesError> {
+        self.reload_when(true).await.map(Option::unwrap_or_default)
+    }
+
+    /// Reads the file and puts it in place, unless its text is the one
+    /// last read and the reload is not `forced`.
+    async fn reload_when(&self, forced: bool) -> Result<Option<Reloaded>, RulesError> {
         let inner = &self.inner;
         let Some(path) = &inner.path else {
             return Err(RulesError::at(
@@ -392,13 +402,21 @@ impl Rules {
         let mut state = inner.state.lock().await;
         let outcome = match read(path, &inner.origin).await {
             Ok(text) => {
+                if !forced && state.last_text.as_deref() == Some(text.as_str()) {
+                    return Ok(None);
+                }
                 let places = Places {
                     origin: &inner.origin,
                     text: &text,
                 };
-                compile(&places, &mut state.backends, &inner.making).await
+                let compiled = compile(&places, &mut state.backends, &inner.making).await;
+                state.last_text = Some(text);
+                compiled
             }
-            Err(error) => Err(error),
+            Err(error) => {
+                state.last_text = None;
+                Err(error)
+            }
         };
         match outcome {
             Ok(compiled) => {
@@ -414,7 +432,7 @@ impl Rules {
                     if changes.is_empty() { "; no throttle changed" } else { ": " },
                     changes.join("; ")
                 );
-                Ok(Reloaded { changes })
+                Ok(Some(Reloaded { changes }))
             }
             Err(error) => {
                 let text = error.to_string();
@@ -431,9 +449,11 @@ impl Rules {
     }
 
     /// Reloads when the file changes (watched with `notify`; editors that
-    /// save by renaming are seen too) and when the process receives SIGHUP.
-    /// Changes within 100 ms are one reload. Stops when the [`Watch`] is
-    /// dropped. Needs a Tokio runtime.
+    /// save by renaming are seen too, and so is a file that is a link whose
+    /// target is swapped, as a Kubernetes ConfigMap's is) and when the
+    /// process receives SIGHUP. Changes within 100 ms are one reload; a
+    /// change that leaves the text as it was does nothing. Stops when the
+    /// [`Watch`] is dropped. Needs a Tokio runtime.
     ///
     /// # Errors
     ///
@@ -448,27 +468,47 @@ impl Rules {
                 "these rules were not read from a file, so there is nothing to watch".into(),
             ));
         };
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+        // `true` when the reload is asked for (SIGHUP), `false` when the
+        // file may have changed (then the same text again does nothing).
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<bool>();
         let name = path.file_name().map(ToOwned::to_owned);
-        let dir = match path.parent() {
+        let mut dirs = vec![match path.parent() {
             Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
             _ => PathBuf::from("."),
-        };
+        }];
+        // A link (a Kubernetes ConfigMap's file links through `..data`,
+        // which an update swaps): what it points to can change with no
+        // event naming it, so any change in its directory, or in its
+        // target's, is looked at.
+        let linked = std::fs::symlink_metadata(&path).is_ok_and(|meta| meta.is_symlink());
+        if linked {
+            if let Some(target) = std::fs::canonicalize(&path)
+                .ok()
+                .and_then(|target| target.parent().map(Path::to_path_buf))
+            {
+                if !dirs.contains(&target) {
+                    dirs.push(target);
+                }
+            }
+        }
         let on_change = tx.clone();
         let mut watcher =
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
                 let Ok(event) = event else { return };
-                let ours = event
-                    .paths
-                    .iter()
-                    .any(|changed| changed.file_name() == name.as_deref());
+                let ours = linked
+                    || event
+                        .paths
+                        .iter()
+                        .any(|changed| changed.file_name() == name.as_deref());
                 if ours && !event.kind.is_access() {
-                    let _ = on_change.send(());
+                    let _ = on_change.send(false);
                 }
             })
             .map_err(|error| RulesError::io(origin, "cannot watch the rules file", error))?;
-        notify::Watcher::watch(&mut watcher, &dir, notify::RecursiveMode::NonRecursive)
-            .map_err(|error| RulesError::io(origin, "cannot watch the rules file", error))?;
+        for dir in &dirs {
+            notify::Watcher::watch(&mut watcher, dir, notify::RecursiveMode::NonRecursive)
+                .map_err(|error| RulesError::io(origin, "cannot watch the rules file", error))?;
+        }
         let mut tasks = Vec::new();
         #[cfg(unix)]
         {
@@ -477,7 +517,7 @@ impl Rules {
                 .map_err(|error| RulesError::io(origin, "cannot listen for SIGHUP", error))?;
             tasks.push(tokio::spawn(async move {
                 while hangups.recv().await.is_some() {
-                    if tx.send(()).is_err() {
+                    if tx.send(true).is_err() {
                         break;
                     }
                 }
@@ -485,12 +525,14 @@ impl Rules {
         }
         let rules = self.clone();
         tasks.push(tokio::spawn(async move {
-            while rx.recv().await.is_some() {
+            while let Some(mut forced) = rx.recv().await {
                 // A save is often several events: one reload for them all.
                 tokio::time::sleep(Duration::from_millis(100)).await;
-                while rx.try_recv().is_ok() {}
-                // Refusals are logged by `reload`.
-                let _ = rules.reload().await;
+                while let Ok(asked) = rx.try_recv() {
+                    forced |= asked;
+                }
+                // Refusals are logged by the reload.
+                let _ = rules.reload_when(forced).await;
             }
         }));
         Ok(Watch {

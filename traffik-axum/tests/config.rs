@@ -466,6 +466,38 @@ async fn a_changed_file_takes_effect_and_a_broken_one_is_refused() {
     assert_eq!(statuses(&client, &items, 1).await, [200]);
 }
 
+/// A Kubernetes ConfigMap volume: `rules.toml` is a link to
+/// `..data/rules.toml`, and an update makes a new directory and swaps the
+/// `..data` link to it. No event names `rules.toml`.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_map_update_is_seen() {
+    use std::os::unix::fs::symlink;
+
+    let _serial = WATCHING.lock().await;
+    let file = TempRules::new("");
+    let dir = file.0.parent().unwrap().to_path_buf();
+    std::fs::remove_file(&file.0).unwrap();
+    let version = |n: u32, text: &str| {
+        let versioned = dir.join(format!("..2026_12_02_{n}"));
+        std::fs::create_dir(&versioned).unwrap();
+        std::fs::write(versioned.join("rules.toml"), text).unwrap();
+        let link = dir.join("..data_tmp");
+        symlink(versioned.file_name().unwrap(), &link).unwrap();
+        std::fs::rename(&link, dir.join("..data")).unwrap();
+    };
+    version(1, ITEMS);
+    symlink("..data/rules.toml", &file.0).unwrap();
+    let rules = Rules::load(&file.0).await.unwrap();
+    let _watch = rules.watch().unwrap();
+    let server = serve(app(&rules, Duration::ZERO)).await;
+    let client = reqwest::Client::new();
+    let items = format!("{}/items/1", server.url);
+    version(2, &ITEMS.replace("3/min", "1/min"));
+    wait_for(&rules, 2).await;
+    assert_eq!(statuses(&client, &items, 2).await, [200, 429]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_the_file() {
     let _serial = WATCHING.lock().await;
