@@ -95,6 +95,13 @@ async fn mistakes_are_refused_with_their_line_and_column() {
             10,
             "share enforced",
         ),
+        // A format this traffik does not know.
+        (
+            "version = 2\n[throttles.api]\nrate = \"1/s\"\n",
+            1,
+            11,
+            "reads version 1 of the rules file, not version 2",
+        ),
         // Names that refer to nothing.
         (
             "[throttles.api]\nrate = \"1/s\"\n\n[[rules]]\nthrottle = \"apl\"\n",
@@ -652,6 +659,24 @@ fn collect_keys(value: &serde_json::Value, keys: &mut std::collections::BTreeSet
             }
         }
         _ => {}
+    }
+}
+
+/// Every TOML block of docs/configuration.md is a rules file that loads:
+/// the recipes cannot rot.
+#[tokio::test]
+async fn every_rules_file_in_the_docs_loads() {
+    let docs = include_str!("../../docs/configuration.md");
+    let blocks: Vec<&str> = docs
+        .split("```toml\n")
+        .skip(1)
+        .filter_map(|rest| rest.split("```").next())
+        .collect();
+    assert!(blocks.len() >= 7, "found {} blocks", blocks.len());
+    for block in blocks {
+        if let Err(error) = Rules::from_toml(block, "docs/configuration.md").await {
+            panic!("{error}\n{block}");
+        }
     }
 }
 

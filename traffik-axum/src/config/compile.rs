@@ -146,6 +146,9 @@ fn names<T>(table: &BTreeMap<String, T>) -> String {
     listed.join(", ")
 }
 
+/// The version of the rules file's format that this traffik reads.
+const FORMAT_VERSION: u32 = 1;
+
 /// Parses and checks a rules file. `backends` holds the stores made by
 /// earlier loads, by URL: a store already made is reused, so its
 /// in-memory counters live on across reloads.
@@ -158,6 +161,17 @@ pub(crate) async fn compile(
         let span = error.span().unwrap_or(0..0);
         places.error(span, bounded(error.message().trim()))
     })?;
+    if let Some(version) = &file.version {
+        if *version.get() != FORMAT_VERSION {
+            return Err(places.error(
+                version.span(),
+                format!(
+                    "this traffik reads version {FORMAT_VERSION} of the rules file, not version {}",
+                    version.get()
+                ),
+            ));
+        }
+    }
     // Stores, by name.
     let mut stores: BTreeMap<String, (AnyBackend, String)> = BTreeMap::new();
     let declared = if file.backends.is_empty() {

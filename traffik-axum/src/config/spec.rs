@@ -19,6 +19,11 @@ use traffik_core::Rate;
 #[serde(deny_unknown_fields)]
 #[schemars(title = "traffik rules")]
 pub(crate) struct RulesFile {
+    /// The file format's version (default 1, the only one so far). A file
+    /// of a version this traffik does not know is refused rather than read
+    /// wrongly.
+    #[serde(default)]
+    pub(crate) version: Option<At<u32>>,
     /// Stores, by name: a URL such as `memory://`, `redis://host:6379/0`,
     /// `redis+cluster://a:7000,b:7001` or `memcached://host:11211`. Without
     /// this table there is one, `memory`, at `memory://`.
