@@ -54,7 +54,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     println!("  curl -i http://{address}/items/7");
     println!();
-    println!("  # 5 failed logins, then locked out for a minute (then 5, then an hour):");
+    println!("  # 5 failed logins, then locked out for 15 minutes (then an hour, then a day):");
     println!(
         "  for i in 1 2 3 4 5 6; do curl -s -o /dev/null -w '%{{http_code}}\\n' -X POST 'http://{address}/login?password=guess'; done"
     );

@@ -54,6 +54,7 @@ macro_rules! conformance_tests {
             a_refund_gives_back_a_reservation,
             concurrent_reservations_never_exceed_the_limit,
             a_lockout_escalates_exactly_and_forgives,
+            a_block_lasts_until_the_throttle_has_room,
         );
     };
     (@cases $fixture:expr; $($case:ident),* $(,)?) => {$(
@@ -806,6 +807,58 @@ pub async fn concurrent_reservations_never_exceed_the_limit<B: Backend + Clone>(
         left,
         (10 - kept).saturating_sub(1),
         "the quota left is what the kept charges left"
+    );
+}
+
+/// A block is never shorter than the throttle's own wait: a step shorter
+/// than the window (1 minute of a 5-per-15-minutes limit) blocks until the
+/// window has room, so the first request after the block is not at once
+/// another offence, and the block holds as long as the denial said.
+pub async fn a_block_lasts_until_the_throttle_has_room<B: Backend + Clone>(backend: &B) {
+    let clock = ManualClock::new(START_MS);
+    let penalty =
+        traffik_core::Penalty::escalating([Duration::from_secs(60), Duration::from_secs(300)])
+            .unwrap_or_else(|error| panic!("penalty: {error}"));
+    let lockout = throttle(
+        backend,
+        "login",
+        rate("5/15min"),
+        traffik_core::SlidingWindowLog.into(),
+        &clock,
+    )
+    .penalized(penalty)
+    .unwrap_or_else(|error| panic!("lockout: {error}"));
+    let hit = || async {
+        match lockout.hit("mallory").await {
+            Ok(decision) => decision,
+            Err(error) => panic!("lockout hit failed: {error}"),
+        }
+    };
+    for _ in 0..5 {
+        assert!(hit().await.is_allowed());
+    }
+    let breach = hit().await;
+    assert_eq!(
+        (breach.reason(), breach.retry_after_ms()),
+        (Reason::Blocked, 900_000),
+        "blocked until the oldest hit leaves the window"
+    );
+    // Past the first step, the block holds: no new offence.
+    clock.advance(Duration::from_secs(60));
+    let knock = hit().await;
+    assert_eq!(
+        (knock.reason(), knock.retry_after_ms()),
+        (Reason::Blocked, 840_000)
+    );
+    let offences = lockout
+        .offences("mallory")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(offences, 1, "waiting out a block is no offence");
+    clock.advance(Duration::from_secs(840));
+    assert!(
+        hit().await.is_allowed(),
+        "in again when the window has room"
     );
 }
 

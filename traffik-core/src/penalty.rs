@@ -47,9 +47,17 @@
 //! A hit the throttle denies for being over its limit. Requests denied by
 //! the block itself do not count: a client that keeps knocking while
 //! locked out does not lock itself out for longer (nor does it reach the
-//! throttle). Choose a first step no shorter than the throttle's period, or
-//! the throttle is still full when the block ends and the next request is
-//! at once a second offence.
+//! throttle).
+//!
+//! # How long a block lasts
+//!
+//! The offence's step, or the throttle's own wait if that is longer: a
+//! block never ends while the throttle is still full, so the first request
+//! after it, right or wrong, is not at once another offence. With a limit
+//! of 5 per 15 minutes and steps of 1 minute, 5 minutes and an hour, five
+//! quick failures block until the first of them leaves the window (15
+//! minutes); a breach after that blocks for 5 minutes or until the window
+//! has room, whichever is longer.
 
 use std::num::NonZeroU64;
 use std::sync::Arc;
@@ -62,7 +70,10 @@ use crate::{
 
 /// The longest block: about 34 years. Every block is at most this long, so
 /// one peek limit reads every block exactly.
-pub const MAX_BLOCK: Duration = Duration::from_millis(1 << 40);
+pub const MAX_BLOCK: Duration = Duration::from_millis(MAX_BLOCK_MS);
+
+/// [`MAX_BLOCK`] in milliseconds.
+const MAX_BLOCK_MS: u64 = 1 << 40;
 
 /// The most steps a penalty may have.
 pub const MAX_STEPS: usize = 64;
@@ -212,7 +223,7 @@ impl<B: Backend, C: Clock> Throttle<B, C> {
             .iter()
             .map(|&ms| block_limit(ms))
             .collect::<Result<Box<[Limit]>, ConfigError>>()?;
-        let peek_limit = block_limit(u64::try_from(MAX_BLOCK.as_millis()).unwrap_or(u64::MAX))?;
+        let peek_limit = block_limit(MAX_BLOCK_MS)?;
         Ok(Lockout {
             blocks: Arc::new(self.scope().derived("!block")),
             offences: Arc::new(self.scope().derived("!offences")),
@@ -346,13 +357,21 @@ impl<B: Backend, C: Clock> Lockout<B, C> {
                 return denial;
             }
         };
-        let block_ms = self.penalty.block_ms(offences);
+        let step_ms = self.penalty.block_ms(offences);
         let at = usize::try_from(offences.saturating_sub(1))
             .map_or(self.step_limits.len() - 1, |n| {
                 n.min(self.step_limits.len() - 1)
             });
+        // Never shorter than the throttle's own wait: a block that ended
+        // while the throttle is still full would make the next request,
+        // right or wrong, another offence at once.
+        let block_ms = step_ms.max(denial.retry_after_ms().min(MAX_BLOCK_MS));
+        let longer = (block_ms > step_ms)
+            .then(|| block_limit(block_ms).ok())
+            .flatten();
+        let limit = longer.as_ref().unwrap_or(&self.step_limits[at]);
         let key = Key::with_tag(&self.blocks, identity, tag);
-        match backend.hit(key, &self.step_limits[at], now, 1).await {
+        match backend.hit(key, limit, now, 1).await {
             Ok(_) => Decision::blocked(denial.limit(), block_ms.max(denial.retry_after_ms())),
             Err(error) => {
                 self.throttle.failed(&error, now);
