@@ -87,6 +87,12 @@ impl RulesError {
         }
     }
 
+    /// This error, caused by `source`.
+    fn caused_by(mut self, source: impl std::error::Error + Send + Sync + 'static) -> RulesError {
+        self.source = Some(Box::new(source));
+        self
+    }
+
     fn io(
         origin: &str,
         what: &str,

@@ -176,6 +176,25 @@ async fn mistakes_are_refused_with_their_line_and_column() {
     }
 }
 
+/// A store that cannot be made is refused at its URL, with the store's
+/// error kept as the cause.
+#[tokio::test]
+async fn a_bad_store_is_refused_with_its_cause() {
+    use std::error::Error as _;
+
+    let error = refused("[backends]\nlocal = \"memory://?max_keys=many\"\n").await;
+    assert_eq!((error.line(), error.column()), (2, 9), "{error}");
+    assert!(
+        error.message().starts_with("backend \"local\": "),
+        "{error}"
+    );
+    let cause = error.source().expect("the store's error is the cause");
+    assert!(
+        cause.downcast_ref::<traffik_core::Error>().is_some(),
+        "{cause}"
+    );
+}
+
 #[tokio::test]
 async fn errors_never_echo_unbounded_input() {
     let long = "x".repeat(100_000);

@@ -159,6 +159,7 @@ pub(crate) async fn compile(
 ) -> Result<Compiled, RulesError> {
     let file: RulesFile = toml::from_str(places.text).map_err(|error| {
         let span = error.span().unwrap_or(0..0);
+        // Not kept as the cause: its text quotes the file, unbounded.
         places.error(span, bounded(error.message().trim()))
     })?;
     if let Some(version) = &file.version {
@@ -191,10 +192,12 @@ pub(crate) async fn compile(
             (Some(backend), _) | (None, Some(backend)) => backend.clone(),
             (None, None) => {
                 let made = AnyBackend::from_url(&text).await.map_err(|error| {
-                    places.error(
-                        span.clone(),
-                        format!("backend {}: {}", shown(&name), error.message()),
-                    )
+                    places
+                        .error(
+                            span.clone(),
+                            format!("backend {}: {}", shown(&name), error.message()),
+                        )
+                        .caused_by(error)
                 })?;
                 backends.insert(text.clone(), made.clone());
                 made
