@@ -215,6 +215,79 @@ async fn errors_never_echo_unbounded_input() {
     }
 }
 
+/// Loads `text` and, when it is accepted, sends it a request (with header
+/// `name: value`) on a runtime of its own: accepted rules serve whatever
+/// names and values they hold; refused ones say why in a few bytes.
+fn serve_once(text: &str, name: &str, value: &str) -> Result<bool, String> {
+    use tower::ServiceExt;
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let rules = match Rules::from_toml(text, "case.toml").await {
+            Ok(rules) => rules,
+            Err(error) if error.to_string().len() <= 500 => return Ok(false),
+            Err(error) => return Err(format!("an error of {} bytes", error.to_string().len())),
+        };
+        let app = Router::new()
+            .route("/{*rest}", get(|| async { "ok" }).post(|| async { "ok" }))
+            .layer(rules.layer());
+        let mut request = support::get("/a/b", "203.0.113.7:4000");
+        if let (Ok(name), Ok(value)) = (
+            http::HeaderName::try_from(name),
+            http::HeaderValue::try_from(value),
+        ) {
+            request.headers_mut().insert(name, value);
+        }
+        for _ in 0..3 {
+            let response = app.clone().oneshot(request_like(&request)).await.unwrap();
+            let status = response.status().as_u16();
+            if ![200, 400, 429, 500, 503].contains(&status) {
+                return Err(format!("status {status}"));
+            }
+        }
+        Ok(true)
+    })
+}
+
+/// A copy of `request`'s head, with an empty body.
+fn request_like(request: &http::Request<axum::body::Body>) -> http::Request<axum::body::Body> {
+    let mut copy = http::Request::builder()
+        .method(request.method().clone())
+        .uri(request.uri().clone())
+        .body(axum::body::Body::empty())
+        .unwrap();
+    *copy.headers_mut() = request.headers().clone();
+    copy.extensions_mut().extend(request.extensions().clone());
+    copy
+}
+
+/// `text` as a TOML basic string, whatever it holds.
+fn toml_string(text: &str) -> String {
+    let mut quoted = String::from("\"");
+    for c in text.chars() {
+        match c {
+            '"' => quoted.push_str("\\\""),
+            '\\' => quoted.push_str("\\\\"),
+            c if c.is_control() => quoted.push_str(&format!("\\u{:04X}", u32::from(c))),
+            c => quoted.push(c),
+        }
+    }
+    quoted.push('"');
+    quoted
+}
+
+/// Mostly (9 in 10) text that matches `common`, else any text of up to
+/// 16 characters.
+fn mostly(common: &str) -> proptest::strategy::BoxedStrategy<String> {
+    use proptest::strategy::Strategy;
+    let common = proptest::string::string_regex(common).unwrap();
+    let any = proptest::string::string_regex("\\PC{0,16}").unwrap();
+    proptest::prop_oneof![9 => common, 1 => any].boxed()
+}
+
 /// Checks `text` on a runtime of its own (proptest's cases are sync).
 fn check(text: &str) -> Result<(), String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -259,6 +332,47 @@ proptest::proptest! {
         }
     }
 
+    /// Any name and value where the file takes a name or a value: throttle
+    /// and store names, namespaces, header names and values of identities,
+    /// exemptions and filters, tiers, costs and statuses. Accepted rules
+    /// serve requests that carry the header.
+    #[test]
+    fn any_names_and_values_serve_requests(
+        throttle in mostly("[a-z][a-z0-9_-]{0,10}"),
+        namespace in mostly("[a-z][a-z0-9_-]{0,10}"),
+        header in mostly("x-[a-z]{1,8}"),
+        value in mostly("[ -~]{0,12}"),
+        tier in mostly("[ -~]{0,12}"),
+        tier_rate in mostly("[1-9][0-9]{0,3}/(s|min|h)"),
+        cost in proptest::prop_oneof![9 => 1u64..4, 1 => proptest::num::u64::ANY],
+        failure_status in proptest::prop_oneof![9 => 400i64..600, 1 => proptest::num::i64::ANY],
+        ipv6_prefix in proptest::prop_oneof![9 => 0i64..=128, 1 => proptest::num::i64::ANY],
+        instances in proptest::prop_oneof![9 => 1i64..8, 1 => proptest::num::i64::ANY],
+        forgive in mostly("[1-9][0-9]{0,2}(s|m|h|d)"),
+        source in proptest::sample::select(vec!["peer", "header", "x-forwarded-for", "forwarded"]),
+        scope in proptest::sample::select(vec!["route", "method_route", "global"]),
+    ) {
+        let quote = toml_string;
+        let identity = match source {
+            "header" => format!("header = {}\n", quote(&header)),
+            "peer" => String::new(),
+            _ => "trusted_proxies = [\"10.0.0.0/8\"]\n".to_owned(),
+        };
+        let text = format!(
+            "[backends]\nlocal = \"memory://\"\n\n[layer]\nfailure_status = {failure_status}\n\n\
+             [identity]\nsource = {}\n{identity}ipv6_prefix = {ipv6_prefix}\n\n\
+             [exempt]\nheaders = {{ {} = {} }}\n\n\
+             [throttles.{}]\nrate = \"3/min\"\nnamespace = {}\ncost = {cost}\nfailure_policy = \"fallback\"\n\
+             fallback_instances = {instances}\npenalty = {{ steps = [\"1m\"], forgive_after = {} }}\n\n\
+             [[rules]]\nthrottle = {}\nscope = {}\nheaders = {{ {} = {} }}\nlimits = {{ {} = {} }}\n",
+            quote(source), quote(&header), quote(&format!("{value}!")), quote(&throttle),
+            quote(&namespace), quote(&forgive), quote(&throttle), quote(scope), quote(&header),
+            quote(&value), quote(&tier), quote(&tier_rate),
+        );
+        let served = serve_once(&text, &header, &value);
+        proptest::prop_assert!(served.is_ok(), "{}\n{text}", served.unwrap_err());
+    }
+
     /// Any value in any field of a throttle or a rule.
     #[test]
     fn any_values_in_every_field(
@@ -272,7 +386,7 @@ proptest::proptest! {
         cidr in "\\PC{0,20}",
         shadow in "\\PC{0,8}",
     ) {
-        let quote = |s: &str| format!("{s:?}");
+        let quote = toml_string;
         let steps: Vec<String> = steps.iter().map(|s| quote(s)).collect();
         let text = format!(
             "[exempt]\ncidrs = [{}]\n\n[throttles.t]\nrate = {}\nstrategy = {}\nburst = {burst}\n\
