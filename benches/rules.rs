@@ -118,7 +118,8 @@ fn reload(c: &mut Criterion) {
             b.iter(|| toml::from_str::<toml::Table>(&text).unwrap())
         });
         group.bench_function(format!("reload/{name}"), |b| {
-            b.to_async(&runtime).iter(|| async { rules.reload().await.unwrap() })
+            b.to_async(&runtime)
+                .iter(|| async { rules.reload().await.unwrap() })
         });
     }
     group.finish();
