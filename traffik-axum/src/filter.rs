@@ -80,7 +80,11 @@ impl Filter {
 
     /// Only paths that match one of these glob patterns: `*` matches within
     /// one segment, `**` across segments, `?` one character, `{a,b}` either.
-    /// The request's path is matched, without its query.
+    /// The request's path is matched, without its query, as it was sent and
+    /// as it reads with its percent-escapes decoded, its slashes single and
+    /// its `.` and `..` segments resolved: a rule applies when either form
+    /// matches, so another spelling of a path (`/log%69n`, `//login`,
+    /// `/x/../login`) cannot step around it.
     ///
     /// # Errors
     ///
@@ -190,7 +194,10 @@ impl Filter {
             }
         }
         if let Some((paths, _)) = &self.paths {
-            if !paths.is_match(request.uri().path()) {
+            let path = request.uri().path();
+            let matched = paths.is_match(path)
+                || normalized(path).is_some_and(|clean| paths.is_match(clean.as_str()));
+            if !matched {
                 return false;
             }
         }
@@ -206,6 +213,37 @@ impl Filter {
                 .iter()
                 .all(|(throttle_if, predicate)| predicate(request) == *throttle_if)
     }
+}
+
+/// `path` with its percent-escapes decoded, runs of slashes made one and
+/// its dot segments resolved (RFC 3986, 5.2.4), when that differs from it;
+/// `None` for a path already in that form (the common case: nothing is
+/// allocated).
+fn normalized(path: &str) -> Option<String> {
+    let plain = !path.contains('%') && !path.contains("//") && !path.contains("/.");
+    if plain {
+        return None;
+    }
+    let decoded = percent_encoding::percent_decode_str(path).decode_utf8_lossy();
+    let mut segments: Vec<&str> = Vec::new();
+    for segment in decoded.split('/') {
+        match segment {
+            "" | "." => {}
+            ".." => {
+                segments.pop();
+            }
+            segment => segments.push(segment),
+        }
+    }
+    let mut clean = String::with_capacity(decoded.len());
+    for segment in &segments {
+        clean.push('/');
+        clean.push_str(segment);
+    }
+    if clean.is_empty() || (decoded.ends_with('/') && !segments.is_empty()) {
+        clean.push('/');
+    }
+    (clean != path).then_some(clean)
 }
 
 #[cfg(test)]
@@ -245,6 +283,27 @@ mod tests {
         let file = request(Method::GET, "/static/a/b/c.css", None);
         assert!(deep.matches(RequestHead::from(&file)));
         assert!(Filter::new().matches(RequestHead::from(&file)));
+    }
+
+    #[test]
+    fn other_spellings_of_a_path_are_the_path() {
+        for (path, clean) in [
+            ("/login", None),
+            ("/a/b/", None),
+            ("/log%69n", Some("/login")),
+            ("/api/v1%2Flogin", Some("/api/v1/login")),
+            ("//login", Some("/login")),
+            ("/a//b///c/", Some("/a/b/c/")),
+            ("/./login", Some("/login")),
+            ("/x/../login", Some("/login")),
+            ("/../../login", Some("/login")),
+            ("/a/b/..", Some("/a")),
+            ("/%2e%2e/login", Some("/login")),
+            ("/%ff", Some("/\u{fffd}")),
+            ("/.", Some("/")),
+        ] {
+            assert_eq!(normalized(path).as_deref(), clean, "{path}");
+        }
     }
 
     #[test]

@@ -315,3 +315,54 @@ async fn a_request_another_rule_denies_is_not_counted() {
     clock.advance(Duration::from_secs(61));
     assert_eq!(status(client.clone()).await, 429, "2 failures in the hour");
 }
+
+/// A path filter sees through the spellings of a path that reach the same
+/// handler: percent-escapes (a wildcard's value is decoded for the
+/// handler), doubled slashes and dot segments cannot step around it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_path_filter_is_not_bypassed_by_another_spelling() {
+    let clock = ManualClock::new(START_MS);
+    let logins = Throttle::builder("logins", "1/min".parse().unwrap())
+        .clock(clock.clone())
+        .build(MemoryBackend::new())
+        .unwrap();
+    let layer = ThrottleLayer::builder(HeaderKey::new("x-user"))
+        .rule(Rule::new(logins).filter(Filter::new().paths(["/api/*/login"]).unwrap()))
+        .build();
+    let app = Router::new()
+        .route(
+            "/api/{*rest}",
+            post(|axum::extract::Path(rest): axum::extract::Path<String>| async move { rest }),
+        )
+        .layer(layer);
+    let server = serve(app).await;
+    // Sent as written (an HTTP client would clean some spellings up).
+    let send = |path: &'static str| async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(server.address)
+            .await
+            .unwrap();
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nhost: x\r\nx-user: mallory\r\n\
+             content-length: 0\r\nconnection: close\r\n\r\n"
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        let status = response[9..12].parse::<u16>().unwrap();
+        let body = response.split("\r\n\r\n").nth(1).unwrap_or_default();
+        (status, body.to_owned())
+    };
+    assert_eq!(send("/api/v1/login").await, (200, "v1/login".to_owned()));
+    for path in [
+        "/api/v1/log%69n",
+        "/api/v1%2Flogin",
+        "/api//v1/login",
+        "/api/v1/./login",
+        "/api/x/../v1/login",
+    ] {
+        assert_eq!(send(path).await.0, 429, "{path} stepped around the filter");
+    }
+    // Other paths are not this rule's.
+    assert_eq!(send("/api/v1/logout").await.0, 200);
+}
