@@ -30,7 +30,9 @@ impl Rules {
         };
         // `true` when the reload is asked for (SIGHUP), `false` when the
         // file may have changed (then the same text again does nothing).
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<bool>();
+        // Bounded: under a flood of events, a full queue already holds a
+        // reload to come.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<bool>(16);
         let name = path.file_name().map(ToOwned::to_owned);
         let mut dirs = vec![match path.parent() {
             Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
@@ -61,7 +63,7 @@ impl Rules {
                         .iter()
                         .any(|changed| changed.file_name() == name.as_deref());
                 if ours && !event.kind.is_access() {
-                    let _ = on_change.send(false);
+                    let _ = on_change.try_send(false);
                 }
             })
             .map_err(|error| RulesError::io(origin, "cannot watch the rules file", error))?;
@@ -77,7 +79,7 @@ impl Rules {
                 .map_err(|error| RulesError::io(origin, "cannot listen for SIGHUP", error))?;
             tasks.push(tokio::spawn(async move {
                 while hangups.recv().await.is_some() {
-                    if tx.send(true).is_err() {
+                    if tx.send(true).await.is_err() {
                         break;
                     }
                 }
