@@ -2,8 +2,9 @@
 //! `valgrind --tool=callgrind target/release/axum-instructions CONFIG N`.
 //! Run it with two values of N; the difference of the totals over the
 //! difference of N is the cost of one request, setup excluded. The configs
-//! are those of `benches/axum_layer.rs`, and `rules_file`: the
-//! `traffik_with_headers` throttle from a rules file (`benches/rules.rs`).
+//! are those of `benches/axum_layer.rs`, `path_filter`: the
+//! `traffik_with_headers` throttle with a path filter, and `rules_file`: that
+//! throttle from a rules file (`benches/rules.rs`).
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -49,6 +50,18 @@ fn main() {
         }
         "traffik" => traffik(QuotaHeaders::DenialsOnly),
         "traffik_with_headers" => traffik(QuotaHeaders::Ietf),
+        // The same throttle and headers, with a path filter the request
+        // passes.
+        "path_filter" => {
+            let throttle = Throttle::builder("api", "1000000000/min".parse().unwrap())
+                .strategy(Gcra::new())
+                .build(MemoryBackend::new())
+                .unwrap();
+            let filter = traffik_axum::Filter::new().paths(["/"]).unwrap();
+            let rule = Rule::new(throttle).scope(KeyScope::Global).filter(filter);
+            let layer = ThrottleLayer::builder(PeerIp::new()).rule(rule);
+            ok_route().layer(layer.quota_headers(QuotaHeaders::Ietf).build())
+        }
         // The same throttle and headers, from a rules file.
         "rules_file" => {
             let text = "[throttles.api]\nrate = \"1000000000/min\"\n\n\
