@@ -3,7 +3,8 @@
 //! the client out, the lockout grows with each breach, and a block lasts
 //! until the window has room. The rules run on a manual clock.
 
-use std::net::SocketAddr;
+mod support;
+
 use std::time::Duration;
 
 use metrics_exporter_prometheus::PrometheusBuilder;
@@ -35,16 +36,7 @@ async fn failed_logins_lock_out_for_longer_at_each_breach() {
     let backend = AnyBackend::from_url("memory://").await.unwrap();
     let metrics = PrometheusBuilder::new().build_recorder().handle();
     let app = demo_app(&rules, &backend, metrics).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .unwrap();
-    });
+    let url = format!("http://{}", support::serve(app));
     let http = reqwest::Client::new();
 
     // Successful logins are never counted.

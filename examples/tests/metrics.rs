@@ -2,7 +2,7 @@
 //! `/metrics`: a real server on a loopback port, a real HTTP client, and the
 //! Prometheus text it renders.
 
-use std::net::SocketAddr;
+mod support;
 
 use metrics_exporter_prometheus::PrometheusBuilder;
 use traffik_axum::config::Rules;
@@ -17,16 +17,7 @@ async fn metrics_count_what_the_throttles_decided() {
     let backend = AnyBackend::from_url("memory://").await.unwrap();
     let rules = Rules::load(RULES).await.unwrap();
     let app = demo_app(&rules, &backend, handle).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let server = tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .unwrap();
-    });
+    let address = support::serve(app);
     let http = reqwest::Client::new();
     // /items/{id} allows 5 per 10 s in fixed windows of the real clock: the
     // 7 requests start well inside one window, so none rolls over mid-run.
@@ -70,7 +61,6 @@ async fn metrics_count_what_the_throttles_decided() {
         .json()
         .await
         .unwrap();
-    server.abort();
     let items = hot
         .as_array()
         .unwrap()
