@@ -15,6 +15,33 @@ use traffik_client::limit::Limiter;
 use traffik_client::retry::RetryPolicy;
 use traffik_client::{BoxError, Call, StackBuilder};
 
+/// Sends a GET of `uri` through `stack` on a task of its own; the status.
+fn spawn_get<S>(
+    stack: &S,
+    uri: &'static str,
+) -> tokio::task::JoinHandle<Result<u16, traffik_client::Error>>
+where
+    S: Service<
+            Call<Request<String>>,
+            Response = Response<Full<Bytes>>,
+            Error = traffik_client::Error,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
+{
+    let mut stack = stack.clone();
+    tokio::spawn(async move {
+        let call = Call::new(Request::get(uri).body(String::new()).unwrap());
+        stack
+            .ready()
+            .await?
+            .call(call)
+            .await
+            .map(|r| r.status().as_u16())
+    })
+}
+
 fn line<'a>(rendered: &'a str, prefix: &str) -> Option<&'a str> {
     rendered.lines().find(|l| l.starts_with(prefix))
 }
@@ -57,20 +84,7 @@ async fn calls_waits_retries_transitions_and_coalescing_are_counted() {
         )
         .retry(RetryPolicy::new().backoff(Duration::from_millis(1), Duration::from_millis(1)))
         .service(client);
-    let send = |uri: &'static str| {
-        let stack = stack.clone();
-        tokio::spawn(async move {
-            let call = Call::new(Request::get(uri).body(String::new()).unwrap());
-            stack
-                .clone()
-                .ready()
-                .await
-                .unwrap()
-                .call(call)
-                .await
-                .map(|r| r.status().as_u16())
-        })
-    };
+    let send = |uri: &'static str| spawn_get(&stack, uri);
     assert_eq!(
         send("http://api/first").await.unwrap().unwrap(),
         200,
@@ -91,22 +105,7 @@ async fn calls_waits_retries_transitions_and_coalescing_are_counted() {
         .service(tower::service_fn(|_: Request<String>| async {
             Ok::<_, BoxError>(Response::new(Full::new(Bytes::new())))
         }));
-    let two: Vec<_> = (0..2)
-        .map(|_| {
-            let stack = queued.clone();
-            tokio::spawn(async move {
-                let call = Call::new(Request::get("http://q/").body(String::new()).unwrap());
-                stack
-                    .clone()
-                    .ready()
-                    .await
-                    .unwrap()
-                    .call(call)
-                    .await
-                    .map(|_| ())
-            })
-        })
-        .collect();
+    let two: Vec<_> = (0..2).map(|_| spawn_get(&queued, "http://q/")).collect();
     for call in two {
         call.await.unwrap().unwrap();
     }
