@@ -80,12 +80,8 @@ impl Hold {
         now_ms: u64,
         hold: Duration,
     ) -> Result<(), Error> {
-        let step = Rate::new(1, hold.max(Duration::from_millis(1)))
-            .map_err(|e| Error::new(traffik_core::ErrorKind::Config, e.to_string()))
-            .and_then(|rate| {
-                Limit::new(rate, Gcra::with_burst(std::num::NonZeroU64::MIN))
-                    .map_err(|e| Error::new(traffik_core::ErrorKind::Config, e.to_string()))
-            })?;
+        let step = Limit::block(hold.max(Duration::from_millis(1)))
+            .map_err(|e| Error::new(traffik_core::ErrorKind::Config, e.to_string()))?;
         backend
             .reset(self.key(identity), &self.check, now_ms)
             .await?;

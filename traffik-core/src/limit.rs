@@ -44,6 +44,20 @@ impl Limit {
         })
     }
 
+    /// "1 per `duration`", a GCRA burst of 1: one hit of it holds its key
+    /// off for `duration`, on any backend (how lockouts keep their blocks,
+    /// and outbound clients their hold-offs).
+    ///
+    /// # Errors
+    ///
+    /// When `duration` is not a [`Rate`]'s period (zero, or too long).
+    pub fn block(duration: std::time::Duration) -> Result<Limit, ConfigError> {
+        let rate = Rate::new(1, duration).map_err(|error| {
+            ConfigError::new(format!("a block of {} ms: {error}", duration.as_millis()))
+        })?;
+        Limit::new(rate, Gcra::with_burst(NonZeroU64::MIN))
+    }
+
     /// This limit, decided while its store cannot answer on a fallback
     /// limiter of one of `instances` processes' share
     /// ([`FailurePolicy::Fallback`](crate::FailurePolicy::Fallback)); a

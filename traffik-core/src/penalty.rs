@@ -64,9 +64,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::backend::{Backend, Key, Scope};
-use crate::{
-    Clock, ConfigError, Decision, Error, Gcra, LeakyBucket, Limit, Rate, Reason, Throttle,
-};
+use crate::{Clock, ConfigError, Decision, Error, LeakyBucket, Limit, Rate, Reason, Throttle};
 
 /// The longest block: about 34 years. Every block is at most this long, so
 /// one peek limit reads every block exactly.
@@ -167,9 +165,7 @@ fn millis(what: &str, duration: Duration) -> Result<u64, ConfigError> {
 
 /// "1 per `ms`", burst 1: one hit blocks for `ms`.
 fn block_limit(ms: u64) -> Result<Limit, ConfigError> {
-    let rate = Rate::new(1, Duration::from_millis(ms))
-        .map_err(|error| ConfigError::new(format!("a block of {ms} ms: {error}")))?;
-    Limit::new(rate, Gcra::with_burst(NonZeroU64::MIN))
+    Limit::block(Duration::from_millis(ms))
 }
 
 /// A [`Throttle`] with a [`Penalty`]: built with [`Throttle::penalized`].
